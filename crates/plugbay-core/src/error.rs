@@ -1,0 +1,283 @@
+//! [`Code`] and [`Error`]: what went wrong, in terms a caller (and the gRPC and HTTP APIs)
+//! can act on, with the context that says where.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The kind of failure. The set and the numbers are gRPC's, so the network APIs map them
+/// one to one (and the C ABI uses the same numbers as status codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Code {
+    /// The request or an input file is malformed; retrying the same thing fails again.
+    InvalidArgument,
+    /// The deadline passed before the operation finished.
+    DeadlineExceeded,
+    /// No plugin, capability or method by that name.
+    NotFound,
+    /// The operation is not allowed (method not whitelisted, path escapes the plugin folder).
+    PermissionDenied,
+    /// A limit was hit (payload size, call depth, queue full).
+    ResourceExhausted,
+    /// The system is not in a state for this (wrong ABI, illegal lifecycle transition).
+    FailedPrecondition,
+    /// A bug or an unexpected failure, in the host or in a plugin.
+    Internal,
+    /// Temporarily unable to serve (plugin stopping, stopped, or not loaded).
+    Unavailable,
+}
+
+impl Code {
+    /// Every code, in gRPC-number order.
+    pub const ALL: [Code; 8] = [
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Internal,
+        Code::Unavailable,
+    ];
+
+    /// The lower-case name used in messages and JSON (`invalid_argument`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::NotFound => "not_found",
+            Code::PermissionDenied => "permission_denied",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+        }
+    }
+
+    /// The gRPC status number (also the C ABI's status code).
+    pub fn grpc(self) -> i32 {
+        match self {
+            Code::InvalidArgument => 3,
+            Code::DeadlineExceeded => 4,
+            Code::NotFound => 5,
+            Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
+            Code::FailedPrecondition => 9,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+        }
+    }
+
+    /// The code for a gRPC status number; `None` for 0 (OK) and numbers plugbay does not use.
+    pub fn from_grpc(number: i32) -> Option<Code> {
+        Code::ALL.into_iter().find(|code| code.grpc() == number)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A plugbay error: a [`Code`], a message, and the context that locates it.
+///
+/// Display renders everything a person needs in one line, e.g.
+/// `invalid_argument: plugin log-x: plugins/log-x/plugin.toml:2:6: field plugin.id: ...`.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    code: Code,
+    message: String,
+    plugin: Option<String>,
+    file: Option<PathBuf>,
+    position: Option<(usize, usize)>,
+    field: Option<String>,
+    method: Option<String>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// `Result` with plugbay's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error with a code and a message, no context yet.
+    pub fn new(code: Code, message: impl Into<String>) -> Error {
+        Error {
+            code,
+            message: message.into(),
+            plugin: None,
+            file: None,
+            position: None,
+            field: None,
+            method: None,
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Code::InvalidArgument`].
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::new(Code::InvalidArgument, message)
+    }
+
+    /// Shorthand for [`Code::Internal`].
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(Code::Internal, message)
+    }
+
+    /// Shorthand for [`Code::Unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::new(Code::Unavailable, message)
+    }
+
+    /// Shorthand for [`Code::FailedPrecondition`].
+    pub fn precondition(message: impl Into<String>) -> Error {
+        Error::new(Code::FailedPrecondition, message)
+    }
+
+    /// Shorthand for [`Code::PermissionDenied`].
+    pub fn denied(message: impl Into<String>) -> Error {
+        Error::new(Code::PermissionDenied, message)
+    }
+
+    /// Shorthand for [`Code::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::new(Code::NotFound, message)
+    }
+
+    /// Names the plugin the error is about (kept if one is already set).
+    pub fn with_plugin(mut self, id: impl Into<String>) -> Error {
+        if self.plugin.is_none() {
+            self.plugin = Some(id.into());
+        }
+        self
+    }
+
+    /// Names the file the error is about (kept if one is already set).
+    pub fn with_file(mut self, path: impl AsRef<Path>) -> Error {
+        if self.file.is_none() {
+            self.file = Some(path.as_ref().to_path_buf());
+        }
+        self
+    }
+
+    /// Adds a 1-based line and column inside the file.
+    pub fn with_position(mut self, line: usize, column: usize) -> Error {
+        self.position = Some((line, column));
+        self
+    }
+
+    /// Names the field (`plugin.id`, `provides."log.parse@1"`).
+    pub fn with_field(mut self, field: impl Into<String>) -> Error {
+        if self.field.is_none() {
+            self.field = Some(field.into());
+        }
+        self
+    }
+
+    /// Names the method of a call.
+    pub fn with_method(mut self, method: impl Into<String>) -> Error {
+        if self.method.is_none() {
+            self.method = Some(method.into());
+        }
+        self
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message alone, without the context.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The plugin the error is about, if known.
+    pub fn plugin(&self) -> Option<&str> {
+        self.plugin.as_deref()
+    }
+
+    /// The file the error is about, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The 1-based `(line, column)` in [`Error::file`], where the parser gave one.
+    pub fn position(&self) -> Option<(usize, usize)> {
+        self.position
+    }
+
+    /// The manifest field the error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The method of the call the error is about, if any.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.code)?;
+        if let Some(plugin) = &self.plugin {
+            write!(f, "plugin {plugin}: ")?;
+        }
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some((line, column)) = self.position {
+                write!(f, ":{line}:{column}")?;
+            }
+            f.write_str(": ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field {field}: ")?;
+        }
+        if let Some(method) = &self.method {
+            write!(f, "method {method}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Error {
+        match never {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_every_piece_of_context() {
+        let error = Error::invalid("must match [a-z0-9-]")
+            .with_plugin("Log_X")
+            .with_file("plugins/Log_X/plugin.toml")
+            .with_position(2, 6)
+            .with_field("plugin.id");
+        assert_eq!(
+            error.to_string(),
+            "invalid_argument: plugin Log_X: plugins/Log_X/plugin.toml:2:6: field plugin.id: must match [a-z0-9-]"
+        );
+    }
+
+    #[test]
+    fn grpc_numbers_round_trip() {
+        for code in Code::ALL {
+            assert_eq!(Code::from_grpc(code.grpc()), Some(code));
+        }
+        assert_eq!(Code::from_grpc(0), None);
+        assert_eq!(Code::from_grpc(99), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! [`Host`]: the host API a plugin calls back into (log, publish, invoke).
+
+use plugbay_abi::{self as abi, HostApiV1, Output as RawOutput, Str};
+
+use crate::types::{ErrorCode, Input, PluginError};
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Detail for debugging.
+    Debug,
+    /// Very fine detail.
+    Trace,
+}
+
+impl LogLevel {
+    fn raw(self) -> i32 {
+        match self {
+            LogLevel::Error => abi::LOG_ERROR,
+            LogLevel::Warn => abi::LOG_WARN,
+            LogLevel::Info => abi::LOG_INFO,
+            LogLevel::Debug => abi::LOG_DEBUG,
+            LogLevel::Trace => abi::LOG_TRACE,
+        }
+    }
+}
+
+/// The response of [`Host::invoke`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The payload bytes.
+    pub bytes: Vec<u8>,
+    /// Their media type.
+    pub content_type: String,
+}
+
+impl Response {
+    /// Decodes the response as JSON.
+    ///
+    /// # Errors
+    /// `invalid_argument` when it does not fit `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        Ok(serde_json::from_slice(&self.bytes)?)
+    }
+}
+
+/// The host, as seen from a plugin instance: cheap to clone, usable from any thread.
+///
+/// A `Host` is valid until the instance's `shutdown` returns; do not keep clones in
+/// globals that outlive the instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    api: Option<&'static HostApiV1>,
+}
+
+impl Host {
+    /// A host that is not there: logs go to stderr, publish succeeds and does nothing, and
+    /// invoke fails with `unavailable`. For unit tests of a plugin without a host.
+    pub fn detached() -> Host {
+        Host { api: None }
+    }
+
+    /// Wraps the table the host passed to init.
+    ///
+    /// # Safety
+    /// `api` must be NULL or point to a host API table that stays valid until the
+    /// instance's shutdown returns, as `include/plugbay.h` promises.
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    pub(crate) unsafe fn from_raw(api: *const HostApiV1) -> Host {
+        // SAFETY: the caller guarantees validity for the instance's lifetime; the 'static
+        // here is that promise written as a type, and `Host` is documented not to outlive it.
+        Host { api: unsafe { api.as_ref() } }
+    }
+
+    /// Writes a log line, tagged with this plugin's id by the host.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        match self.api {
+            // SAFETY: the table is valid (see `from_raw`) and `message` outlives the call.
+            Some(api) => unsafe { (api.log)(api.host_ctx, level.raw(), Str::from_bytes(message.as_bytes())) },
+            None => eprintln!("[{level:?}] {message}"),
+        }
+    }
+
+    /// Publishes an event on the host's bus.
+    ///
+    /// # Errors
+    /// The host's refusal (unknown topic format, queue full) as a [`PluginError`].
+    pub fn publish(&self, topic: &str, payload: &[u8], content_type: &str) -> Result<(), PluginError> {
+        let Some(api) = self.api else { return Ok(()) };
+        let mut out = RawOutput::EMPTY;
+        // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
+        let status = unsafe {
+            (api.publish)(
+                api.host_ctx,
+                Str::from_bytes(topic.as_bytes()),
+                Str::from_bytes(payload),
+                Str::from_bytes(content_type.as_bytes()),
+                &mut out,
+            )
+        };
+        self.take(status, out).map(drop)
+    }
+
+    /// Calls a capability (`"kv@1"`) or a plugin (`"plugin:kv-store"`) through the host.
+    ///
+    /// # Errors
+    /// The callee's error, or the host's (`not_found`, `permission_denied`, ...).
+    pub fn invoke(&self, target: &str, method: &str, input: Input<'_>) -> Result<Response, PluginError> {
+        let Some(api) = self.api else {
+            return Err(PluginError::new(ErrorCode::Unavailable, "no host (Host::detached)"));
+        };
+        let mut out = RawOutput::EMPTY;
+        // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
+        let status = unsafe {
+            (api.invoke)(
+                api.host_ctx,
+                Str::from_bytes(target.as_bytes()),
+                Str::from_bytes(method.as_bytes()),
+                Str::from_bytes(input.bytes),
+                Str::from_bytes(input.content_type.as_bytes()),
+                &mut out,
+            )
+        };
+        self.take(status, out)
+    }
+
+    /// Copies the host-allocated buffers of `out` into a result and frees them on the host.
+    fn take(&self, status: abi::Status, out: RawOutput) -> Result<Response, PluginError> {
+        let api = self.api.expect("take is only called with a host");
+        let copy = |buf: abi::Buf| -> Vec<u8> {
+            if buf.is_empty() {
+                return Vec::new();
+            }
+            // SAFETY: the host wrote `len` bytes at `ptr` and keeps them until free_buf.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+            // SAFETY: the buffer came from this host and is freed exactly once, here.
+            unsafe { (api.free_buf)(api.host_ctx, buf) };
+            bytes
+        };
+        let payload = copy(out.payload);
+        let content_type = String::from_utf8_lossy(&copy(out.content_type)).into_owned();
+        let error = String::from_utf8_lossy(&copy(out.error)).into_owned();
+        if status == abi::STATUS_OK {
+            Ok(Response { bytes: payload, content_type })
+        } else {
+            Err(PluginError::new(ErrorCode::from_status(status), error))
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Empty library target: this package only holds the integration tests and benchmarks.
