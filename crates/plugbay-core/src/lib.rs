@@ -1,6 +1,54 @@
-//! plugbay host library (work in progress).
+//! plugbay's host library: discover plugins in a folder, check them, load them into a
+//! runtime, and route calls and events to them.
+//!
+//! ```no_run
+//! use plugbay_core::{Call, Host, HostConfig, Payload};
+//!
+//! # async fn example() -> plugbay_core::Result<()> {
+//! let host = Host::build(HostConfig::with_plugin_dir("target/plugins"))?;
+//! let report = host.load_all().await;
+//! for failure in &report.failed {
+//!     eprintln!("not loaded: {failure}");
+//! }
+//! let reply = host.invoke(Call::new("text.transform@1", "upper", Payload::json("hello")?)).await?;
+//! assert_eq!(reply.to_json::<String>()?, "HELLO");
+//! # Ok(()) }
+//! ```
+//!
+//! # Core concepts
+//! - **Plugin**: a folder `plugins/<id>/` with a manifest ([`manifest::Manifest`],
+//!   `plugin.toml`) and an artifact. [`catalog`] finds them; unknown fields, bad ids and
+//!   paths that leave the folder are refused with errors that name file, line and field.
+//! - **Runtime**: what runs an artifact ([`runtime::Runtime`]). This build has the
+//!   `native` runtime (C ABI, `include/plugbay.h`): fastest, but native code shares the
+//!   host's process, so a crashing plugin crashes the host. Trusted code only.
+//! - **Lifecycle**: every plugin has a [`State`]; transitions are checked and published as
+//!   events on [`bus::LIFECYCLE_TOPIC`].
+//! - **Call**: [`Call`] = target (a capability like `text.transform@1`, or `plugin:<id>`)
+//!   + method + [`Payload`]. [`Host::invoke`] routes it (round-robin across providers),
+//!   checks the method against the manifest's `[provides]` whitelist, and runs it.
+//!   [`Host::invoke_sync`] and [`Host::resolve`] are the synchronous fast paths.
+//! - **Errors**: every failure is an [`Error`] with a gRPC-like [`Code`] and the plugin,
+//!   file, field or method it is about.
+#![deny(unsafe_code)] // allowed only in runtime/native.rs, the C ABI boundary
 
+pub mod bus;
 pub mod call;
+pub mod catalog;
+pub mod config;
 pub mod error;
+pub mod host;
+pub mod lifecycle;
+pub mod manifest;
 pub mod platform;
+pub mod runtime;
+pub mod safe_fs;
+mod scheduler;
+
+pub use bus::{Event, LifecycleChange};
+pub use call::{Call, ContentType, Deadline, Payload, Target};
+pub use config::HostConfig;
 pub use error::{Code, Error, Result};
+pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
+pub use lifecycle::State;
+pub use manifest::{Manifest, RuntimeKind};

@@ -1,0 +1,82 @@
+//! [`HostConfig`]: plain data, validated before anything is built.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How a [`crate::Host`] is set up. Every field documents its default; `Default` reads no
+/// environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Folders scanned by [`crate::Host::load_all`], each holding one sub-folder per plugin.
+    /// Default: `["./plugins"]`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Deadline of a call that sets none and whose plugin sets no `limits.timeout_ms`.
+    /// Default: 30 s.
+    pub default_timeout: Duration,
+    /// How long `stop` and `unload` wait for calls in flight. Default: 5 s.
+    pub drain_timeout: Duration,
+    /// Largest response a plugin may return, in bytes. Default: 16 MiB.
+    pub max_payload_bytes: usize,
+    /// Largest artifact the host reads, in bytes. Default: 256 MiB.
+    pub max_artifact_bytes: u64,
+    /// Capacity of the event queues (to subscribers and to plugins). Default: 1024.
+    pub event_queue: usize,
+    /// How deep plugins may call each other through the host before `resource_exhausted`.
+    /// Default: 16.
+    pub max_call_depth: u32,
+    /// Configuration bytes handed to a plugin's init, by plugin id. Default: none (empty).
+    pub plugin_config: BTreeMap<String, Vec<u8>>,
+}
+
+impl Default for HostConfig {
+    fn default() -> HostConfig {
+        HostConfig {
+            plugin_dirs: vec![PathBuf::from("./plugins")],
+            default_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+            max_payload_bytes: 16 << 20,
+            max_artifact_bytes: 256 << 20,
+            event_queue: 1024,
+            max_call_depth: 16,
+            plugin_config: BTreeMap::new(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// A default configuration reading plugins from one folder.
+    pub fn with_plugin_dir(dir: impl Into<PathBuf>) -> HostConfig {
+        HostConfig { plugin_dirs: vec![dir.into()], ..HostConfig::default() }
+    }
+
+    /// Checks every field; has no side effects.
+    ///
+    /// # Errors
+    /// `invalid_argument` naming the field and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |field: &str, ok: bool, allowed: &str| {
+            if ok { Ok(()) } else { Err(Error::invalid(format!("must be {allowed}")).with_field(field)) }
+        };
+        positive("default_timeout", !self.default_timeout.is_zero(), "greater than zero")?;
+        positive("max_payload_bytes", self.max_payload_bytes > 0, "greater than zero")?;
+        positive("max_artifact_bytes", self.max_artifact_bytes > 0, "greater than zero")?;
+        positive("event_queue", (1..=1 << 20).contains(&self.event_queue), "between 1 and 1048576")?;
+        positive("max_call_depth", (1..=1024).contains(&self.max_call_depth), "between 1 and 1024")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_zero_timeouts_are_not() {
+        HostConfig::default().validate().unwrap();
+        let error = HostConfig { default_timeout: Duration::ZERO, ..HostConfig::default() }.validate().unwrap_err();
+        assert_eq!(error.field(), Some("default_timeout"));
+    }
+}

@@ -1,0 +1,190 @@
+//! The [`Runtime`] / [`Loaded`] / [`Instance`] traits every runtime implements, and the
+//! pieces they share (the description check, the host callbacks).
+//!
+//! A runtime turns artifact bytes into a [`Loaded`] artifact (Discovered -> Loaded), a
+//! loaded artifact into running [`Instance`]s (Loaded -> Initialized), and an instance
+//! serves calls. Runtimes know nothing of routing, of each other, or of the lifecycle.
+
+pub mod native;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::bus::Event;
+use crate::call::{Call, Payload};
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, RuntimeKind};
+
+/// A boxed, sendable future (the async half of the runtime traits).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of starting a call: finished already (in-process runtimes, no thread hop),
+/// or a future to await under the call's deadline.
+pub enum CallOutcome {
+    /// The call ran to completion on the caller's thread.
+    Done(Result<Payload>),
+    /// The call is in progress elsewhere.
+    Pending(BoxFuture<'static, Result<Payload>>),
+}
+
+/// What a plugin says it is, from its `describe` operation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Description {
+    /// The plugin id.
+    pub id: String,
+    /// The plugin version (semver text).
+    pub version: String,
+    /// Capability -> methods.
+    pub provides: BTreeMap<String, Vec<String>>,
+}
+
+impl Description {
+    /// Checks the description against the manifest: same id, same version, and the same
+    /// capabilities with the same methods (order does not matter).
+    ///
+    /// # Errors
+    /// `failed_precondition` saying exactly what differs.
+    pub fn check_against(&self, manifest: &Manifest) -> Result<()> {
+        let mismatch = |what: String| {
+            Error::precondition(format!("the plugin's describe disagrees with its manifest: {what}"))
+        };
+        if self.id != manifest.plugin.id {
+            return Err(mismatch(format!("id {:?} vs {:?} in plugin.toml", self.id, manifest.plugin.id)));
+        }
+        if self.version != manifest.plugin.version.to_string() {
+            return Err(mismatch(format!(
+                "version {:?} vs {:?} in plugin.toml",
+                self.version,
+                manifest.plugin.version.to_string()
+            )));
+        }
+        let normalise = |map: &BTreeMap<String, Vec<String>>| -> BTreeMap<String, Vec<String>> {
+            map.iter()
+                .map(|(capability, methods)| {
+                    let mut methods = methods.clone();
+                    methods.sort();
+                    methods.dedup();
+                    (capability.clone(), methods)
+                })
+                .collect()
+        };
+        let (described, declared) = (normalise(&self.provides), normalise(&manifest.provides));
+        if described != declared {
+            return Err(mismatch(format!(
+                "provides {} vs {} in plugin.toml",
+                serde_json::to_string(&described).unwrap_or_default(),
+                serde_json::to_string(&declared).unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The artifact a runtime is asked to load: the bytes the host read (and, later, verified)
+/// from beneath the plugin folder, so the code that runs is the code that was checked.
+pub struct Artifact<'a> {
+    /// The accepted manifest.
+    pub manifest: &'a Manifest,
+    /// Where the bytes came from (for messages).
+    pub path: &'a Path,
+    /// The artifact's bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Severity of a plugin's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Fine detail.
+    Trace,
+}
+
+/// The host API as runtimes see it: what a plugin may ask of the host. Implemented by the
+/// host; runtimes bridge their contract's `log` / `publish` / `invoke` onto it.
+pub trait HostCallbacks: Send + Sync {
+    /// A log line from `plugin`.
+    fn log(&self, plugin: &str, level: LogLevel, message: &str);
+
+    /// An event published by `plugin`.
+    ///
+    /// # Errors
+    /// `resource_exhausted` when the bus queue is full; `invalid_argument` for a bad topic.
+    fn publish(&self, plugin: &str, topic: &str, payload: Payload) -> Result<()>;
+
+    /// A call made by `plugin` through the host, served synchronously on this thread.
+    ///
+    /// # Errors
+    /// Whatever the call fails with.
+    fn invoke(&self, plugin: &str, call: Call) -> Result<Payload>;
+}
+
+/// What an instance needs from the host when it is created.
+#[derive(Clone)]
+pub struct InstanceContext {
+    /// The plugin id (tags log lines and events).
+    pub plugin: Arc<str>,
+    /// Configuration bytes for init (empty when none are configured).
+    pub config: Vec<u8>,
+    /// The host API.
+    pub callbacks: Arc<dyn HostCallbacks>,
+    /// Responses larger than this are refused with `resource_exhausted`.
+    pub max_payload_bytes: usize,
+}
+
+/// A runtime: native, wasm or process.
+pub trait Runtime: Send + Sync + 'static {
+    /// Which runtime this is.
+    fn kind(&self) -> RuntimeKind;
+
+    /// Loads and checks an artifact (Discovered -> Loaded).
+    ///
+    /// # Errors
+    /// `failed_precondition` for an artifact this runtime cannot use, with the cause.
+    fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>>;
+}
+
+/// A loaded, checked artifact from which instances are made.
+pub trait Loaded: Send + Sync {
+    /// What the plugin's describe operation returned.
+    fn description(&self) -> &Description;
+
+    /// Creates an instance (Loaded -> Initialized): runs the plugin's init.
+    ///
+    /// # Errors
+    /// The plugin's init error, with its code.
+    fn instantiate(&self, context: InstanceContext) -> BoxFuture<'_, Result<Arc<dyn Instance>>>;
+}
+
+/// A running copy of a plugin.
+///
+/// An instance is shut down when the last reference to it drops, so a call still in
+/// flight keeps it (and its code) alive.
+pub trait Instance: Send + Sync {
+    /// Starts a call. `method` has already been checked against the manifest's whitelist.
+    fn call(&self, method: &str, payload: &Payload) -> CallOutcome;
+
+    /// The zero-copy synchronous form: runs the call on this thread and lends the response
+    /// bytes and content type to `receive` before releasing them. `None` when this runtime
+    /// cannot serve calls synchronously.
+    fn call_borrowed(
+        &self,
+        method: &str,
+        payload: &[u8],
+        content_type: &str,
+        receive: &mut dyn FnMut(&[u8], &str),
+    ) -> Option<Result<()>>;
+
+    /// Delivers an event.
+    fn on_event(&self, event: &Event) -> CallOutcome;
+}
