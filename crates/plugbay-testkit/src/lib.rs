@@ -1,1 +1,248 @@
+//! Dev-only helpers for plugbay's test suite and benchmarks: they build real test plugins
+//! (Rust cdylibs with cargo, C libraries with the system compiler, deliberately broken
+//! artifacts) into temporary plugin folders. Nothing binary is checked in.
+//!
+//! Rust plugins are built once into `target/testkit` (a target directory of their own, so
+//! a test never waits on the cargo lock of the build that runs it) and rebuilt only when a
+//! source file is newer than the library.
+#![forbid(unsafe_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use plugbay_core::platform;
+
+/// The workspace root (where `Cargo.toml` with `[workspace]` is).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root exists")
+}
+
+/// `include/` with `plugbay.h`.
+pub fn include_dir() -> PathBuf {
+    workspace_root().join("include")
+}
+
+/// The Rust plugins the testkit can build: (package, folder relative to the workspace).
+const RUST_PLUGINS: &[(&str, &str)] = &[
+    ("native-fixture", "crates/plugbay-testkit/fixtures/native-fixture"),
+    ("text-tools", "examples/plugins/text-tools"),
+    ("kv-store", "examples/plugins/kv-store"),
+];
+
+/// Sources whose change means the Rust plugins must be rebuilt.
+const RUST_SOURCES: &[&str] = &["crates/plugbay-abi", "crates/plugbay-sdk", "Cargo.lock"];
+
+fn newest_mtime(path: &Path) -> SystemTime {
+    let Ok(metadata) = std::fs::metadata(path) else { return SystemTime::UNIX_EPOCH };
+    let own = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if !metadata.is_dir() {
+        return own;
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name() != "target")
+        .map(|entry| newest_mtime(&entry.path()))
+        .fold(own, SystemTime::max)
+}
+
+/// Builds (if needed) and returns the path of a Rust plugin library by package name:
+/// `native-fixture`, `text-tools` or `kv-store`.
+///
+/// # Panics
+/// If the package is unknown or cargo fails (the test cannot run without it).
+pub fn rust_plugin(package: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    assert!(RUST_PLUGINS.iter().any(|(name, _)| *name == package), "unknown test plugin {package}");
+    let dir = BUILT.get_or_init(build_rust_plugins);
+    dir.join(platform::cargo_cdylib_file_name(package))
+}
+
+fn build_rust_plugins() -> PathBuf {
+    let root = workspace_root();
+    let target = root.join("target/testkit");
+    let out = target.join("debug");
+    let libraries: Vec<PathBuf> =
+        RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
+    let sources = RUST_PLUGINS
+        .iter()
+        .map(|(_, dir)| root.join(dir))
+        .chain(RUST_SOURCES.iter().map(|dir| root.join(dir)))
+        .map(|path| newest_mtime(&path))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let fresh = libraries.iter().all(|library| {
+        std::fs::metadata(library).and_then(|m| m.modified()).is_ok_and(|built| built >= sources)
+    });
+    if fresh {
+        return out;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command.current_dir(&root).arg("build").arg("--quiet").arg("--target-dir").arg(&target);
+    for (name, _) in RUST_PLUGINS {
+        command.arg("-p").arg(name);
+    }
+    let status = command.status().expect("cargo runs");
+    assert!(status.success(), "building the test plugins failed: {status}");
+    out
+}
+
+/// Builds (if needed) the `plugbay` command-line binary into `target/testkit` and returns
+/// its path, for tests that need the host in a child process (a crash must not take the
+/// test runner down) or that check the CLI itself.
+///
+/// # Panics
+/// If cargo fails.
+pub fn plugbay_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let target = root.join("target/testkit");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--quiet", "-p", "plugbay", "--target-dir"])
+                .arg(&target)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the plugbay binary failed: {status}");
+            target.join("debug").join(format!("plugbay{}", std::env::consts::EXE_SUFFIX))
+        })
+        .clone()
+}
+
+/// Compiles C source into a shared library at `out` with the system compiler (`$CC`, else
+/// `cc`), against `include/plugbay.h`, with extra flags such as `-DTABLE_ABI=2`.
+///
+/// # Panics
+/// If the compiler is missing or fails (the message says how to install one).
+pub fn compile_c(source: &Path, out: &Path, flags: &[&str]) {
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let output = Command::new(&compiler)
+        .args(["-std=c11", "-Wall", "-Werror", "-O1", "-shared", "-fPIC", "-fvisibility=hidden"])
+        .arg("-I")
+        .arg(include_dir())
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(source)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {compiler} ({error}); install a C compiler: apt-get install -y gcc"));
+    assert!(
+        output.status.success(),
+        "{compiler} failed on {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The C fixture's source (`fixtures/c/fixture.c`), with its knobs documented inside.
+pub fn c_fixture_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/c/fixture.c")
+}
+
+/// A manifest for a native plugin.
+pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> String {
+    let mut text = format!("[plugin]\nid = \"{id}\"\nversion = \"0.1.0\"\nruntime = \"native\"\nentry = \"{entry}\"\n");
+    text.push_str("\n[provides]\n");
+    for (capability, methods) in provides {
+        let methods: Vec<String> = methods.iter().map(|m| format!("\"{m}\"")).collect();
+        text.push_str(&format!("\"{capability}\" = [{}]\n", methods.join(", ")));
+    }
+    text
+}
+
+/// The Rust fixture's `[provides]`.
+pub const FIXTURE_METHODS: &[&str] =
+    &["echo", "panic", "segfault", "invoke", "publish", "events", "big", "sleep", "config"];
+
+/// A temporary plugins folder; removed on drop.
+pub struct PluginsDir {
+    dir: tempfile::TempDir,
+}
+
+impl Default for PluginsDir {
+    fn default() -> Self {
+        PluginsDir::new()
+    }
+}
+
+impl PluginsDir {
+    /// An empty plugins folder.
+    pub fn new() -> PluginsDir {
+        PluginsDir { dir: tempfile::Builder::new().prefix("plugbay-test-").tempdir().expect("a temp dir") }
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The folder of plugin `name` (created).
+    pub fn folder(&self, name: &str) -> PathBuf {
+        let folder = self.path().join(name);
+        std::fs::create_dir_all(&folder).expect("create the plugin folder");
+        folder
+    }
+
+    /// Writes `plugins/<name>/plugin.toml` with `manifest`.
+    pub fn write_manifest(&self, name: &str, manifest: impl AsRef<[u8]>) -> PathBuf {
+        let folder = self.folder(name);
+        std::fs::write(folder.join("plugin.toml"), manifest).expect("write the manifest");
+        folder
+    }
+
+    /// Writes an artifact file into `plugins/<name>/`.
+    pub fn write_file(&self, name: &str, file: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.folder(name).join(file);
+        std::fs::write(&path, bytes).expect("write the artifact");
+        path
+    }
+
+    /// Adds a Rust plugin built by the testkit (`native-fixture`, `text-tools`,
+    /// `kv-store`) under folder `name`, with `manifest` (or the plugin's own manifest
+    /// when `None`: the example's `plugin.toml`, or the fixture's generated one).
+    pub fn add_rust(&self, package: &str, name: &str, manifest: Option<&str>) -> PathBuf {
+        let library = rust_plugin(package);
+        let entry = platform::cargo_cdylib_entry(package);
+        let manifest = match manifest {
+            Some(manifest) => manifest.to_owned(),
+            None if package == "native-fixture" => {
+                native_manifest("fixture", &entry, &[("fixture@1", FIXTURE_METHODS)]) + "\n[subscribes]\ntopics = [\"fixture.*\"]\n"
+            }
+            None => {
+                let folder = RUST_PLUGINS.iter().find(|(p, _)| *p == package).expect("known").1;
+                std::fs::read_to_string(workspace_root().join(folder).join("plugin.toml")).expect("example manifest")
+            }
+        };
+        let folder = self.write_manifest(name, manifest);
+        std::fs::copy(&library, folder.join(platform::native_library_file_name(&entry))).expect("copy the library");
+        folder
+    }
+
+    /// The Rust fixture as plugin `fixture` (its describe says id `fixture`).
+    pub fn add_fixture(&self) -> PathBuf {
+        self.add_rust("native-fixture", "fixture", None)
+    }
+
+    /// The `text-tools` example: the healthy canary beside broken plugins.
+    pub fn add_canary(&self) -> PathBuf {
+        self.add_rust("text-tools", "text-tools", None)
+    }
+
+    /// Compiles the C fixture with `flags` into plugin `name` (id and describe id `name`,
+    /// capability `cfix@1` with `echo` and `count`).
+    pub fn add_c_fixture(&self, name: &str, flags: &[&str]) -> PathBuf {
+        let folder = self.write_manifest(name, native_manifest(name, "libcfix", &[("cfix@1", &["echo", "count"])]));
+        let id_flag = format!("-DPLUGIN_ID=\"{name}\"");
+        let mut all: Vec<&str> = vec![&id_flag];
+        all.extend_from_slice(flags);
+        compile_c(&c_fixture_source(), &folder.join(platform::native_library_file_name("libcfix")), &all);
+        folder
+    }
+}

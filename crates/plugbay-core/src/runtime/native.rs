@@ -39,6 +39,8 @@ use crate::runtime::{
     Runtime,
 };
 
+#[cfg(target_os = "linux")]
+mod elf_check;
 mod private_copy;
 
 /// Longest description a plugin may return.
@@ -63,6 +65,10 @@ impl Runtime for NativeRuntime {
 /// An open library; closed on drop only when the plugin declared itself unloadable.
 struct Library {
     library: Option<libloading::Library>,
+    /// The private copy it was opened from. Kept open as long as the library is loaded:
+    /// the loader recognises libraries by path, so a path (`/proc/self/fd/N`) must not be
+    /// reused for another library while this one is mapped.
+    copy: Option<private_copy::PrivateCopy>,
     unloadable: bool,
 }
 
@@ -75,6 +81,7 @@ impl Drop for Library {
                 // Kept mapped on purpose: the plugin did not declare PLUGBAY_FLAG_UNLOADABLE,
                 // and dlclose under thread-local destructors or leaked threads is a crash.
                 std::mem::forget(library);
+                std::mem::forget(self.copy.take());
             }
         }
     }
@@ -100,15 +107,19 @@ impl NativeLoaded {
         if artifact.bytes.is_empty() {
             return Err(Error::precondition(format!("{} is empty (0 bytes), not a native library", shown(path))));
         }
+        #[cfg(target_os = "linux")]
+        elf_check::check(&artifact.bytes).map_err(|reason| {
+            Error::precondition(format!("{} is not a loadable native library: {reason}", shown(path)))
+        })?;
         let copy = private_copy::PrivateCopy::new(&artifact.bytes)
             .map_err(|error| Error::internal(format!("cannot make a private copy of {}: {error}", shown(path))))?;
         // SAFETY: opening a library runs its initialisers; that is what loading a native
         // plugin means, and why native plugins must be trusted code (see the module docs).
         let copy_path = copy.path().display().to_string();
         let opened = unsafe { open_library(copy.path()) };
-        drop(copy);
         let library = opened.map_err(|error| {
-            let reason = error.to_string().replace(&copy_path, "the private copy");
+            let reason = std::error::Error::source(&error).map_or_else(|| error.to_string(), |cause| cause.to_string());
+            let reason = reason.replace(&copy_path, "the private copy");
             Error::precondition(format!("{} is not a loadable native library: {reason}", shown(path)))
         })?;
         // SAFETY: we only read the symbol's address here; its type is checked by the
@@ -141,6 +152,7 @@ impl NativeLoaded {
         }
         let library = Arc::new(Library {
             library: Some(library),
+            copy: Some(copy),
             unloadable: table.flags & abi::FLAG_UNLOADABLE != 0,
         });
         let description = describe(table, path)?;

@@ -1,0 +1,1816 @@
+//! The plugin manifest, `plugin.toml`: [`Manifest::read`] and [`Manifest::parse`] turn it into a
+//! validated [`Manifest`], or into an [`Error`] that names the file, the field, the line and
+//! column, and what is allowed.
+//!
+//! ```
+//! use std::path::Path;
+//! use plugbay_core::manifest::{Manifest, RuntimeKind};
+//!
+//! let toml = br#"
+//! [plugin]
+//! id = "log-processor"
+//! version = "1.2.0"
+//! runtime = "native"
+//! entry = "liblog_processor"
+//!
+//! [provides]
+//! "log.parse@1" = ["parse", "parse_batch"]
+//! "#;
+//! let path = Path::new("plugins/log-processor/plugin.toml");
+//! let manifest = Manifest::parse(toml, path, Some("log-processor"))?;
+//! assert_eq!(manifest.plugin.runtime, RuntimeKind::Native);
+//! assert_eq!(manifest.plugin.abi, 1);
+//! assert_eq!(manifest.methods_of("log.parse@1").map(<[String]>::len), Some(2));
+//! # Ok::<(), plugbay_core::Error>(())
+//! ```
+//!
+//! Parsing happens in two steps: serde reads the TOML into private `Raw*` structs (unknown keys
+//! and wrong types fail here, named by their path via `serde_path_to_error`), then every value
+//! is checked and converted into the public types. Spans for validation errors come from
+//! toml's spanned document tree ([`toml::de::DeTable`]), looked up by the field's path.
+
+// `Error` carries its context inline (168 bytes); whether to box it is a crate-wide choice for
+// error.rs, not one to make per module.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::ops::Range;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{Code, Error, Result};
+
+/// The largest manifest accepted, in bytes (1 MiB). Larger files are refused before parsing.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+/// The manifest's file name inside a plugin folder.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// A parsed and validated `plugin.toml`.
+///
+/// Only [`Manifest::parse`] and [`Manifest::read`] build one from a file, so every value in
+/// it has passed the rules documented on its field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    /// `[plugin]`: who the plugin is and how to load it. Required.
+    pub plugin: PluginSection,
+    /// `[provides]`: capability (`"name@major"`, e.g. `"log.parse@1"`) -> the methods it
+    /// exports. Only these methods can be called (the whitelist). Default: empty (a plugin
+    /// may only subscribe).
+    pub provides: BTreeMap<String, Vec<String>>,
+    /// `[subscribes]`: the bus topics the plugin receives. Default: none.
+    pub subscribes: Subscribes,
+    /// `[labels]`: free-form key -> value metadata for selection and display. Default: none.
+    pub labels: BTreeMap<String, String>,
+    /// `[limits]`: resource limits; each unset one takes the host's default. Default: all unset.
+    pub limits: Limits,
+    /// `[permissions]`: sandbox grants for wasm and process plugins. Default: nothing granted.
+    pub permissions: Permissions,
+    /// `[restart]`: what the host does when the plugin fails. Default: see [`Restart`].
+    pub restart: Restart,
+    /// `[load]`: when the plugin is loaded. Default: at startup.
+    pub load: Load,
+}
+
+/// The `[plugin]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginSection {
+    /// The plugin id: 1 to 64 characters from `a-z`, `0-9` and `-`, not starting or ending
+    /// with `-`; equal to the plugin's folder name. Required.
+    pub id: String,
+    /// The plugin's version (semver, e.g. `1.2.0`). Required.
+    #[serde(serialize_with = "serialize_display")]
+    pub version: semver::Version,
+    /// Which runtime loads the plugin. Required.
+    pub runtime: RuntimeKind,
+    /// The artifact to load, relative to the plugin folder (no `..`, not absolute, at most
+    /// 255 characters). For native plugins the host adds the platform suffix. Required.
+    pub entry: String,
+    /// The contract (ABI) version the plugin was built against, at least 1. Default: 1.
+    pub abi: u32,
+}
+
+/// Which runtime runs a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// A shared library (`.so`, `.dll`, `.dylib`) loaded into the host process.
+    Native,
+    /// A WebAssembly module run by wasmtime in the host process.
+    Wasm,
+    /// A separate executable the host starts and talks to over a pipe.
+    Process,
+}
+
+impl RuntimeKind {
+    /// Every runtime, in the order the manifest documentation lists them.
+    pub const ALL: [RuntimeKind; 3] = [RuntimeKind::Native, RuntimeKind::Wasm, RuntimeKind::Process];
+
+    /// The manifest spelling: `native`, `wasm` or `process`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Native => "native",
+            RuntimeKind::Wasm => "wasm",
+            RuntimeKind::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[subscribes]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Subscribes {
+    /// Topic patterns (`events.log`, `events.*`): characters from `a-z`, `0-9`, `.`, `_`,
+    /// `*` and `-`, starting with a letter or digit, at most 128. Default: none.
+    pub topics: Vec<String>,
+}
+
+/// The `[limits]` table. Every limit is optional; an unset one takes the host's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Per-call deadline in milliseconds, 1 to 3 600 000. Default: unset (host default).
+    pub timeout_ms: Option<u64>,
+    /// Calls in flight at once, 1 to 65 536. Default: unset (host default).
+    pub max_concurrency: Option<u32>,
+    /// Memory limit in MiB, 1 to 1 048 576. Default: unset (host default).
+    pub memory_mb: Option<u64>,
+    /// CPU share in percent of one core, 1 to 10 000. Default: unset (host default).
+    pub cpu_percent: Option<u32>,
+    /// Process/thread count limit, 1 to 1 000 000. Default: unset (host default).
+    pub pids: Option<u32>,
+}
+
+/// The `[permissions]` table: sandbox grants for wasm and process plugins. Nothing is
+/// granted by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Permissions {
+    /// Paths, relative to the plugin folder, the plugin may read (no `..`, not absolute).
+    /// Default: none.
+    pub read: Vec<String>,
+    /// Paths, relative to the plugin folder, the plugin may write (no `..`, not absolute).
+    /// Default: none.
+    pub write: Vec<String>,
+    /// Whether the plugin may open network connections. Default: `false`.
+    pub network: bool,
+    /// Names of host environment variables passed to the plugin (`[A-Za-z_][A-Za-z0-9_]*`).
+    /// Default: none.
+    pub env: Vec<String>,
+}
+
+/// The `[restart]` table: what the host does when the plugin fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restart {
+    /// When to restart. Default: [`RestartPolicy::OnFailure`].
+    pub policy: RestartPolicy,
+    /// Restarts allowed within `window_s` before the plugin is quarantined, 0 to 1000.
+    /// Default: 5.
+    pub max_restarts: u32,
+    /// The window, in seconds, over which restarts are counted, 1 to 86 400. Default: 60.
+    pub window_s: u64,
+}
+
+impl Default for Restart {
+    fn default() -> Restart {
+        Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 }
+    }
+}
+
+/// When the host restarts a plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never; a failed plugin stays failed.
+    Never,
+    /// After a failure (crash, failed init), not after a clean stop. The default.
+    #[default]
+    OnFailure,
+    /// Whenever the plugin stops, unless the host stopped it.
+    Always,
+}
+
+impl RestartPolicy {
+    /// The manifest spelling: `never`, `on-failure` or `always`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[load]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Load {
+    /// `true`: load on the first call instead of at startup. Default: `false`.
+    pub lazy: bool,
+}
+
+impl Manifest {
+    /// Parses and validates manifest bytes.
+    ///
+    /// `path` is only used in errors. `folder_name`, when given, must equal `plugin.id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Code::InvalidArgument`] when the bytes are over [`MAX_MANIFEST_BYTES`], not UTF-8,
+    /// empty, not TOML, have an unknown key or a value of the wrong type, miss a required
+    /// field, or break a rule documented on a field; [`Code::PermissionDenied`] when `entry`
+    /// or a permission path escapes the plugin folder (absolute or with `..`). Every error
+    /// names `path`, and the dotted field and its 1-based line and column where they are known.
+    pub fn parse(bytes: &[u8], path: &Path, folder_name: Option<&str>) -> Result<Manifest> {
+        let early = |error: Error| {
+            let error = error.with_file(path);
+            match folder_name {
+                Some(folder) => error.with_plugin(folder),
+                None => error,
+            }
+        };
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(early(too_large(bytes.len() as u64)));
+        }
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => {
+                let offset = error.valid_up_to();
+                // The prefix up to `valid_up_to` is valid UTF-8 by definition.
+                let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+                let (line, column) = line_col(valid, offset);
+                return Err(early(
+                    Error::invalid(format!(
+                        "the manifest is not valid UTF-8: byte 0x{:02x} at byte offset {offset}; \
+                         save it as UTF-8",
+                        bytes[offset]
+                    ))
+                    .with_position(line, column),
+                ));
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(early(empty()));
+        }
+        let doc = match DeTable::parse(text) {
+            Ok(doc) => doc,
+            Err(error) => {
+                let mut out = Error::invalid(format!("not valid TOML: {}", error.message()));
+                if let Some(span) = error.span() {
+                    let (line, column) = line_col(text, span.start);
+                    out = out.with_position(line, column);
+                }
+                return Err(early(out));
+            }
+        };
+        if doc.get_ref().is_empty() {
+            return Err(early(empty()));
+        }
+        let plugin = match locate_value(doc.get_ref(), &[Seg::Key("plugin"), Seg::Key("id")]) {
+            Some(DeValue::String(id)) => Some(id.to_string()),
+            _ => folder_name.map(str::to_owned),
+        };
+        let cx = Context { path, text, doc: doc.get_ref(), plugin };
+        let raw: RawManifest = serde_path_to_error::deserialize(toml::de::Deserializer::from(doc.clone()))
+            .map_err(|error| cx.serde_error(&error))?;
+        cx.validate(raw, folder_name)
+    }
+
+    /// Reads `path` and [parses](Manifest::parse) it.
+    ///
+    /// A file over [`MAX_MANIFEST_BYTES`] is refused before it is parsed: by its length in the
+    /// file's metadata, and by reading at most one byte more than the limit (the file may grow
+    /// in between).
+    ///
+    /// # Errors
+    ///
+    /// Everything [`Manifest::parse`] returns; [`Code::NotFound`] when the file does not
+    /// exist, [`Code::PermissionDenied`] when it cannot be read for lack of permission,
+    /// [`Code::InvalidArgument`] when it is not a regular file or too large, and
+    /// [`Code::Internal`] for other I/O errors.
+    pub fn read(path: &Path, folder_name: Option<&str>) -> Result<Manifest> {
+        let context = |error: Error| {
+            let error = error.with_file(path);
+            match folder_name {
+                Some(folder) => error.with_plugin(folder),
+                None => error,
+            }
+        };
+        let io_error = |error: std::io::Error| {
+            let code = match error.kind() {
+                std::io::ErrorKind::NotFound => Code::NotFound,
+                std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                _ => Code::Internal,
+            };
+            context(Error::new(code, format!("cannot read the manifest: {error}")).with_source(error))
+        };
+        let metadata = std::fs::metadata(path).map_err(io_error)?;
+        if !metadata.is_file() {
+            return Err(context(Error::invalid("the manifest is not a regular file")));
+        }
+        if metadata.len() > MAX_MANIFEST_BYTES as u64 {
+            return Err(context(too_large(metadata.len())));
+        }
+        let file = std::fs::File::open(path).map_err(io_error)?;
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        file.take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io_error)?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(context(Error::invalid(format!(
+                "the manifest grew while it was read, past the limit of {MAX_MANIFEST_BYTES} bytes (1 MiB)"
+            ))));
+        }
+        Manifest::parse(&bytes, path, folder_name)
+    }
+
+    /// The methods `capability` (e.g. `"log.parse@1"`) exports, or `None` if the plugin does
+    /// not provide it.
+    pub fn methods_of(&self, capability: &str) -> Option<&[String]> {
+        self.provides.get(capability).map(Vec::as_slice)
+    }
+}
+
+/// Fuzz entry: parses arbitrary bytes as a manifest. Must never panic.
+///
+/// It also checks what [`Manifest::parse`] promises: an error is `invalid_argument` or
+/// `permission_denied` and names the file, plus a field or a position (except for oversized
+/// input and TOML syntax errors toml gives no span for); an accepted manifest serialised back
+/// to TOML parses to the same manifest.
+///
+/// # Panics
+///
+/// Only when one of those promises is broken, which is a bug for the fuzzer to report.
+pub fn fuzz_parse(bytes: &[u8]) {
+    let path = Path::new("fuzz/plugin.toml");
+    match Manifest::parse(bytes, path, None) {
+        Ok(manifest) => {
+            let text = toml::to_string(&manifest).expect("a valid manifest serialises to TOML");
+            let again = Manifest::parse(text.as_bytes(), path, Some(&manifest.plugin.id))
+                .unwrap_or_else(|error| panic!("a serialised manifest is refused: {error}\n{text}"));
+            assert_eq!(again, manifest, "the manifest changed in a TOML round trip:\n{text}");
+        }
+        Err(error) => {
+            assert!(
+                matches!(error.code(), Code::InvalidArgument | Code::PermissionDenied),
+                "unexpected code: {error}"
+            );
+            assert_eq!(error.file(), Some(path), "the error does not name the file: {error}");
+            // Only two errors may lack both: input over the size limit, and the few TOML
+            // errors toml reports without a span (its recursion limit on dotted keys).
+            let unplaced = bytes.len() > MAX_MANIFEST_BYTES || error.message().starts_with("not valid TOML");
+            assert!(
+                error.field().is_some() || error.position().is_some() || unplaced,
+                "the error names neither a field nor a position: {error}"
+            );
+        }
+    }
+}
+
+fn serialize_display<T: fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+fn too_large(len: u64) -> Error {
+    Error::invalid(format!("the manifest is {len} bytes; the limit is {MAX_MANIFEST_BYTES} bytes (1 MiB)"))
+}
+
+fn empty() -> Error {
+    Error::invalid(
+        "the manifest is empty; it needs at least a [plugin] table with id, version, runtime and entry",
+    )
+    .with_field("plugin")
+}
+
+// === The raw, unvalidated shape ===
+//
+// Integers are read as `i64` (what TOML has) and enums as strings, so range and spelling
+// errors get our messages rather than serde's.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawManifest {
+    plugin: Option<RawPlugin>,
+    #[serde(default)]
+    provides: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    subscribes: RawSubscribes,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    permissions: RawPermissions,
+    #[serde(default)]
+    restart: RawRestart,
+    #[serde(default)]
+    load: RawLoad,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawPlugin {
+    id: Option<String>,
+    version: Option<String>,
+    runtime: Option<String>,
+    entry: Option<String>,
+    abi: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawSubscribes {
+    topics: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawLimits {
+    timeout_ms: Option<i64>,
+    max_concurrency: Option<i64>,
+    memory_mb: Option<i64>,
+    cpu_percent: Option<i64>,
+    pids: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawPermissions {
+    read: Vec<String>,
+    write: Vec<String>,
+    network: bool,
+    env: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawRestart {
+    policy: Option<String>,
+    max_restarts: Option<i64>,
+    window_s: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawLoad {
+    lazy: bool,
+}
+
+// === Errors located in the document ===
+
+/// One step of a field path: a table key or an array index.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'s> {
+    Key(&'s str),
+    Index(usize),
+}
+
+/// Which span of a located field an error points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// The key (for a bad key, e.g. a capability name).
+    Key,
+    /// The value.
+    Value,
+}
+
+/// A problem with one value: its code (InvalidArgument unless it escapes the folder) and a
+/// message that says what is allowed.
+type Problem = (Code, String);
+
+fn invalid(message: impl Into<String>) -> Problem {
+    (Code::InvalidArgument, message.into())
+}
+
+struct Context<'a> {
+    path: &'a Path,
+    text: &'a str,
+    doc: &'a DeTable<'a>,
+    plugin: Option<String>,
+}
+
+impl Context<'_> {
+    /// An error about `field`, at the span of its key or value, or failing that at the nearest
+    /// enclosing table found in the document.
+    fn error(&self, field: &[Seg<'_>], at: At, (code, message): Problem) -> Error {
+        let span = (0..=field.len()).rev().find_map(|len| {
+            let (key, value) = locate(self.doc, &field[..len])?;
+            Some(if at == At::Key && len == field.len() { key } else { value })
+        });
+        self.located(field, span, code, message)
+    }
+
+    fn located(&self, field: &[Seg<'_>], span: Option<Range<usize>>, code: Code, message: String) -> Error {
+        let mut error = Error::new(code, message).with_file(self.path);
+        if !field.is_empty() {
+            error = error.with_field(field_name(field));
+        }
+        if let Some(span) = span {
+            let (line, column) = line_col(self.text, span.start);
+            error = error.with_position(line, column);
+        }
+        match &self.plugin {
+            Some(plugin) => error.with_plugin(plugin.as_str()),
+            None => error,
+        }
+    }
+
+    /// Turns a serde error (unknown key, wrong type) into ours, with the full field path.
+    fn serde_error(&self, error: &serde_path_to_error::Error<toml::de::Error>) -> Error {
+        let mut field: Vec<Seg<'_>> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.as_str())),
+                serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.as_str())),
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let inner = error.inner();
+        let span = inner.span();
+        // For an unknown key the path ends at its table; add the key, found by its span (or,
+        // failing that, by the name in serde's message).
+        let mut unknown_key = None;
+        if let Some(rest) = inner.message().strip_prefix("unknown field `") {
+            let from_span = span.as_ref().and_then(|span| {
+                let table = match locate_value_of(self.doc, &field)? {
+                    Holder::Root(table) | Holder::Value(DeValue::Table(table)) => table,
+                    Holder::Value(_) => return None,
+                };
+                table.iter().find(|(key, _)| key.span() == *span).map(|(key, _)| key.get_ref().to_string())
+            });
+            unknown_key = from_span.or_else(|| rest.split_once('`').map(|(name, _)| name.to_owned()));
+        }
+        if let Some(key) = &unknown_key
+            && !matches!(field.last(), Some(Seg::Key(last)) if last == key)
+        {
+            field.push(Seg::Key(key.as_str()));
+        }
+        let span = span.or_else(|| locate(self.doc, &field).map(|(_, value)| value));
+        self.located(&field, span, Code::InvalidArgument, humanize(inner.message()))
+    }
+
+    fn check<T>(&self, field: &[Seg<'_>], at: At, result: Result<T, Problem>) -> Result<T> {
+        result.map_err(|problem| self.error(field, at, problem))
+    }
+
+    fn validate(&self, raw: RawManifest, folder_name: Option<&str>) -> Result<Manifest> {
+        use Seg::{Index, Key};
+
+        let Some(plugin) = raw.plugin else {
+            return Err(self.error(
+                &[Key("plugin")],
+                At::Value,
+                invalid("the [plugin] table is missing; it needs id, version, runtime and entry"),
+            ));
+        };
+        let required = |name: &'static str, what: &str| {
+            self.error(
+                &[Key("plugin"), Key(name)],
+                At::Value,
+                invalid(format!("the required field plugin.{name} is missing; {what}")),
+            )
+        };
+        let id = plugin.id.ok_or_else(|| required("id", ID_RULE))?;
+        self.check(&[Key("plugin"), Key("id")], At::Value, check_id(&id))?;
+        if let Some(folder) = folder_name
+            && folder != id
+        {
+            return Err(self.error(
+                &[Key("plugin"), Key("id")],
+                At::Value,
+                invalid(format!(
+                    "plugin.id {} must equal the plugin's folder name {}",
+                    quote(&id),
+                    quote(folder)
+                )),
+            ));
+        }
+        let version = plugin.version.ok_or_else(|| required("version", VERSION_RULE))?;
+        let version = self.check(&[Key("plugin"), Key("version")], At::Value, parse_version(&version))?;
+        let runtime = plugin.runtime.ok_or_else(|| required("runtime", RUNTIME_RULE))?;
+        let runtime = self.check(&[Key("plugin"), Key("runtime")], At::Value, parse_runtime(&runtime))?;
+        let entry = plugin.entry.ok_or_else(|| required("entry", ENTRY_RULE))?;
+        self.check(&[Key("plugin"), Key("entry")], At::Value, check_relative_path(&entry, MAX_ENTRY_CHARS))?;
+        let abi = match plugin.abi {
+            None => 1,
+            Some(abi) => self.check(&[Key("plugin"), Key("abi")], At::Value, in_range(abi, 1, u32::MAX))?,
+        };
+
+        for (capability, methods) in &raw.provides {
+            let field = [Key("provides"), Key(capability)];
+            self.check(&field, At::Key, check_capability(capability))?;
+            if methods.is_empty() {
+                return Err(self.error(
+                    &field,
+                    At::Value,
+                    invalid(format!("capability {} lists no methods; {METHOD_RULE}", quote(capability))),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for (index, method) in methods.iter().enumerate() {
+                let field = [Key("provides"), Key(capability), Index(index)];
+                self.check(&field, At::Value, check_method(method))?;
+                if !seen.insert(method.as_str()) {
+                    return Err(self.error(
+                        &field,
+                        At::Value,
+                        invalid(format!(
+                            "method {} is listed twice for capability {}; list each method once",
+                            quote(method),
+                            quote(capability)
+                        )),
+                    ));
+                }
+            }
+        }
+
+        for (index, topic) in raw.subscribes.topics.iter().enumerate() {
+            self.check(&[Key("subscribes"), Key("topics"), Index(index)], At::Value, check_topic(topic))?;
+        }
+
+        for (key, value) in &raw.labels {
+            let field = [Key("labels"), Key(key)];
+            self.check(&field, At::Key, check_label_key(key))?;
+            self.check(&field, At::Value, check_label_value(value))?;
+        }
+
+        let limit = |name: &'static str, value: Option<i64>, max: u32| -> Result<Option<u32>> {
+            value
+                .map(|value| self.check(&[Key("limits"), Key(name)], At::Value, in_range(value, 1, max)))
+                .transpose()
+        };
+        let limits = Limits {
+            timeout_ms: limit("timeout_ms", raw.limits.timeout_ms, 3_600_000)?.map(u64::from),
+            max_concurrency: limit("max_concurrency", raw.limits.max_concurrency, 65_536)?,
+            memory_mb: limit("memory_mb", raw.limits.memory_mb, 1_048_576)?.map(u64::from),
+            cpu_percent: limit("cpu_percent", raw.limits.cpu_percent, 10_000)?,
+            pids: limit("pids", raw.limits.pids, 1_000_000)?,
+        };
+
+        for (name, paths) in [("read", &raw.permissions.read), ("write", &raw.permissions.write)] {
+            for (index, path) in paths.iter().enumerate() {
+                self.check(
+                    &[Key("permissions"), Key(name), Index(index)],
+                    At::Value,
+                    check_relative_path(path, MAX_PERMISSION_PATH_CHARS),
+                )?;
+            }
+        }
+        for (index, name) in raw.permissions.env.iter().enumerate() {
+            self.check(&[Key("permissions"), Key("env"), Index(index)], At::Value, check_env(name))?;
+        }
+
+        let defaults = Restart::default();
+        let policy = match &raw.restart.policy {
+            None => defaults.policy,
+            Some(policy) => self.check(&[Key("restart"), Key("policy")], At::Value, parse_policy(policy))?,
+        };
+        let max_restarts = match raw.restart.max_restarts {
+            None => defaults.max_restarts,
+            Some(value) => {
+                self.check(&[Key("restart"), Key("max_restarts")], At::Value, in_range(value, 0, 1000))?
+            }
+        };
+        let window_s = match raw.restart.window_s {
+            None => defaults.window_s,
+            Some(value) => u64::from(self.check(
+                &[Key("restart"), Key("window_s")],
+                At::Value,
+                in_range(value, 1, 86_400),
+            )?),
+        };
+
+        Ok(Manifest {
+            plugin: PluginSection { id, version, runtime, entry, abi },
+            provides: raw.provides,
+            subscribes: Subscribes { topics: raw.subscribes.topics },
+            labels: raw.labels,
+            limits,
+            permissions: Permissions {
+                read: raw.permissions.read,
+                write: raw.permissions.write,
+                network: raw.permissions.network,
+                env: raw.permissions.env,
+            },
+            restart: Restart { policy, max_restarts, window_s },
+            load: Load { lazy: raw.load.lazy },
+        })
+    }
+}
+
+/// serde's wording for the raw types, in TOML's words.
+fn humanize(message: &str) -> String {
+    message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+}
+
+/// The dotted field name: `plugin.id`, `provides."log.parse@1"[0]`.
+fn field_name(field: &[Seg<'_>]) -> String {
+    let mut out = String::new();
+    for seg in field {
+        match seg {
+            Seg::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare =
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if bare {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("{key:?}"));
+                }
+            }
+            Seg::Index(index) => out.push_str(&format!("[{index}]")),
+        }
+    }
+    out
+}
+
+/// What a path leads to: the document itself, or a value in it.
+enum Holder<'d, 'i> {
+    Root(&'d DeTable<'i>),
+    Value(&'d DeValue<'i>),
+}
+
+/// The spans of the key and the value at `field`.
+fn locate(doc: &DeTable<'_>, field: &[Seg<'_>]) -> Option<(Range<usize>, Range<usize>)> {
+    let mut spans = None;
+    let mut holder = Holder::Root(doc);
+    for seg in field {
+        let (key_span, value) = step(holder, *seg)?;
+        spans = Some((key_span, value.span()));
+        holder = Holder::Value(value.get_ref());
+    }
+    spans
+}
+
+fn locate_value<'d, 'i>(doc: &'d DeTable<'i>, field: &[Seg<'_>]) -> Option<&'d DeValue<'i>> {
+    match locate_value_of(doc, field)? {
+        Holder::Value(value) => Some(value),
+        Holder::Root(_) => None,
+    }
+}
+
+fn locate_value_of<'d, 'i>(doc: &'d DeTable<'i>, field: &[Seg<'_>]) -> Option<Holder<'d, 'i>> {
+    let mut holder = Holder::Root(doc);
+    for seg in field {
+        holder = Holder::Value(step(holder, *seg)?.1.get_ref());
+    }
+    Some(holder)
+}
+
+fn step<'d, 'i>(
+    holder: Holder<'d, 'i>,
+    seg: Seg<'_>,
+) -> Option<(Range<usize>, &'d toml::Spanned<DeValue<'i>>)> {
+    let table = match (holder, seg) {
+        (Holder::Root(table), Seg::Key(_)) | (Holder::Value(DeValue::Table(table)), Seg::Key(_)) => table,
+        (Holder::Value(DeValue::Array(array)), Seg::Index(index)) => {
+            let value = array.get(index)?;
+            return Some((value.span(), value));
+        }
+        _ => return None,
+    };
+    let Seg::Key(name) = seg else { return None };
+    table.iter().find(|(key, _)| key.get_ref() == name).map(|(key, value)| (key.span(), value))
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// `value` in quotes, shortened to 64 characters, with control characters escaped.
+fn quote(value: &str) -> String {
+    const SHOWN: usize = 64;
+    if value.chars().count() > SHOWN {
+        let shown: String = value.chars().take(SHOWN).collect();
+        format!("{shown:?}... ({} characters)", value.chars().count())
+    } else {
+        format!("{value:?}")
+    }
+}
+
+// === The rules ===
+
+const ID_RULE: &str = "a plugin id is 1 to 64 characters from a-z, 0-9 and '-', not starting or \
+                       ending with '-' (e.g. \"log-processor\")";
+const VERSION_RULE: &str = "a version is a semver version such as \"1.2.0\"";
+const RUNTIME_RULE: &str = "the runtime is one of \"native\", \"wasm\" or \"process\"";
+const ENTRY_RULE: &str = "the entry is the artifact's path relative to the plugin folder \
+                          (e.g. \"liblog_processor\")";
+const METHOD_RULE: &str = "a capability maps to a non-empty array of method names \
+                           (e.g. [\"parse\", \"parse_batch\"])";
+const MAX_ENTRY_CHARS: usize = 255;
+const MAX_PERMISSION_PATH_CHARS: usize = 4096;
+const MAX_NAME_CHARS: usize = 128;
+
+/// Whether `value` is a non-empty run of `rest` characters starting with a `first` one.
+fn matches(value: &str, first: impl Fn(char) -> bool, rest: impl Fn(char) -> bool) -> bool {
+    let mut chars = value.chars();
+    chars.next().is_some_and(first) && chars.all(rest)
+}
+
+fn lower_or_digit(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+fn check_id(id: &str) -> Result<(), Problem> {
+    let ok = (1..=64).contains(&id.len())
+        && id.chars().all(|c| lower_or_digit(c) || c == '-')
+        && !id.starts_with('-')
+        && !id.ends_with('-');
+    if ok { Ok(()) } else { Err(invalid(format!("plugin id {} is not allowed; {ID_RULE}", quote(id)))) }
+}
+
+fn parse_version(version: &str) -> Result<semver::Version, Problem> {
+    semver::Version::parse(version).map_err(|error| {
+        invalid(format!(
+            "version {} is not semver ({error}); use a version such as \"1.2.0\"",
+            quote(version)
+        ))
+    })
+}
+
+fn parse_runtime(runtime: &str) -> Result<RuntimeKind, Problem> {
+    RuntimeKind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == runtime)
+        .ok_or_else(|| invalid(format!("runtime {} is not known; {RUNTIME_RULE}", quote(runtime))))
+}
+
+fn parse_policy(policy: &str) -> Result<RestartPolicy, Problem> {
+    [RestartPolicy::Never, RestartPolicy::OnFailure, RestartPolicy::Always]
+        .into_iter()
+        .find(|known| known.as_str() == policy)
+        .ok_or_else(|| {
+            invalid(format!(
+                "restart policy {} is not known; use \"never\", \"on-failure\" or \"always\"",
+                quote(policy)
+            ))
+        })
+}
+
+/// A path relative to the plugin folder that stays inside it. Escaping (absolute, drive,
+/// `..`) is [`Code::PermissionDenied`]; other problems are [`Code::InvalidArgument`].
+fn check_relative_path(path: &str, max_chars: usize) -> Result<(), Problem> {
+    const RULE: &str = "use a path relative to the plugin folder, with '/' between parts and no '..' \
+                        (e.g. \"bin/plugin\")";
+    if path.is_empty() {
+        return Err(invalid(format!("the path is empty; {RULE}")));
+    }
+    if path.contains('\0') {
+        return Err(invalid(format!("path {} contains a NUL character; {RULE}", quote(path))));
+    }
+    let bytes = path.as_bytes();
+    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    if path.starts_with('/') || path.starts_with('\\') || drive {
+        return Err((
+            Code::PermissionDenied,
+            format!("path {} is absolute and escapes the plugin folder; {RULE}", quote(path)),
+        ));
+    }
+    if path.split(['/', '\\']).any(|part| part == "..") {
+        return Err((
+            Code::PermissionDenied,
+            format!("path {} uses '..' and may escape the plugin folder; {RULE}", quote(path)),
+        ));
+    }
+    if path.contains('\\') {
+        return Err(invalid(format!("path {} contains a backslash; {RULE}", quote(path))));
+    }
+    let chars = path.chars().count();
+    if chars > max_chars {
+        return Err(invalid(format!("the path is {chars} characters; the limit is {max_chars}")));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(invalid(format!("path {} contains a control character; {RULE}", quote(path))));
+    }
+    Ok(())
+}
+
+fn check_capability(capability: &str) -> Result<(), Problem> {
+    let ok = capability.len() <= MAX_NAME_CHARS
+        && capability.split_once('@').is_some_and(|(name, major)| {
+            matches(name, lower_or_digit, |c| lower_or_digit(c) || matches!(c, '.' | '_' | '-'))
+                && matches(major, |c| c.is_ascii_digit(), |c| c.is_ascii_digit())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "capability {} is not allowed; a capability is \"name@major\": a name from a-z, 0-9, \
+             '.', '_' and '-' starting with a letter or digit, '@', and a major version number, \
+             at most {MAX_NAME_CHARS} characters (e.g. \"log.parse@1\")",
+            quote(capability)
+        )))
+    }
+}
+
+fn check_method(method: &str) -> Result<(), Problem> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if method.len() <= MAX_NAME_CHARS && matches(method, word, |c| word(c) || matches!(c, '.' | '-')) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "method {} is not allowed; a method name is 1 to {MAX_NAME_CHARS} characters from \
+             A-Z, a-z, 0-9, '_', '.' and '-', starting with a letter, digit or '_' (e.g. \"parse_batch\")",
+            quote(method)
+        )))
+    }
+}
+
+fn check_topic(topic: &str) -> Result<(), Problem> {
+    let ok = topic.len() <= MAX_NAME_CHARS
+        && matches(topic, lower_or_digit, |c| lower_or_digit(c) || matches!(c, '.' | '_' | '*' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "topic {} is not allowed; a topic is 1 to {MAX_NAME_CHARS} characters from a-z, 0-9, \
+             '.', '_', '*' and '-', starting with a letter or digit (e.g. \"events.log\")",
+            quote(topic)
+        )))
+    }
+}
+
+fn check_label_key(key: &str) -> Result<(), Problem> {
+    let ok = key.len() <= 63
+        && matches(key, lower_or_digit, |c| lower_or_digit(c) || matches!(c, '.' | '_' | '/' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "label key {} is not allowed; a label key is 1 to 63 characters from a-z, 0-9, '.', \
+             '_', '/' and '-', starting with a letter or digit (e.g. \"region\")",
+            quote(key)
+        )))
+    }
+}
+
+fn check_label_value(value: &str) -> Result<(), Problem> {
+    let chars = value.chars().count();
+    if chars > 256 {
+        return Err(invalid(format!("the label value is {chars} characters; the limit is 256")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "label value {} contains a control character; label values are printable text",
+            quote(value)
+        )));
+    }
+    Ok(())
+}
+
+fn check_env(name: &str) -> Result<(), Problem> {
+    let first = |c: char| c.is_ascii_alphabetic() || c == '_';
+    if name.len() <= MAX_NAME_CHARS && matches(name, first, |c| first(c) || c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "environment variable name {} is not allowed; use A-Z, a-z, 0-9 and '_', not \
+             starting with a digit, at most {MAX_NAME_CHARS} characters (e.g. \"TZ\")",
+            quote(name)
+        )))
+    }
+}
+
+/// `value` as a `u32` if it is in `min..=max`.
+fn in_range(value: i64, min: u32, max: u32) -> Result<u32, Problem> {
+    u32::try_from(value)
+        .ok()
+        .filter(|value| (min..=max).contains(value))
+        .ok_or_else(|| invalid(format!("{value} is out of range; allowed: {min} to {max}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "plugins/log-processor/plugin.toml";
+
+    const FULL: &str = r#"
+[plugin]
+id = "log-processor"            # [a-z0-9-], unique per host
+version = "1.2.0"               # semver
+runtime = "native"              # native | wasm | process
+entry = "liblog_processor"
+abi = 1
+[provides]
+"log.parse@1" = ["parse", "parse_batch"]
+[subscribes]
+topics = ["events.log"]
+[labels]
+region = "eu"
+[limits]
+timeout_ms = 3000
+max_concurrency = 64
+memory_mb = 512
+cpu_percent = 50
+pids = 64
+[permissions]
+read = ["./data"]
+write = []
+network = false
+env = ["TZ"]
+[restart]
+policy = "on-failure"
+max_restarts = 5
+window_s = 60
+[load]
+lazy = false
+"#;
+
+    const MINIMAL: &str = r#"
+[plugin]
+id = "log-processor"
+version = "1.2.0"
+runtime = "native"
+entry = "liblog_processor"
+"#;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text.as_bytes(), Path::new(PATH), None)
+    }
+
+    /// `MINIMAL` with `line` replacing the line that starts with the same key, or appended.
+    fn minimal_with(line: &str) -> String {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        if MINIMAL.lines().any(|existing| existing.split('=').next().unwrap_or_default().trim() == key) {
+            MINIMAL
+                .lines()
+                .map(|existing| {
+                    if existing.split('=').next().unwrap_or_default().trim() == key { line } else { existing }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            format!("{MINIMAL}{line}\n")
+        }
+    }
+
+    #[track_caller]
+    fn expect_error(text: &str, code: Code, field: Option<&str>, position: bool, fragment: &str) -> Error {
+        let error = match parse(text) {
+            Ok(manifest) => panic!("accepted: {manifest:?}\n{text}"),
+            Err(error) => error,
+        };
+        assert_eq!(error.code(), code, "{error}");
+        assert_eq!(error.field(), field, "{error}");
+        assert_eq!(error.position().is_some(), position, "{error}");
+        assert_eq!(error.file(), Some(Path::new(PATH)), "{error}");
+        assert!(error.message().contains(fragment), "{fragment:?} not in {error}");
+        error
+    }
+
+    #[test]
+    fn full_manifest_parses_to_the_expected_values() {
+        let manifest = parse(FULL).unwrap();
+        let expected = Manifest {
+            plugin: PluginSection {
+                id: "log-processor".into(),
+                version: semver::Version::new(1, 2, 0),
+                runtime: RuntimeKind::Native,
+                entry: "liblog_processor".into(),
+                abi: 1,
+            },
+            provides: BTreeMap::from([("log.parse@1".into(), vec!["parse".into(), "parse_batch".into()])]),
+            subscribes: Subscribes { topics: vec!["events.log".into()] },
+            labels: BTreeMap::from([("region".into(), "eu".into())]),
+            limits: Limits {
+                timeout_ms: Some(3000),
+                max_concurrency: Some(64),
+                memory_mb: Some(512),
+                cpu_percent: Some(50),
+                pids: Some(64),
+            },
+            permissions: Permissions {
+                read: vec!["./data".into()],
+                write: vec![],
+                network: false,
+                env: vec!["TZ".into()],
+            },
+            restart: Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 },
+            load: Load { lazy: false },
+        };
+        assert_eq!(manifest, expected);
+        assert_eq!(
+            manifest.methods_of("log.parse@1"),
+            Some(&["parse".to_owned(), "parse_batch".to_owned()][..])
+        );
+        assert_eq!(manifest.methods_of("log.parse@2"), None);
+    }
+
+    #[test]
+    fn minimal_manifest_takes_the_defaults() {
+        let manifest = parse(MINIMAL).unwrap();
+        assert_eq!(manifest.plugin.abi, 1);
+        assert!(manifest.provides.is_empty());
+        assert_eq!(manifest.subscribes, Subscribes::default());
+        assert!(manifest.labels.is_empty());
+        assert_eq!(manifest.limits, Limits::default());
+        assert_eq!(manifest.permissions, Permissions::default());
+        assert_eq!(
+            manifest.restart,
+            Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 }
+        );
+        assert_eq!(manifest.load, Load { lazy: false });
+    }
+
+    #[test]
+    fn every_runtime_and_policy_is_accepted() {
+        for kind in RuntimeKind::ALL {
+            let manifest = parse(&minimal_with(&format!("runtime = \"{kind}\""))).unwrap();
+            assert_eq!(manifest.plugin.runtime, kind);
+        }
+        for policy in [RestartPolicy::Never, RestartPolicy::OnFailure, RestartPolicy::Always] {
+            let manifest = parse(&format!("{MINIMAL}[restart]\npolicy = \"{policy}\"\n")).unwrap();
+            assert_eq!(manifest.restart.policy, policy);
+        }
+    }
+
+    #[test]
+    fn serialises_in_manifest_spelling_and_round_trips() {
+        let manifest = parse(FULL).unwrap();
+        let json = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(json["plugin"]["version"], "1.2.0");
+        assert_eq!(json["plugin"]["runtime"], "native");
+        assert_eq!(json["restart"]["policy"], "on-failure");
+        let text = toml::to_string(&manifest).unwrap();
+        assert_eq!(parse(&text).unwrap(), manifest);
+    }
+
+    #[test]
+    fn folder_name_must_equal_the_id() {
+        let path = Path::new(PATH);
+        assert!(Manifest::parse(MINIMAL.as_bytes(), path, Some("log-processor")).is_ok());
+        let error = Manifest::parse(MINIMAL.as_bytes(), path, Some("other")).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert_eq!(error.field(), Some("plugin.id"));
+        assert_eq!(error.position(), Some((3, 6)));
+        assert!(
+            error.message().contains("\"log-processor\"") && error.message().contains("\"other\""),
+            "{error}"
+        );
+        assert_eq!(error.plugin(), Some("log-processor"));
+    }
+
+    #[test]
+    fn bad_ids_are_refused_at_their_position() {
+        let error = expect_error(
+            &minimal_with("id = \"Log_X\""),
+            Code::InvalidArgument,
+            Some("plugin.id"),
+            true,
+            "a-z",
+        );
+        assert_eq!(error.position(), Some((3, 6)));
+        assert_eq!(error.plugin(), Some("Log_X"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid_argument: plugin Log_X: plugins/log-processor/plugin.toml:3:6")
+        );
+        let long = "a".repeat(300);
+        let error = expect_error(
+            &minimal_with(&format!("id = \"{long}\"")),
+            Code::InvalidArgument,
+            Some("plugin.id"),
+            true,
+            "1 to 64",
+        );
+        assert!(error.message().len() < 400, "the message quotes a shortened id: {error}");
+        for id in ["", "-log", "log-", "log.x", "ünï"] {
+            expect_error(
+                &minimal_with(&format!("id = \"{id}\"")),
+                Code::InvalidArgument,
+                Some("plugin.id"),
+                true,
+                "not allowed",
+            );
+        }
+        let id64 = "a".repeat(64);
+        assert!(parse(&minimal_with(&format!("id = \"{id64}\""))).is_ok());
+    }
+
+    #[test]
+    fn bad_version_is_quoted_with_an_example() {
+        let error = expect_error(
+            &minimal_with("version = \"1.0\""),
+            Code::InvalidArgument,
+            Some("plugin.version"),
+            true,
+            "\"1.0\"",
+        );
+        assert!(error.message().contains("\"1.2.0\""), "{error}");
+        assert_eq!(error.position(), Some((4, 11)));
+        expect_error(
+            &minimal_with("version = 1.0"),
+            Code::InvalidArgument,
+            Some("plugin.version"),
+            true,
+            "expected a string",
+        );
+    }
+
+    #[test]
+    fn unknown_runtime_lists_the_known_ones() {
+        let error = expect_error(
+            &minimal_with("runtime = \"jvm\""),
+            Code::InvalidArgument,
+            Some("plugin.runtime"),
+            true,
+            "\"jvm\"",
+        );
+        for kind in ["native", "wasm", "process"] {
+            assert!(error.message().contains(kind), "{error}");
+        }
+    }
+
+    #[test]
+    fn escaping_entries_are_permission_denied() {
+        for entry in
+            ["../../bin/sh", "/lib/x.so", "C:/x.dll", "c:x", "lib/../../x", "..\\\\x", "\\\\server\\\\x"]
+        {
+            expect_error(
+                &minimal_with(&format!("entry = \"{entry}\"")),
+                Code::PermissionDenied,
+                Some("plugin.entry"),
+                true,
+                "escape",
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_entries_are_invalid() {
+        let cases = [
+            ("\"\"", "empty"),
+            ("\"lib\\u0000x\"", "NUL"),
+            ("\"lib\\\\x.dll\"", "backslash"),
+            ("\"lib\\nx\"", "control"),
+        ];
+        for (entry, fragment) in cases {
+            expect_error(
+                &minimal_with(&format!("entry = {entry}")),
+                Code::InvalidArgument,
+                Some("plugin.entry"),
+                true,
+                fragment,
+            );
+        }
+        let long = "a".repeat(256);
+        expect_error(
+            &minimal_with(&format!("entry = \"{long}\"")),
+            Code::InvalidArgument,
+            Some("plugin.entry"),
+            true,
+            "limit is 255",
+        );
+        assert!(parse(&minimal_with(&format!("entry = \"{}\"", "a".repeat(255)))).is_ok());
+        assert!(parse(&minimal_with("entry = \"./bin/x..y\"")).is_ok());
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        for name in ["id", "version", "runtime", "entry"] {
+            let text: String = MINIMAL
+                .lines()
+                .filter(|line| !line.starts_with(name))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let error =
+                expect_error(&text, Code::InvalidArgument, Some(&format!("plugin.{name}")), true, "missing");
+            assert_eq!(error.position(), Some((2, 1)), "points at the [plugin] table: {error}");
+        }
+        expect_error(
+            "[provides]\n",
+            Code::InvalidArgument,
+            Some("plugin"),
+            false,
+            "[plugin] table is missing",
+        );
+    }
+
+    #[test]
+    fn abi_must_be_a_positive_u32() {
+        expect_error(
+            &minimal_with("abi = 0"),
+            Code::InvalidArgument,
+            Some("plugin.abi"),
+            true,
+            "1 to 4294967295",
+        );
+        expect_error(
+            &minimal_with("abi = 4294967296"),
+            Code::InvalidArgument,
+            Some("plugin.abi"),
+            true,
+            "out of range",
+        );
+        expect_error(
+            &minimal_with("abi = -1"),
+            Code::InvalidArgument,
+            Some("plugin.abi"),
+            true,
+            "out of range",
+        );
+        let error = expect_error(
+            &minimal_with("abi = \"one\""),
+            Code::InvalidArgument,
+            Some("plugin.abi"),
+            true,
+            "expected an integer",
+        );
+        assert_eq!(error.position(), Some((7, 7)));
+        assert_eq!(parse(&minimal_with("abi = 4294967295")).unwrap().plugin.abi, u32::MAX);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_allowed_ones() {
+        let error = expect_error(
+            &minimal_with("name = \"x\""),
+            Code::InvalidArgument,
+            Some("plugin.name"),
+            true,
+            "unknown field `name`",
+        );
+        assert!(error.message().contains("`entry`"), "{error}");
+        assert_eq!(error.position(), Some((7, 1)));
+        let error = expect_error(
+            &format!("colour = 1\n{MINIMAL}"),
+            Code::InvalidArgument,
+            Some("colour"),
+            true,
+            "unknown field `colour`",
+        );
+        assert!(error.message().contains("`plugin`") && error.message().contains("`provides`"), "{error}");
+        assert_eq!(error.position(), Some((1, 1)));
+        let error = expect_error(
+            &format!("{MINIMAL}[limits]\ntimeout = 5\n"),
+            Code::InvalidArgument,
+            Some("limits.timeout"),
+            true,
+            "`timeout_ms`",
+        );
+        assert_eq!(error.position(), Some((8, 1)));
+        expect_error(
+            &format!("{MINIMAL}[load]\neager = true\n"),
+            Code::InvalidArgument,
+            Some("load.eager"),
+            true,
+            "`lazy`",
+        );
+        expect_error(
+            &format!("{MINIMAL}[plugins]\n"),
+            Code::InvalidArgument,
+            Some("plugins"),
+            true,
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_path() {
+        expect_error(
+            &format!("{MINIMAL}[provides]\n\"a@1\" = \"parse\"\n"),
+            Code::InvalidArgument,
+            Some("provides.\"a@1\""),
+            true,
+            "expected an array",
+        );
+        expect_error(
+            &format!("{MINIMAL}[provides]\n\"a@1\" = [\"x\", 2]\n"),
+            Code::InvalidArgument,
+            Some("provides.\"a@1\"[1]"),
+            true,
+            "expected a string",
+        );
+        expect_error(
+            &format!("{MINIMAL}[permissions]\nnetwork = \"yes\"\n"),
+            Code::InvalidArgument,
+            Some("permissions.network"),
+            true,
+            "expected a boolean",
+        );
+        expect_error(
+            &format!("labels = 3\n{MINIMAL}"),
+            Code::InvalidArgument,
+            Some("labels"),
+            true,
+            "expected a table",
+        );
+        expect_error("plugin = 3\n", Code::InvalidArgument, Some("plugin"), true, "expected a table");
+        expect_error(
+            &format!("{MINIMAL}[limits]\nmemory_mb = 1.5\n"),
+            Code::InvalidArgument,
+            Some("limits.memory_mb"),
+            true,
+            "expected an integer",
+        );
+    }
+
+    #[test]
+    fn empty_and_non_utf8_and_non_toml_inputs() {
+        for empty in ["", "  \n\t\n", "# only a comment\n"] {
+            expect_error(
+                empty,
+                Code::InvalidArgument,
+                Some("plugin"),
+                false,
+                "the manifest is empty; it needs at least a [plugin] table",
+            );
+        }
+        let error = Manifest::parse(b"\xff\xfe", Path::new(PATH), Some("log-processor")).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert_eq!(error.position(), Some((1, 1)));
+        assert!(error.message().contains("UTF-8") && error.message().contains("byte offset 0"), "{error}");
+        assert_eq!(error.plugin(), Some("log-processor"));
+        let error = Manifest::parse(b"[plugin]\nid = \"\xc3(\"\n", Path::new(PATH), None).unwrap_err();
+        assert_eq!(error.position(), Some((2, 7)));
+        assert!(error.message().contains("byte offset 15"), "{error}");
+        let error = expect_error("[plugin", Code::InvalidArgument, None, true, "not valid TOML");
+        assert_eq!(error.position().map(|(line, _)| line), Some(1));
+        let error = expect_error(
+            &format!("{MINIMAL}id = \"again\"\n"),
+            Code::InvalidArgument,
+            None,
+            true,
+            "not valid TOML",
+        );
+        assert_eq!(error.position().map(|(line, _)| line), Some(7));
+    }
+
+    #[test]
+    fn over_one_mib_is_refused_before_parsing() {
+        let mut text = MINIMAL.to_owned();
+        text.push('#');
+        text.push_str(&"x".repeat(MAX_MANIFEST_BYTES));
+        let error = expect_error(&text, Code::InvalidArgument, None, false, "the limit is 1048576 bytes");
+        assert!(error.message().contains(&text.len().to_string()), "{error}");
+        // Exactly the limit still parses.
+        let mut text = MINIMAL.to_owned();
+        text.push('#');
+        text.push_str(&"x".repeat(MAX_MANIFEST_BYTES - text.len()));
+        assert_eq!(text.len(), MAX_MANIFEST_BYTES);
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn read_checks_the_size_and_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        std::fs::write(&path, MINIMAL).unwrap();
+        assert_eq!(Manifest::read(&path, Some("log-processor")).unwrap(), parse(MINIMAL).unwrap());
+
+        std::fs::write(&path, vec![b'#'; MAX_MANIFEST_BYTES + 1]).unwrap();
+        let error = Manifest::read(&path, Some("log-processor")).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert!(error.message().contains("1048577 bytes"), "{error}");
+        assert_eq!(error.file(), Some(path.as_path()));
+        assert_eq!(error.plugin(), Some("log-processor"));
+
+        let error = Manifest::read(&dir.path().join("missing.toml"), None).unwrap_err();
+        assert_eq!(error.code(), Code::NotFound);
+        let error = Manifest::read(dir.path(), None).unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert!(error.message().contains("regular file"), "{error}");
+    }
+
+    #[test]
+    fn capabilities_and_methods_follow_their_rules() {
+        let with = |provides: &str| format!("{MINIMAL}[provides]\n{provides}\n");
+        for capability in ["log.parse", "Log.parse@1", "log@", "@1", "log.parse@1a", "-x@1", "a@1@2"] {
+            let error = expect_error(
+                &with(&format!("\"{capability}\" = [\"parse\"]")),
+                Code::InvalidArgument,
+                Some(&field_name(&[Seg::Key("provides"), Seg::Key(capability)])),
+                true,
+                "name@major",
+            );
+            assert_eq!(error.position(), Some((8, 1)), "points at the key: {error}");
+        }
+        let long = format!("{}@1", "a".repeat(127));
+        expect_error(
+            &with(&format!("\"{long}\" = [\"x\"]")),
+            Code::InvalidArgument,
+            Some(&format!("provides.\"{long}\"")),
+            true,
+            "at most 128",
+        );
+        expect_error(
+            &with("\"a@1\" = []"),
+            Code::InvalidArgument,
+            Some("provides.\"a@1\""),
+            true,
+            "no methods",
+        );
+        let error = expect_error(
+            &with("\"a@1\" = [\"parse\", \"parse\"]"),
+            Code::InvalidArgument,
+            Some("provides.\"a@1\"[1]"),
+            true,
+            "twice",
+        );
+        assert_eq!(error.position(), Some((8, 19)));
+        for method in ["", "-x", ".x", "pa rse", "p/x", "ü"] {
+            expect_error(
+                &with(&format!("\"a@1\" = [\"{method}\"]")),
+                Code::InvalidArgument,
+                Some("provides.\"a@1\"[0]"),
+                true,
+                "method",
+            );
+        }
+        let ok = parse(&with("\"a.b_c-d@12\" = [\"_x\", \"Parse.Batch-2\"]\n\"b@1\" = [\"x\"]")).unwrap();
+        assert_eq!(ok.provides.len(), 2);
+        // A plugin may provide nothing and only subscribe.
+        assert!(
+            parse(&format!("{MINIMAL}[subscribes]\ntopics = [\"events.*\"]\n")).unwrap().provides.is_empty()
+        );
+    }
+
+    #[test]
+    fn topics_labels_and_env_follow_their_rules() {
+        for topic in ["Events", "*", ".x", "events log", ""] {
+            expect_error(
+                &format!("{MINIMAL}[subscribes]\ntopics = [\"ok\", \"{topic}\"]\n"),
+                Code::InvalidArgument,
+                Some("subscribes.topics[1]"),
+                true,
+                "topic",
+            );
+        }
+        expect_error(
+            &format!("{MINIMAL}[subscribes]\ntopics = [\"{}\"]\n", "a".repeat(129)),
+            Code::InvalidArgument,
+            Some("subscribes.topics[0]"),
+            true,
+            "topic",
+        );
+        for (key, field) in
+            [("Region", "labels.Region"), ("-x", "labels.-x"), ("a b", "labels.\"a b\""), ("", "labels.\"\"")]
+        {
+            let error = expect_error(
+                &format!("{MINIMAL}[labels]\n\"{key}\" = \"v\"\n"),
+                Code::InvalidArgument,
+                Some(field),
+                true,
+                "label key",
+            );
+            assert_eq!(error.position(), Some((8, 1)));
+        }
+        expect_error(
+            &format!("{MINIMAL}[labels]\n{} = \"v\"\n", "a".repeat(64)),
+            Code::InvalidArgument,
+            Some(&format!("labels.{}", "a".repeat(64))),
+            true,
+            "1 to 63",
+        );
+        expect_error(
+            &format!("{MINIMAL}[labels]\nk = \"{}\"\n", "v".repeat(257)),
+            Code::InvalidArgument,
+            Some("labels.k"),
+            true,
+            "limit is 256",
+        );
+        expect_error(
+            &format!("{MINIMAL}[labels]\nk = \"a\\u0007b\"\n"),
+            Code::InvalidArgument,
+            Some("labels.k"),
+            true,
+            "printable",
+        );
+        let ok = parse(&format!("{MINIMAL}[labels]\n\"app.example/tier\" = \"gold, 1 €\"\n")).unwrap();
+        assert_eq!(ok.labels["app.example/tier"], "gold, 1 €");
+        for name in ["1TZ", "T-Z", "", "TZ="] {
+            expect_error(
+                &format!("{MINIMAL}[permissions]\nenv = [\"{name}\"]\n"),
+                Code::InvalidArgument,
+                Some("permissions.env[0]"),
+                true,
+                "environment variable",
+            );
+        }
+        assert!(parse(&format!("{MINIMAL}[permissions]\nenv = [\"_X1\", \"tz\"]\n")).is_ok());
+    }
+
+    #[test]
+    fn permission_paths_stay_in_the_folder() {
+        for (name, path) in
+            [("read", "../x"), ("write", "/etc"), ("read", "data/../../x"), ("write", "D:\\\\x")]
+        {
+            expect_error(
+                &format!("{MINIMAL}[permissions]\n{name} = [\"{path}\"]\n"),
+                Code::PermissionDenied,
+                Some(&format!("permissions.{name}[0]")),
+                true,
+                "escape",
+            );
+        }
+        expect_error(
+            &format!("{MINIMAL}[permissions]\nread = [\"\"]\n"),
+            Code::InvalidArgument,
+            Some("permissions.read[0]"),
+            true,
+            "empty",
+        );
+        let ok = parse(&format!(
+            "{MINIMAL}[permissions]\nread = [\".\", \"./data\"]\nwrite = [\"out/x\"]\nnetwork = true\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.permissions.read, [".", "./data"]);
+        assert!(ok.permissions.network);
+    }
+
+    #[test]
+    fn limits_and_restart_ranges() {
+        let cases: [(&str, &str, i64, i64); 7] = [
+            ("limits", "timeout_ms", 1, 3_600_000),
+            ("limits", "max_concurrency", 1, 65_536),
+            ("limits", "memory_mb", 1, 1_048_576),
+            ("limits", "cpu_percent", 1, 10_000),
+            ("limits", "pids", 1, 1_000_000),
+            ("restart", "max_restarts", 0, 1000),
+            ("restart", "window_s", 1, 86_400),
+        ];
+        for (table, key, min, max) in cases {
+            for bad in [min - 1, max + 1, i64::MIN, i64::MAX] {
+                let error = expect_error(
+                    &format!("{MINIMAL}[{table}]\n{key} = {bad}\n"),
+                    Code::InvalidArgument,
+                    Some(&format!("{table}.{key}")),
+                    true,
+                    &format!("allowed: {min} to {max}"),
+                );
+                assert_eq!(error.position(), Some((8, key.len() + 4)));
+            }
+            for good in [min, max] {
+                let manifest = parse(&format!("{MINIMAL}[{table}]\n{key} = {good}\n")).unwrap();
+                let json = serde_json::to_value(&manifest).unwrap();
+                assert_eq!(json[table][key], good);
+            }
+        }
+        expect_error(
+            &format!("{MINIMAL}[restart]\npolicy = \"sometimes\"\n"),
+            Code::InvalidArgument,
+            Some("restart.policy"),
+            true,
+            "\"on-failure\"",
+        );
+        expect_error(
+            &format!("{MINIMAL}[restart]\npolicy = \"on_failure\"\n"),
+            Code::InvalidArgument,
+            Some("restart.policy"),
+            true,
+            "\"never\"",
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let n = 10_000;
+        let cases = [
+            format!("a = {}1{}", "[".repeat(n), "]".repeat(n)),
+            format!("a = {}1{}", "{b=".repeat(n), "}".repeat(n)),
+            format!("{} = 1", vec!["x"; n].join(".")),
+            format!("[plugin.{}]", vec!["x"; n].join(".")),
+        ];
+        for case in cases {
+            let error = parse(&case).unwrap_err();
+            assert_eq!(error.code(), Code::InvalidArgument);
+            assert!(error.message().starts_with("not valid TOML"), "{error}");
+            fuzz_parse(case.as_bytes());
+        }
+    }
+
+    #[test]
+    fn line_col_counts_characters_from_one() {
+        assert_eq!(line_col("", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 3), (2, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é=1", 2), (1, 2));
+        assert_eq!(line_col("é", 1), (1, 1));
+        assert_eq!(line_col("ab", 99), (1, 3));
+    }
+
+    #[test]
+    fn fuzz_corpus_replays_without_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/manifest");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                fuzz_parse(&std::fs::read(&path).unwrap());
+                count += 1;
+            }
+        }
+        assert!(count >= 10, "only {count} files in {dir}");
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::{FULL, PATH};
+        use crate::error::Code;
+        use crate::manifest::{Manifest, fuzz_parse};
+        use std::path::Path;
+
+        /// The `key = value` lines of `FULL`, by line number.
+        fn value_lines() -> Vec<usize> {
+            FULL.lines()
+                .enumerate()
+                .filter(|(_, line)| line.contains(" = "))
+                .map(|(index, _)| index)
+                .collect()
+        }
+
+        fn mutate(line: usize, insert: bool, key: &str, value: &str) -> String {
+            let mut lines: Vec<String> = FULL.lines().map(str::to_owned).collect();
+            let target = value_lines()[line % value_lines().len()];
+            if insert {
+                lines.insert(target, format!("{key} = {value}"));
+            } else {
+                let (existing, _) = lines[target].split_once(" = ").unwrap();
+                lines[target] = format!("{existing} = {value}");
+            }
+            lines.join("\n")
+        }
+
+        fn check(text: &str) {
+            match Manifest::parse(text.as_bytes(), Path::new(PATH), None) {
+                Ok(_) => {}
+                Err(error) => {
+                    assert!(
+                        matches!(error.code(), Code::InvalidArgument | Code::PermissionDenied),
+                        "{error}"
+                    );
+                    assert!(error.field().is_some() || error.position().is_some(), "{error}");
+                }
+            }
+            fuzz_parse(text.as_bytes());
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[ -~]{0,40}",
+                any::<String>().prop_map(|text| format!("{text:?}")),
+                "\"[a-z0-9./@_-]{0,20}\"",
+                any::<i64>().prop_map(|number| number.to_string()),
+                Just("[]".to_owned()),
+                Just("{}".to_owned()),
+                Just("true".to_owned()),
+                "\\[(\"[ -~]{0,8}\", ?){0,4}\\]",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn replacing_a_value_never_panics(line in any::<usize>(), value in value()) {
+                check(&mutate(line, false, "", &value));
+            }
+
+            #[test]
+            fn inserting_a_key_never_panics(
+                line in any::<usize>(),
+                key in "[a-z_\"]{1,12}",
+                value in value(),
+            ) {
+                check(&mutate(line, true, &key, &value));
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                fuzz_parse(&bytes);
+            }
+        }
+    }
+}

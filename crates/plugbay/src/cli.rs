@@ -1,0 +1,158 @@
+//! The command line, as clap reads it: [`Cli`] and one argument struct per command. No
+//! logic lives here; `--help` is generated from the doc comments below.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Where `--plugins` points when it is not given (the host's default too).
+const DEFAULT_PLUGINS: &str = "plugins";
+
+/// What `--help` shows after the commands.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  done (for `list`: even if some plugins failed to load; they are listed with their error)
+  1  what was asked failed: the call returned an error, or the inspected plugin did not load
+  2  plugbay could not run: bad arguments, or a folder or file it needs is missing or unreadable";
+
+/// plugbay is a plugin host: it loads plugins (a plugin.toml plus an artifact per folder)
+/// from a plugins folder and routes calls to the capabilities they provide.
+#[derive(Debug, Parser)]
+#[command(name = "plugbay", version, verbatim_doc_comment, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    /// How log lines are written to stderr: `human` (one readable line each) or `json` (one
+    /// JSON object per line).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log more to stderr: -v adds info, -vv debug, -vvv trace. Without it only warnings and
+    /// errors are logged. The RUST_LOG environment variable, when set, overrides this.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load every plugin in a plugins folder and list each one with its state.
+    ///
+    /// Prints one line per plugin: id, version, runtime, state and capabilities; a plugin
+    /// that failed to load is followed by an indented line with the error. Loading runs
+    /// each native plugin's code inside this process.
+    List(ListArgs),
+
+    /// Check one plugin folder: show its manifest, then load the plugin alone and report
+    /// whether it starts.
+    ///
+    /// The plugin is loaded into this process (its initialisers and init run), exactly as
+    /// the host would load it.
+    Inspect(InspectArgs),
+
+    /// Load a plugins folder and make one call, printing the response to stdout.
+    ///
+    /// Example: plugbay call text.transform@1 upper '"hello"' --plugins target/plugins
+    Call(CallArgs),
+}
+
+/// Arguments of `plugbay list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The plugins folder: one sub-folder per plugin, each with a plugin.toml.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PLUGINS)]
+    pub plugins: PathBuf,
+
+    /// Print a JSON array instead: one object per plugin with `id`, `folder`, `version`,
+    /// `runtime`, `state`, `capabilities` and `error` (null, or `{code, message}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `plugbay inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The plugin folder, or the plugin.toml inside it. The folder's name must equal the
+    /// plugin id, as in a plugins folder.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Print one JSON object instead: `folder`, `host_abi`, `manifest` (`path`, `content`,
+    /// `error`), `artifact` (`path`, `size`) and `load` (`state`, `capabilities`, `error`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `plugbay call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The capability to call, e.g. `text.transform@1`; any plugin that provides it may
+    /// answer. `plugin:<id>` addresses one plugin instead.
+    #[arg(value_name = "CAPABILITY")]
+    pub capability: String,
+
+    /// The method, e.g. `upper`. It must be listed for the capability in the plugin's
+    /// plugin.toml.
+    #[arg(value_name = "METHOD")]
+    pub method: String,
+
+    /// The request. Sent as application/json if it parses as JSON (note the quotes in
+    /// '"hello"'), otherwise as text/plain; charset=utf-8. Empty when neither it nor --file
+    /// is given.
+    #[arg(value_name = "PAYLOAD", conflicts_with = "file")]
+    pub payload: Option<String>,
+
+    /// Send the bytes of this file as the request instead (`-` reads stdin), as
+    /// application/octet-stream.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// The request's content type, instead of the one guessed from PAYLOAD or --file.
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+
+    /// The plugins folder to load before the call: one sub-folder per plugin. Plugins that
+    /// fail to load are reported on stderr; the call goes ahead without them.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PLUGINS)]
+    pub plugins: PathBuf,
+
+    /// Send the call to this plugin (by id) rather than to any provider of CAPABILITY. It
+    /// must provide CAPABILITY.
+    #[arg(long, value_name = "ID")]
+    pub plugin: Option<String>,
+
+    /// Give up after this many milliseconds. Default: the plugin's `limits.timeout_ms`,
+    /// else 30000. A native call cannot be interrupted once it runs; the deadline is checked
+    /// before it starts.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: Option<u64>,
+
+    /// Print a JSON object instead of the raw response: `plugin` (who answered),
+    /// `content_type`, `encoding` (`json`, `utf-8` or `hex`) and `payload`; on failure
+    /// `{"error": {"code", "message"}}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,48 @@
+//! The event bus: host -> plugin delivery by subscribed topic, plugin -> host subscribers.
+
+use std::time::Duration;
+
+use plugbay_core::{Code, Event, Host, HostConfig, Payload};
+use plugbay_testkit::PluginsDir;
+use serde_json::json;
+
+use crate::support::json_call;
+
+#[tokio::test]
+async fn published_events_reach_subscribed_plugins_only() {
+    let dir = PluginsDir::new();
+    dir.add_fixture();
+    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+    host.load_all().await;
+    host.publish(Event::new("fixture.ping", "created", Payload::json(&json!({"n": 1})).unwrap(), "test")).unwrap();
+    host.publish(Event::new("other.topic", "created", Payload::default(), "test")).unwrap();
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        let reply = host.invoke(json_call("fixture@1", "events", json!(null))).await.unwrap();
+        received = reply.to_json::<Vec<String>>().unwrap();
+        if !received.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(received, ["fixture.ping:created:test"]);
+}
+
+#[tokio::test]
+async fn plugins_publish_to_host_subscribers() {
+    let dir = PluginsDir::new();
+    dir.add_fixture();
+    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+    host.load_all().await;
+    let mut events = host.subscribe();
+    host.invoke(json_call("fixture@1", "publish", json!("fixture.out"))).await.unwrap();
+    let event = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+        if event.topic == "fixture.out" {
+            break event;
+        }
+    };
+    assert_eq!(event.source, "fixture");
+    let error = host.invoke(json_call("fixture@1", "publish", json!("Bad Topic"))).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error}");
+}

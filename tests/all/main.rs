@@ -1,0 +1,11 @@
+//! plugbay's integration tests: one binary, one link. Every test uses real plugins built by
+//! `plugbay-testkit` (Rust cdylibs, C libraries, broken artifacts) in temporary folders.
+//! Tests named after a FAULTS.md case start with its id (`a5_...`, `b1_...`).
+
+mod abi_layout;
+mod cli;
+mod events;
+mod lifecycle;
+mod manifests;
+mod native;
+mod support;
