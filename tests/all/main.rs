@@ -5,6 +5,7 @@
 mod abi_layout;
 mod cli;
 mod events;
+mod examples;
 mod lifecycle;
 mod manifests;
 mod native;

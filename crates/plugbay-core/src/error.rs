@@ -85,8 +85,14 @@ impl fmt::Display for Code {
 ///
 /// Display renders everything a person needs in one line, e.g.
 /// `invalid_argument: plugin log-x: plugins/log-x/plugin.toml:2:6: field plugin.id: ...`.
-#[derive(Debug, thiserror::Error)]
+/// The details live behind one box, so a `Result<T, Error>` stays small on the call path.
+#[derive(Debug)]
 pub struct Error {
+    inner: Box<Details>,
+}
+
+#[derive(Debug)]
+struct Details {
     code: Code,
     message: String,
     plugin: Option<String>,
@@ -94,7 +100,6 @@ pub struct Error {
     position: Option<(usize, usize)>,
     field: Option<String>,
     method: Option<String>,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -104,7 +109,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error with a code and a message, no context yet.
     pub fn new(code: Code, message: impl Into<String>) -> Error {
-        Error {
+        Error::from(Details {
             code,
             message: message.into(),
             plugin: None,
@@ -113,7 +118,7 @@ impl Error {
             field: None,
             method: None,
             source: None,
-        }
+        })
     }
 
     /// Shorthand for [`Code::InvalidArgument`].
@@ -148,85 +153,85 @@ impl Error {
 
     /// Names the plugin the error is about (kept if one is already set).
     pub fn with_plugin(mut self, id: impl Into<String>) -> Error {
-        if self.plugin.is_none() {
-            self.plugin = Some(id.into());
+        if self.inner.plugin.is_none() {
+            self.inner.plugin = Some(id.into());
         }
         self
     }
 
     /// Names the file the error is about (kept if one is already set).
     pub fn with_file(mut self, path: impl AsRef<Path>) -> Error {
-        if self.file.is_none() {
-            self.file = Some(path.as_ref().to_path_buf());
+        if self.inner.file.is_none() {
+            self.inner.file = Some(path.as_ref().to_path_buf());
         }
         self
     }
 
     /// Adds a 1-based line and column inside the file.
     pub fn with_position(mut self, line: usize, column: usize) -> Error {
-        self.position = Some((line, column));
+        self.inner.position = Some((line, column));
         self
     }
 
     /// Names the field (`plugin.id`, `provides."log.parse@1"`).
     pub fn with_field(mut self, field: impl Into<String>) -> Error {
-        if self.field.is_none() {
-            self.field = Some(field.into());
+        if self.inner.field.is_none() {
+            self.inner.field = Some(field.into());
         }
         self
     }
 
     /// Names the method of a call.
     pub fn with_method(mut self, method: impl Into<String>) -> Error {
-        if self.method.is_none() {
-            self.method = Some(method.into());
+        if self.inner.method.is_none() {
+            self.inner.method = Some(method.into());
         }
         self
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Error {
-        self.source = Some(Box::new(source));
+        self.inner.source = Some(Box::new(source));
         self
     }
 
     /// What kind of failure this is.
     pub fn code(&self) -> Code {
-        self.code
+        self.inner.code
     }
 
     /// The message alone, without the context.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// The plugin the error is about, if known.
     pub fn plugin(&self) -> Option<&str> {
-        self.plugin.as_deref()
+        self.inner.plugin.as_deref()
     }
 
     /// The file the error is about, if any.
     pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        self.inner.file.as_deref()
     }
 
     /// The 1-based `(line, column)` in [`Error::file`], where the parser gave one.
     pub fn position(&self) -> Option<(usize, usize)> {
-        self.position
+        self.inner.position
     }
 
     /// The manifest field the error is about, if any.
     pub fn field(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.inner.field.as_deref()
     }
 
     /// The method of the call the error is about, if any.
     pub fn method(&self) -> Option<&str> {
-        self.method.as_deref()
+        self.inner.method.as_deref()
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for Details {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.code)?;
         if let Some(plugin) = &self.plugin {
@@ -246,6 +251,31 @@ impl fmt::Display for Error {
             write!(f, "method {method}: ")?;
         }
         f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source.as_deref().map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Details> for Error {
+    fn from(details: Details) -> Error {
+        Error { inner: Box::new(details) }
+    }
+}
+
+impl Error {
+    /// The underlying cause, if one was attached with [`Error::with_source`].
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.inner.source.as_deref()
     }
 }
 

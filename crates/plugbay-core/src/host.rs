@@ -531,7 +531,11 @@ impl HostInner {
         let bytes = safe_fs::read_beneath(folder, Path::new(MANIFEST_FILE), MAX_MANIFEST_BYTES as u64, Code::InvalidArgument)?;
         let manifest = Arc::new(Manifest::parse(&bytes, &manifest_path, Some(name))?);
         let id = manifest.plugin.id.clone();
-        entry.status.lock().id = id.clone();
+        {
+            let mut status = entry.status.lock();
+            status.id = id.clone();
+            status.manifest = Some(manifest.clone());
+        }
         self.refuse_duplicate(entry, &id)?;
         let runtime = self.runtime(manifest.plugin.runtime).map_err(|e| e.with_file(&manifest_path))?;
         let artifact_name = match manifest.plugin.runtime {
@@ -548,11 +552,7 @@ impl HostInner {
         .map_err(|error| error.with_field("plugin.entry"))?;
         let loaded = runtime.load(Artifact { manifest: &manifest, path: &artifact_path, bytes }).await?;
         loaded.description().check_against(&manifest).map_err(|error| error.with_file(&artifact_path))?;
-        {
-            let mut status = entry.status.lock();
-            status.manifest = Some(manifest.clone());
-            status.loaded = Some(loaded);
-        }
+        entry.status.lock().loaded = Some(loaded);
         self.transition(entry, State::Loaded, format!("{} loaded", artifact_path.display()))?;
         self.instantiate(entry).await?;
         Ok(id)

@@ -61,10 +61,14 @@ pub fn rust_plugin(package: &str) -> PathBuf {
     dir.join(platform::cargo_cdylib_file_name(package))
 }
 
+/// Test plugins are built like the code that uses them: optimised for benchmarks (where the
+/// testkit itself is built without debug assertions), with the dev profile for tests.
+const RELEASE: bool = !cfg!(debug_assertions);
+
 fn build_rust_plugins() -> PathBuf {
     let root = workspace_root();
     let target = root.join("target/testkit");
-    let out = target.join("debug");
+    let out = target.join(if RELEASE { "release" } else { "debug" });
     let libraries: Vec<PathBuf> =
         RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
     let sources = RUST_PLUGINS
@@ -83,6 +87,9 @@ fn build_rust_plugins() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command.current_dir(&root).arg("build").arg("--quiet").arg("--target-dir").arg(&target);
+    if RELEASE {
+        command.arg("--release");
+    }
     for (name, _) in RUST_PLUGINS {
         command.arg("-p").arg(name);
     }

@@ -8,6 +8,9 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 /// Where `--plugins` points when it is not given (the host's default too).
 const DEFAULT_PLUGINS: &str = "plugins";
 
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// What `--help` shows after the commands.
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -20,14 +23,20 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "plugbay", version, verbatim_doc_comment, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
-    /// How log lines are written to stderr: `human` (one readable line each) or `json` (one
-    /// JSON object per line).
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Human, global = true)]
+    /// How log lines are written to stderr.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Human,
+        global = true,
+        help_heading = GLOBAL
+    )]
     pub log_format: LogFormat,
 
     /// Log more to stderr: -v adds info, -vv debug, -vvv trace. Without it only warnings and
     /// errors are logged. The RUST_LOG environment variable, when set, overrides this.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// What to do.
@@ -133,7 +142,7 @@ pub struct CallArgs {
     pub plugin: Option<String>,
 
     /// Give up after this many milliseconds. Default: the plugin's `limits.timeout_ms`,
-    /// else 30000. A native call cannot be interrupted once it runs; the deadline is checked
+    /// else 30000 (30 s). A native call cannot be interrupted once it runs; the deadline is checked
     /// before it starts.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: Option<u64>,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use plugbay_core::{Call, ContentType, Error, ErrorInfo, Host, Payload, Target};
+use plugbay_core::{Call, ContentType, Error, ErrorInfo, Host, Payload, State, Target};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -99,6 +99,11 @@ async fn call(host: &Host, args: &CallArgs, payload: Payload) -> plugbay_core::R
     let plugin = match &args.plugin {
         Some(id) => {
             let info = host.plugin(id)?;
+            if info.state != State::Running {
+                let why = info.error.map(|error| format!(": {}", error.message)).unwrap_or_default();
+                return Err(Error::unavailable(format!("the plugin is {}, not running{why}", info.state))
+                    .with_plugin(id));
+            }
             if !info.capabilities.contains(&args.capability) {
                 let provided = if info.capabilities.is_empty() {
                     "none".to_owned()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs plugbay's whole test suite on a fresh machine: installs what is missing (a C
+# compiler for the C plugins and the ABI layout check), then formatting and lint checks,
+# every unit and integration test, and the doctests. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_c_compiler
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== unit and integration tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
+
+echo "== doctests"
+cargo test --workspace --doc --quiet
