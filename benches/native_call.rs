@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench --bench native_call` (results and reference figures: BENCHMARKS.md).
 #![allow(unsafe_code)] // the "direct" baseline calls the plugin's table by hand
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::ffi::c_void;
 use std::hint::black_box;
@@ -28,7 +29,14 @@ unsafe extern "C" fn no_log(_: *mut c_void, _: i32, _: Str) {}
 unsafe extern "C" fn no_publish(_: *mut c_void, _: Str, _: Str, _: Str, _: *mut Output) -> abi::Status {
     abi::STATUS_OK
 }
-unsafe extern "C" fn no_invoke(_: *mut c_void, _: Str, _: Str, _: Str, _: Str, _: *mut Output) -> abi::Status {
+unsafe extern "C" fn no_invoke(
+    _: *mut c_void,
+    _: Str,
+    _: Str,
+    _: Str,
+    _: Str,
+    _: *mut Output,
+) -> abi::Status {
     abi::STATUS_UNAVAILABLE
 }
 unsafe extern "C" fn no_free(_: *mut c_void, _: abi::Buf) {}
@@ -121,7 +129,11 @@ fn calls(c: &mut Criterion) {
             });
             let handle = host.resolve(&Target::Capability(capability.into()), "echo").unwrap();
             group.bench_with_input(BenchmarkId::new("method_handle_borrowed", size), &bytes, |b, bytes| {
-                b.iter(|| handle.call_borrowed(black_box(bytes), "application/octet-stream", |out, _| out.len()).unwrap())
+                b.iter(|| {
+                    handle
+                        .call_borrowed(black_box(bytes), "application/octet-stream", |out, _| out.len())
+                        .unwrap()
+                })
             });
         }
         group.finish();

@@ -47,7 +47,8 @@ fn a_wrong_layout_is_caught() {
     // The check above must be able to fail: assert a deliberately wrong size.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wrong.c");
-    std::fs::write(&file, "#include \"plugbay.h\"\n_Static_assert(sizeof(plugbay_call_t) == 1, \"x\");\n").unwrap();
+    std::fs::write(&file, "#include \"plugbay.h\"\n_Static_assert(sizeof(plugbay_call_t) == 1, \"x\");\n")
+        .unwrap();
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let status = std::process::Command::new(compiler)
         .args(["-std=c11", "-fsyntax-only", "-I"])

@@ -14,7 +14,8 @@ async fn published_events_reach_subscribed_plugins_only() {
     dir.add_fixture();
     let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
     host.load_all().await;
-    host.publish(Event::new("fixture.ping", "created", Payload::json(&json!({"n": 1})).unwrap(), "test")).unwrap();
+    host.publish(Event::new("fixture.ping", "created", Payload::json(&json!({"n": 1})).unwrap(), "test"))
+        .unwrap();
     host.publish(Event::new("other.topic", "created", Payload::default(), "test")).unwrap();
     let mut received = Vec::new();
     for _ in 0..100 {

@@ -17,7 +17,8 @@ async fn c_checksum_example_computes_crc32_and_adler32() {
     let host = host_over(&dir).await;
     let crc = host.invoke(Call::new("checksum@1", "crc32", Payload::bytes(&b"123456789"[..]))).await.unwrap();
     assert_eq!(crc.to_json::<serde_json::Value>().unwrap(), json!({"crc32": "cbf43926"}));
-    let adler = host.invoke(Call::new("checksum@1", "adler32", Payload::bytes(&b"123456789"[..]))).await.unwrap();
+    let adler =
+        host.invoke(Call::new("checksum@1", "adler32", Payload::bytes(&b"123456789"[..]))).await.unwrap();
     assert_eq!(adler.to_json::<serde_json::Value>().unwrap(), json!({"adler32": "091e01de"}));
 }
 

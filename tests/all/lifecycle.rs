@@ -9,7 +9,10 @@ use serde_json::json;
 
 use crate::support::{assert_error, info, json_call};
 
-fn changes_for(events: &mut tokio::sync::broadcast::Receiver<plugbay_core::Event>, plugin: &str) -> Vec<LifecycleChange> {
+fn changes_for(
+    events: &mut tokio::sync::broadcast::Receiver<plugbay_core::Event>,
+    plugin: &str,
+) -> Vec<LifecycleChange> {
     let mut changes = Vec::new();
     while let Ok(event) = events.try_recv() {
         if let Some(change) = event.lifecycle()
@@ -52,7 +55,10 @@ async fn every_transition_is_published_with_old_and_new_state_and_reason() {
     assert!(host.invoke(Call::new("fixture@1", "echo", Payload::default())).await.is_ok());
 
     host.unload("fixture").await.unwrap();
-    assert_eq!(states(&changes_for(&mut events, "fixture")), [State::Draining, State::Stopped, State::Unloaded]);
+    assert_eq!(
+        states(&changes_for(&mut events, "fixture")),
+        [State::Draining, State::Stopped, State::Unloaded]
+    );
     assert_eq!(info(&host, "fixture").state, State::Unloaded);
 
     host.load_folder(&dir.path().join("fixture")).await.unwrap();
@@ -69,7 +75,11 @@ async fn illegal_requests_are_errors_not_no_ops() {
     assert_error(&error, Code::FailedPrecondition, &["running"]);
     host.stop("fixture").await.unwrap();
     let error = host.stop("fixture").await.unwrap_err();
-    assert_error(&error, Code::FailedPrecondition, &["illegal lifecycle transition stopped -> draining", "plugin fixture"]);
+    assert_error(
+        &error,
+        Code::FailedPrecondition,
+        &["illegal lifecycle transition stopped -> draining", "plugin fixture"],
+    );
     host.unload("fixture").await.unwrap();
     let error = host.unload("fixture").await.unwrap_err();
     assert_error(&error, Code::FailedPrecondition, &["unloaded -> unloaded"]);

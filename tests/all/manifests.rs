@@ -42,7 +42,10 @@ async fn a2_bad_fields_name_the_field_and_what_is_allowed() {
     dir.add_canary();
     let base = |id: &str| native_manifest(id, "libx", &[("x@1", &["y"])]);
     dir.write_manifest("unknown", base("unknown").replace("[provides]", "colour = \"red\"\n[provides]"));
-    dir.write_manifest("wrongtype", base("wrongtype").replace("entry = \"libx\"", "entry = \"libx\"\nabi = \"one\""));
+    dir.write_manifest(
+        "wrongtype",
+        base("wrongtype").replace("entry = \"libx\"", "entry = \"libx\"\nabi = \"one\""),
+    );
     dir.write_manifest("Log_X", base("Log_X"));
     dir.write_manifest("semver", base("semver").replace("0.1.0", "1.0"));
     dir.write_manifest("jvm", base("jvm").replace("\"native\"", "\"jvm\""));
@@ -57,7 +60,11 @@ async fn a2_bad_fields_name_the_field_and_what_is_allowed() {
     assert_eq!(renamed.state, State::Failed);
     let error = renamed.error.unwrap();
     assert_eq!(error.code, Code::InvalidArgument);
-    assert!(error.message.contains("someone-else") && error.message.contains("\"renamed\""), "{}", error.message);
+    assert!(
+        error.message.contains("someone-else") && error.message.contains("\"renamed\""),
+        "{}",
+        error.message
+    );
     assert_canary_answers(&host).await;
 }
 
@@ -82,7 +89,12 @@ async fn d2_symlinked_folder_and_manifest_out_of_the_tree_are_refused() {
     let folder = dir.folder("secret");
     std::os::unix::fs::symlink("/etc/passwd", folder.join("plugin.toml")).unwrap();
     let host = host_over(&dir).await;
-    assert_failed(&host, "etc", Code::PermissionDenied, &["symbolic link to /etc", "outside the plugins folder"]);
+    assert_failed(
+        &host,
+        "etc",
+        Code::PermissionDenied,
+        &["symbolic link to /etc", "outside the plugins folder"],
+    );
     assert_failed(&host, "secret", Code::PermissionDenied, &["secret/plugin.toml", "resolves outside"]);
     assert_canary_answers(&host).await;
 }

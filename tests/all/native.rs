@@ -31,12 +31,14 @@ async fn fixture_and_examples_answer_through_every_call_path() {
     assert_eq!(&echo.bytes[..], b"ping");
     assert_eq!(echo.content_type.as_str(), "application/octet-stream");
 
-    let by_id = host.invoke_sync(&Call::new("plugin:text-tools", "lower", Payload::json("ABC").unwrap())).unwrap();
+    let by_id =
+        host.invoke_sync(&Call::new("plugin:text-tools", "lower", Payload::json("ABC").unwrap())).unwrap();
     assert_eq!(by_id.to_json::<String>().unwrap(), "abc");
     assert_eq!(by_id.content_type.as_str(), "application/json");
 
     let handle = host.resolve(&Target::Capability("fixture@1".into()), "echo").unwrap();
-    let length = handle.call_borrowed(b"borrowed", "text/plain", |bytes, ct| (bytes.len(), ct.to_owned())).unwrap();
+    let length =
+        handle.call_borrowed(b"borrowed", "text/plain", |bytes, ct| (bytes.len(), ct.to_owned())).unwrap();
     assert_eq!(length, (8, "text/plain".to_owned()));
     assert_eq!(&handle.call(&Payload::bytes(&b"x"[..])).unwrap().bytes[..], b"x");
 }
@@ -118,8 +120,15 @@ async fn c2_panic_becomes_internal_error_and_the_plugin_keeps_serving() {
     dir.add_canary();
     let host = host_over(&dir).await;
     let error = host.invoke(Call::new("fixture@1", "panic", Payload::default())).await.unwrap_err();
-    assert_error(&error, Code::Internal, &["plugin fixture", "method panic", "panicked", "fixture asked to panic"]);
-    assert_eq!(&host.invoke(Call::new("fixture@1", "echo", Payload::bytes(&b"ok"[..]))).await.unwrap().bytes[..], b"ok");
+    assert_error(
+        &error,
+        Code::Internal,
+        &["plugin fixture", "method panic", "panicked", "fixture asked to panic"],
+    );
+    assert_eq!(
+        &host.invoke(Call::new("fixture@1", "echo", Payload::bytes(&b"ok"[..]))).await.unwrap().bytes[..],
+        b"ok"
+    );
     assert_canary_answers(&host).await;
 }
 
@@ -134,7 +143,11 @@ fn c2_segfault_kills_the_host_process_as_documented() {
         .output()
         .unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(output.status.signal(), Some(11), "a native segfault takes its host process down (SIGSEGV): {output:?}");
+    assert_eq!(
+        output.status.signal(),
+        Some(11),
+        "a native segfault takes its host process down (SIGSEGV): {output:?}"
+    );
 }
 
 #[tokio::test]
@@ -181,7 +194,12 @@ async fn a5_random_bytes_and_text_are_refused() {
     let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     for (name, bytes) in [("random", random.as_slice()), ("text", b"this is not a library\n".as_slice())] {
         let (_dir, host) = host_with_broken_artifact(name, bytes).await;
-        assert_failed(&host, name, Code::FailedPrecondition, &["not a loadable native library", "libbroken.so"]);
+        assert_failed(
+            &host,
+            name,
+            Code::FailedPrecondition,
+            &["not a loadable native library", "libbroken.so"],
+        );
         assert_canary_answers(&host).await;
     }
 }
@@ -213,7 +231,8 @@ async fn a5_missing_dependency_is_refused_with_the_loader_message() {
     std::fs::write(&dep_source, "int plugbay_test_dep(void) { return 1; }\n").unwrap();
     let dep = build.path().join("libplugbaydep.so");
     compile_c(&dep_source, &dep, &[]);
-    let folder = dir.write_manifest("needy", native_manifest("needy", "libcfix", &[("cfix@1", &["echo", "count"])]));
+    let folder =
+        dir.write_manifest("needy", native_manifest("needy", "libcfix", &[("cfix@1", &["echo", "count"])]));
     let lib_dir = format!("-L{}", build.path().display());
     compile_c(
         &plugbay_testkit::c_fixture_source(),
@@ -247,7 +266,12 @@ async fn b1_library_without_the_entry_symbol_is_refused() {
 async fn b1_other_abi_versions_are_refused() {
     for abi in ["2", "99"] {
         let (_dir, host) = host_with_c_fixture("abi", &[&format!("-DTABLE_ABI={abi}")]).await;
-        assert_failed(&host, "abi", Code::FailedPrecondition, &[&format!("built for ABI {abi}, this host speaks 1")]);
+        assert_failed(
+            &host,
+            "abi",
+            Code::FailedPrecondition,
+            &[&format!("built for ABI {abi}, this host speaks 1")],
+        );
         assert_canary_answers(&host).await;
     }
 }
@@ -257,13 +281,16 @@ async fn b1_manifest_abi_must_match_the_library() {
     let dir = PluginsDir::new();
     dir.add_canary();
     let folder = dir.add_c_fixture("abi-claim", &[]);
-    let manifest = native_manifest("abi-claim", "libcfix", &[("cfix@1", &["echo", "count"])]).replace(
-        "entry = \"libcfix\"\n",
-        "entry = \"libcfix\"\nabi = 2\n",
-    );
+    let manifest = native_manifest("abi-claim", "libcfix", &[("cfix@1", &["echo", "count"])])
+        .replace("entry = \"libcfix\"\n", "entry = \"libcfix\"\nabi = 2\n");
     std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
     let host = host_over(&dir).await;
-    assert_failed(&host, "abi-claim", Code::FailedPrecondition, &["abi = 2", "built for ABI 1", "plugin.abi"]);
+    assert_failed(
+        &host,
+        "abi-claim",
+        Code::FailedPrecondition,
+        &["abi = 2", "built for ABI 1", "plugin.abi"],
+    );
 }
 
 #[tokio::test]
@@ -275,8 +302,10 @@ async fn b2_null_function_pointer_is_refused_before_any_call() {
 
 #[tokio::test]
 async fn b2_bad_descriptions_are_refused() {
-    let cases: [(&str, &str, &str); 2] =
-        [("badutf8", "-DDESCRIBE_BAD_UTF8", "not UTF-8"), ("huge", "-DDESCRIBE_HUGE", "more than the 1048576 allowed")];
+    let cases: [(&str, &str, &str); 2] = [
+        ("badutf8", "-DDESCRIBE_BAD_UTF8", "not UTF-8"),
+        ("huge", "-DDESCRIBE_HUGE", "more than the 1048576 allowed"),
+    ];
     for (name, flag, fragment) in cases {
         let (_dir, host) = host_with_c_fixture(name, &[flag]).await;
         assert_failed(&host, name, Code::FailedPrecondition, &[fragment]);
@@ -294,9 +323,18 @@ async fn b2_describe_that_disagrees_with_the_manifest_is_refused() {
     std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
     // And one whose describe names another id.
     let other = dir.add_c_fixture("imposter", &[]);
-    compile_c(&plugbay_testkit::c_fixture_source(), &other.join("libcfix.so"), &["-DPLUGIN_ID=\"someone-else\""]);
+    compile_c(
+        &plugbay_testkit::c_fixture_source(),
+        &other.join("libcfix.so"),
+        &["-DPLUGIN_ID=\"someone-else\""],
+    );
     let host = host_over(&dir).await;
-    assert_failed(&host, "liar", Code::FailedPrecondition, &["describe disagrees with its manifest", "extra"]);
+    assert_failed(
+        &host,
+        "liar",
+        Code::FailedPrecondition,
+        &["describe disagrees with its manifest", "extra"],
+    );
     assert_failed(&host, "imposter", Code::FailedPrecondition, &["describe disagrees", "someone-else"]);
     assert_canary_answers(&host).await;
 }

@@ -23,7 +23,10 @@ pub async fn assert_canary_answers(host: &Host) {
 
 /// The plugin's listing, which must exist.
 pub fn info(host: &Host, id: &str) -> PluginInfo {
-    host.plugins().into_iter().find(|p| p.id == id).unwrap_or_else(|| panic!("{id} is listed: {:?}", host.plugins()))
+    host.plugins()
+        .into_iter()
+        .find(|p| p.id == id)
+        .unwrap_or_else(|| panic!("{id} is listed: {:?}", host.plugins()))
 }
 
 /// Asserts the plugin `id` failed with `code` and a message containing every fragment.
@@ -32,7 +35,11 @@ pub fn assert_failed(host: &Host, id: &str, code: Code, fragments: &[&str]) {
     assert_eq!(info.state, State::Failed, "{info:?}");
     let error = info.error.as_ref().expect("a failed plugin has an error");
     assert_eq!(error.code, code, "{}", error.message);
-    assert!(error.message.contains(&format!("plugin {id}")), "the message names the plugin: {}", error.message);
+    assert!(
+        error.message.contains(&format!("plugin {id}")),
+        "the message names the plugin: {}",
+        error.message
+    );
     for fragment in fragments {
         assert!(error.message.contains(fragment), "{:?} not in {:?}", fragment, error.message);
     }

@@ -230,7 +230,8 @@ pub type InitFn = unsafe extern "C" fn(
     out: *mut Output,
 ) -> Status;
 /// `call(instance, call, out)`.
-pub type CallFn = unsafe extern "C" fn(instance: *mut c_void, call: *const CallV1, out: *mut Output) -> Status;
+pub type CallFn =
+    unsafe extern "C" fn(instance: *mut c_void, call: *const CallV1, out: *mut Output) -> Status;
 /// `on_event(instance, event, out)`.
 pub type OnEventFn =
     unsafe extern "C" fn(instance: *mut c_void, event: *const EventV1, out: *mut Output) -> Status;

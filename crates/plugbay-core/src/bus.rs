@@ -30,8 +30,19 @@ pub struct Event {
 
 impl Event {
     /// An event stamped with the current time.
-    pub fn new(topic: impl Into<String>, action: impl Into<String>, payload: Payload, source: impl Into<String>) -> Event {
-        Event { topic: topic.into(), action: action.into(), payload, timestamp_ms: now_ms(), source: source.into() }
+    pub fn new(
+        topic: impl Into<String>,
+        action: impl Into<String>,
+        payload: Payload,
+        source: impl Into<String>,
+    ) -> Event {
+        Event {
+            topic: topic.into(),
+            action: action.into(),
+            payload,
+            timestamp_ms: now_ms(),
+            source: source.into(),
+        }
     }
 
     /// The lifecycle change this event carries, if it is a lifecycle event.
@@ -68,7 +79,11 @@ pub fn topic_matches(pattern: &str, topic: &str) -> bool {
         return true;
     }
     match pattern.strip_suffix(".*") {
-        Some(prefix) => topic.len() > prefix.len() + 1 && topic.starts_with(prefix) && topic.as_bytes()[prefix.len()] == b'.',
+        Some(prefix) => {
+            topic.len() > prefix.len() + 1
+                && topic.starts_with(prefix)
+                && topic.as_bytes()[prefix.len()] == b'.'
+        }
         None => false,
     }
 }
@@ -81,7 +96,11 @@ pub fn check_topic(topic: &str) -> Result<()> {
     let ok = !topic.is_empty()
         && topic.len() <= 128
         && topic.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if ok { Ok(()) } else { Err(Error::invalid(format!("topic {topic:?} must be 1-128 characters of [a-z0-9._-]"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("topic {topic:?} must be 1-128 characters of [a-z0-9._-]")))
+    }
 }
 
 /// The bus's two outlets.

@@ -23,10 +23,15 @@ pub struct Candidate {
 /// `not_found` when `root` does not exist or is not a folder.
 pub fn scan(root: &Path) -> Result<Vec<Candidate>> {
     let entries = std::fs::read_dir(root).map_err(|error| {
-        let code = if error.kind() == std::io::ErrorKind::NotFound { Code::NotFound } else { Code::FailedPrecondition };
+        let code = if error.kind() == std::io::ErrorKind::NotFound {
+            Code::NotFound
+        } else {
+            Code::FailedPrecondition
+        };
         Error::new(code, format!("cannot read the plugins folder: {error}")).with_file(root)
     })?;
-    let root_real = root.canonicalize().map_err(|error| Error::internal(error.to_string()).with_file(root))?;
+    let root_real =
+        root.canonicalize().map_err(|error| Error::internal(error.to_string()).with_file(root))?;
     let mut candidates = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|error| Error::internal(error.to_string()).with_file(root))?;
@@ -54,7 +59,11 @@ pub fn scan(root: &Path) -> Result<Vec<Candidate>> {
         };
         if entry.file_name().to_str().is_none() {
             let problem = Error::invalid("the folder name is not UTF-8");
-            candidates.push(Candidate { name, folder: folder.clone(), problem: Some(problem.with_file(&folder)) });
+            candidates.push(Candidate {
+                name,
+                folder: folder.clone(),
+                problem: Some(problem.with_file(&folder)),
+            });
             continue;
         }
         let problem = problem.map(|error| error.with_plugin(name.clone()).with_file(&folder));

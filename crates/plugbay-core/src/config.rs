@@ -76,7 +76,8 @@ mod tests {
     #[test]
     fn default_is_valid_and_zero_timeouts_are_not() {
         HostConfig::default().validate().unwrap();
-        let error = HostConfig { default_timeout: Duration::ZERO, ..HostConfig::default() }.validate().unwrap_err();
+        let error =
+            HostConfig { default_timeout: Duration::ZERO, ..HostConfig::default() }.validate().unwrap_err();
         assert_eq!(error.field(), Some("default_timeout"));
     }
 }

@@ -133,7 +133,9 @@ impl Host {
                     .thread_name("plugbay-host")
                     .enable_all()
                     .build()
-                    .map_err(|error| Error::internal(format!("cannot start the host's tokio runtime: {error}")))?;
+                    .map_err(|error| {
+                        Error::internal(format!("cannot start the host's tokio runtime: {error}"))
+                    })?;
                 (runtime.handle().clone(), Some(runtime))
             }
         };
@@ -170,7 +172,9 @@ impl Host {
             };
             for candidate in candidates {
                 let result = match candidate.problem {
-                    Some(problem) => Err(self.inner.fail_discovery(&candidate.folder, &candidate.name, problem)),
+                    Some(problem) => {
+                        Err(self.inner.fail_discovery(&candidate.folder, &candidate.name, problem))
+                    }
                     None => self.load_folder(&candidate.folder).await,
                 };
                 match result {
@@ -224,7 +228,10 @@ impl Host {
         let _in_flight = slot.enter()?;
         let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
         if call.deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
-            return Err(context(Error::new(Code::DeadlineExceeded, "the deadline passed before the call started")));
+            return Err(context(Error::new(
+                Code::DeadlineExceeded,
+                "the deadline passed before the call started",
+            )));
         }
         match slot.instance.call(&call.method, &call.payload) {
             CallOutcome::Done(result) => result.map_err(context),
@@ -311,7 +318,9 @@ impl Host {
             State::Failed | State::Quarantined | State::Unloaded | State::BackingOff => {
                 self.load_folder(&entry.folder).await.map(drop)
             }
-            other => Err(Error::precondition(format!("cannot start a plugin that is {other}")).with_plugin(id)),
+            other => {
+                Err(Error::precondition(format!("cannot start a plugin that is {other}")).with_plugin(id))
+            }
         }
     }
 
@@ -374,7 +383,9 @@ impl MethodHandle {
     pub fn call(&self, payload: &Payload) -> Result<Payload> {
         let _in_flight = self.slot.enter()?;
         match self.slot.instance.call(&self.method, payload) {
-            CallOutcome::Done(result) => result.map_err(|e| e.with_plugin(&*self.slot.plugin).with_method(&*self.method)),
+            CallOutcome::Done(result) => {
+                result.map_err(|e| e.with_plugin(&*self.slot.plugin).with_method(&*self.method))
+            }
             CallOutcome::Pending(_) => Err(not_synchronous(&self.slot)),
         }
     }
@@ -393,11 +404,12 @@ impl MethodHandle {
         let _in_flight = self.slot.enter()?;
         let mut receive = Some(receive);
         let mut result = None;
-        let outcome = self.slot.instance.call_borrowed(&self.method, payload, content_type, &mut |bytes, ct| {
-            if let Some(receive) = receive.take() {
-                result = Some(receive(bytes, ct));
-            }
-        });
+        let outcome =
+            self.slot.instance.call_borrowed(&self.method, payload, content_type, &mut |bytes, ct| {
+                if let Some(receive) = receive.take() {
+                    result = Some(receive(bytes, ct));
+                }
+            });
         match outcome {
             Some(Ok(())) => result.ok_or_else(|| Error::internal("the runtime returned no response")),
             Some(Err(error)) => Err(error.with_plugin(&*self.slot.plugin).with_method(&*self.method)),
@@ -528,7 +540,12 @@ impl HostInner {
     async fn bring_up(&self, entry: &Arc<PluginEntry>, name: &str) -> Result<String> {
         let folder = &entry.folder;
         let manifest_path = folder.join(MANIFEST_FILE);
-        let bytes = safe_fs::read_beneath(folder, Path::new(MANIFEST_FILE), MAX_MANIFEST_BYTES as u64, Code::InvalidArgument)?;
+        let bytes = safe_fs::read_beneath(
+            folder,
+            Path::new(MANIFEST_FILE),
+            MAX_MANIFEST_BYTES as u64,
+            Code::InvalidArgument,
+        )?;
         let manifest = Arc::new(Manifest::parse(&bytes, &manifest_path, Some(name))?);
         let id = manifest.plugin.id.clone();
         {
@@ -564,7 +581,8 @@ impl HostInner {
         let other = plugins.values().find(|other| {
             other.folder != entry.folder && {
                 let status = other.status.lock();
-                status.id == id && !matches!(status.state, State::Unloaded | State::Failed | State::Discovered)
+                status.id == id
+                    && !matches!(status.state, State::Unloaded | State::Failed | State::Discovered)
             }
         });
         match other {
@@ -674,7 +692,9 @@ impl HostInner {
                 .with_method(&call.method));
         }
         match slot.instance.call(&call.method, &call.payload) {
-            CallOutcome::Done(result) => result.map_err(|e| e.with_plugin(&*slot.plugin).with_method(&call.method)),
+            CallOutcome::Done(result) => {
+                result.map_err(|e| e.with_plugin(&*slot.plugin).with_method(&call.method))
+            }
             CallOutcome::Pending(_) => Err(not_synchronous(&slot)),
         }
     }
@@ -728,7 +748,12 @@ async fn deliver_to_plugins(host: Weak<HostInner>, mut queue: mpsc::Receiver<Eve
         let Some(host) = host.upgrade() else { return };
         let table = host.scheduler.snapshot();
         for slot in table.slots() {
-            let subscribed = slot.manifest.subscribes.topics.iter().any(|pattern| bus::topic_matches(pattern, &event.topic));
+            let subscribed = slot
+                .manifest
+                .subscribes
+                .topics
+                .iter()
+                .any(|pattern| bus::topic_matches(pattern, &event.topic));
             if !subscribed || *slot.plugin == *event.source {
                 continue;
             }

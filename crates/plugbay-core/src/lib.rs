@@ -24,8 +24,8 @@
 //!   host's process, so a crashing plugin crashes the host. Trusted code only.
 //! - **Lifecycle**: every plugin has a [`State`]; transitions are checked and published as
 //!   events on [`bus::LIFECYCLE_TOPIC`].
-//! - **Call**: [`Call`] = target (a capability like `text.transform@1`, or `plugin:<id>`)
-//!   + method + [`Payload`]. [`Host::invoke`] routes it (round-robin across providers),
+//! - **Call**: [`Call`] = target (a capability like `text.transform@1`, or `plugin:<id>`),
+//!   method and [`Payload`]. [`Host::invoke`] routes it (round-robin across providers),
 //!   checks the method against the manifest's `[provides]` whitelist, and runs it.
 //!   [`Host::invoke_sync`] and [`Host::resolve`] are the synchronous fast paths.
 //! - **Errors**: every failure is an [`Error`] with a gRPC-like [`Code`] and the plugin,

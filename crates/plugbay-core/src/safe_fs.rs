@@ -21,8 +21,11 @@ pub fn read_beneath(root: &Path, relative: &Path, limit: u64, too_large: Code) -
         return Err(Error::precondition("not a regular file").with_file(&shown));
     }
     if metadata.len() > limit {
-        return Err(Error::new(too_large, format!("{} bytes, more than the limit of {limit}", metadata.len()))
-            .with_file(&shown));
+        return Err(Error::new(
+            too_large,
+            format!("{} bytes, more than the limit of {limit}", metadata.len()),
+        )
+        .with_file(&shown));
     }
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|error| io_error(error, &shown))?;
@@ -42,7 +45,10 @@ fn io_error(error: std::io::Error, path: &Path) -> Error {
 }
 
 fn escape(root: &Path) -> Error {
-    Error::denied(format!("the path resolves outside {} (through `..`, an absolute path or a symbolic link)", root.display()))
+    Error::denied(format!(
+        "the path resolves outside {} (through `..`, an absolute path or a symbolic link)",
+        root.display()
+    ))
 }
 
 #[cfg(target_os = "linux")]
@@ -106,7 +112,10 @@ mod tests {
             let error = read_beneath(&root, Path::new("link"), 100, Code::ResourceExhausted).unwrap_err();
             assert_eq!(error.code(), Code::PermissionDenied, "{error}");
             std::os::unix::fs::symlink("ok.txt", root.join("inner")).unwrap();
-            assert_eq!(read_beneath(&root, Path::new("inner"), 100, Code::ResourceExhausted).unwrap(), b"fine");
+            assert_eq!(
+                read_beneath(&root, Path::new("inner"), 100, Code::ResourceExhausted).unwrap(),
+                b"fine"
+            );
         }
         let missing = read_beneath(&root, Path::new("nope"), 100, Code::ResourceExhausted).unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);

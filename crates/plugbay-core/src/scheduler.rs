@@ -88,9 +88,11 @@ impl Slot {
     /// Whether `method` is whitelisted: under `capability`, or under any capability.
     pub(crate) fn allows(&self, capability: Option<&str>, method: &str) -> bool {
         match capability {
-            Some(capability) => {
-                self.manifest.provides.get(capability).is_some_and(|methods| methods.iter().any(|m| m == method))
-            }
+            Some(capability) => self
+                .manifest
+                .provides
+                .get(capability)
+                .is_some_and(|methods| methods.iter().any(|m| m == method)),
             None => self.manifest.provides.values().any(|methods| methods.iter().any(|m| m == method)),
         }
     }
@@ -182,10 +184,13 @@ impl Scheduler {
         match target {
             Target::Capability(capability) => {
                 let Some(providers) = table.capabilities.get(capability.as_str()) else {
-                    return Err(Error::not_found(format!("no running plugin provides capability {capability:?}")));
+                    return Err(Error::not_found(format!(
+                        "no running plugin provides capability {capability:?}"
+                    )));
                 };
                 let count = providers.slots.len();
-                let start = if count == 1 { 0 } else { providers.next.fetch_add(1, Ordering::Relaxed) % count };
+                let start =
+                    if count == 1 { 0 } else { providers.next.fetch_add(1, Ordering::Relaxed) % count };
                 let slot = &providers.slots[start];
                 if slot.allows(Some(capability), method) {
                     return Ok(slot.clone());

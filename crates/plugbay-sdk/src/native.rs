@@ -8,9 +8,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use plugbay_abi::{self as abi, Buf, CallV1, EventV1, HostApiV1, Output as RawOutput, PluginV1, Str};
 
+use crate::Plugin;
 use crate::host::Host;
 use crate::types::{ErrorCode, Event, Input, PluginError};
-use crate::Plugin;
 
 /// Exports `plugin` as a native plugbay plugin: defines the `plugbay_plugin_v1` symbol.
 ///
@@ -69,7 +69,10 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 ///
 /// # Safety
 /// `out` must be NULL or point to a writable `plugbay_output_t`.
-unsafe fn guarded(out: *mut RawOutput, body: impl FnOnce(&mut RawOutput) -> Result<(), PluginError>) -> abi::Status {
+unsafe fn guarded(
+    out: *mut RawOutput,
+    body: impl FnOnce(&mut RawOutput) -> Result<(), PluginError>,
+) -> abi::Status {
     let mut local = RawOutput::EMPTY;
     let result = catch_unwind(AssertUnwindSafe(|| body(&mut local)));
     let status = match result {
@@ -133,7 +136,11 @@ unsafe extern "C" fn init<P: Plugin>(
     unsafe { guarded(out, body) }
 }
 
-unsafe extern "C" fn call<P: Plugin>(instance: *mut c_void, call: *const CallV1, out: *mut RawOutput) -> abi::Status {
+unsafe extern "C" fn call<P: Plugin>(
+    instance: *mut c_void,
+    call: *const CallV1,
+    out: *mut RawOutput,
+) -> abi::Status {
     let body = |out: &mut RawOutput| {
         // SAFETY: `instance` came from `init::<P>` and is alive until shutdown; `call`
         // and the bytes it points to are valid for this call.

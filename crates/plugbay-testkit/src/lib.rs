@@ -139,7 +139,9 @@ pub fn compile_c(source: &Path, out: &Path, flags: &[&str]) {
         .arg(out)
         .arg(source)
         .output()
-        .unwrap_or_else(|error| panic!("cannot run {compiler} ({error}); install a C compiler: apt-get install -y gcc"));
+        .unwrap_or_else(|error| {
+            panic!("cannot run {compiler} ({error}); install a C compiler: apt-get install -y gcc")
+        });
     assert!(
         output.status.success(),
         "{compiler} failed on {}: {}",
@@ -155,7 +157,8 @@ pub fn c_fixture_source() -> PathBuf {
 
 /// A manifest for a native plugin.
 pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> String {
-    let mut text = format!("[plugin]\nid = \"{id}\"\nversion = \"0.1.0\"\nruntime = \"native\"\nentry = \"{entry}\"\n");
+    let mut text =
+        format!("[plugin]\nid = \"{id}\"\nversion = \"0.1.0\"\nruntime = \"native\"\nentry = \"{entry}\"\n");
     text.push_str("\n[provides]\n");
     for (capability, methods) in provides {
         let methods: Vec<String> = methods.iter().map(|m| format!("\"{m}\"")).collect();
@@ -220,15 +223,18 @@ impl PluginsDir {
         let manifest = match manifest {
             Some(manifest) => manifest.to_owned(),
             None if package == "native-fixture" => {
-                native_manifest("fixture", &entry, &[("fixture@1", FIXTURE_METHODS)]) + "\n[subscribes]\ntopics = [\"fixture.*\"]\n"
+                native_manifest("fixture", &entry, &[("fixture@1", FIXTURE_METHODS)])
+                    + "\n[subscribes]\ntopics = [\"fixture.*\"]\n"
             }
             None => {
                 let folder = RUST_PLUGINS.iter().find(|(p, _)| *p == package).expect("known").1;
-                std::fs::read_to_string(workspace_root().join(folder).join("plugin.toml")).expect("example manifest")
+                std::fs::read_to_string(workspace_root().join(folder).join("plugin.toml"))
+                    .expect("example manifest")
             }
         };
         let folder = self.write_manifest(name, manifest);
-        std::fs::copy(&library, folder.join(platform::native_library_file_name(&entry))).expect("copy the library");
+        std::fs::copy(&library, folder.join(platform::native_library_file_name(&entry)))
+            .expect("copy the library");
         folder
     }
 
@@ -245,7 +251,8 @@ impl PluginsDir {
     /// Compiles the C fixture with `flags` into plugin `name` (id and describe id `name`,
     /// capability `cfix@1` with `echo` and `count`).
     pub fn add_c_fixture(&self, name: &str, flags: &[&str]) -> PathBuf {
-        let folder = self.write_manifest(name, native_manifest(name, "libcfix", &[("cfix@1", &["echo", "count"])]));
+        let folder =
+            self.write_manifest(name, native_manifest(name, "libcfix", &[("cfix@1", &["echo", "count"])]));
         let id_flag = format!("-DPLUGIN_ID=\"{name}\"");
         let mut all: Vec<&str> = vec![&id_flag];
         all.extend_from_slice(flags);

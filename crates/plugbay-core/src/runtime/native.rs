@@ -35,8 +35,8 @@ use crate::call::{Call, ContentType, Payload, Target};
 use crate::error::{Code, Error, Result};
 use crate::manifest::RuntimeKind;
 use crate::runtime::{
-    Artifact, BoxFuture, CallOutcome, Description, HostCallbacks, Instance, InstanceContext, Loaded, LogLevel,
-    Runtime,
+    Artifact, BoxFuture, CallOutcome, Description, HostCallbacks, Instance, InstanceContext, Loaded,
+    LogLevel, Runtime,
 };
 
 #[cfg(target_os = "linux")]
@@ -58,7 +58,9 @@ impl Runtime for NativeRuntime {
     }
 
     fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>> {
-        Box::pin(async move { NativeLoaded::open(&artifact).map(|loaded| Arc::new(loaded) as Arc<dyn Loaded>) })
+        Box::pin(
+            async move { NativeLoaded::open(&artifact).map(|loaded| Arc::new(loaded) as Arc<dyn Loaded>) },
+        )
     }
 }
 
@@ -105,20 +107,25 @@ impl NativeLoaded {
     fn open(artifact: &Artifact<'_>) -> Result<NativeLoaded> {
         let path = artifact.path;
         if artifact.bytes.is_empty() {
-            return Err(Error::precondition(format!("{} is empty (0 bytes), not a native library", shown(path))));
+            return Err(Error::precondition(format!(
+                "{} is empty (0 bytes), not a native library",
+                shown(path)
+            )));
         }
         #[cfg(target_os = "linux")]
         elf_check::check(&artifact.bytes).map_err(|reason| {
             Error::precondition(format!("{} is not a loadable native library: {reason}", shown(path)))
         })?;
-        let copy = private_copy::PrivateCopy::new(&artifact.bytes)
-            .map_err(|error| Error::internal(format!("cannot make a private copy of {}: {error}", shown(path))))?;
+        let copy = private_copy::PrivateCopy::new(&artifact.bytes).map_err(|error| {
+            Error::internal(format!("cannot make a private copy of {}: {error}", shown(path)))
+        })?;
+        let copy_path = copy.path().display().to_string();
         // SAFETY: opening a library runs its initialisers; that is what loading a native
         // plugin means, and why native plugins must be trusted code (see the module docs).
-        let copy_path = copy.path().display().to_string();
         let opened = unsafe { open_library(copy.path()) };
         let library = opened.map_err(|error| {
-            let reason = std::error::Error::source(&error).map_or_else(|| error.to_string(), |cause| cause.to_string());
+            let reason = std::error::Error::source(&error)
+                .map_or_else(|| error.to_string(), |cause| cause.to_string());
             let reason = reason.replace(&copy_path, "the private copy");
             Error::precondition(format!("{} is not a loadable native library: {reason}", shown(path)))
         })?;
@@ -156,7 +163,12 @@ impl NativeLoaded {
             unloadable: table.flags & abi::FLAG_UNLOADABLE != 0,
         });
         let description = describe(table, path)?;
-        Ok(NativeLoaded { table, library, description, thread_safe: table.flags & abi::FLAG_THREAD_SAFE != 0 })
+        Ok(NativeLoaded {
+            table,
+            library,
+            description,
+            thread_safe: table.flags & abi::FLAG_THREAD_SAFE != 0,
+        })
     }
 
     /// Whether the library declared `PLUGBAY_FLAG_UNLOADABLE`.
@@ -278,10 +290,7 @@ impl Taken {
             bytes
         };
         free(table, instance, out.content_type);
-        Taken {
-            payload: copy(out.payload, usize::MAX),
-            error: copy(out.error, MAX_ERROR_MESSAGE_BYTES),
-        }
+        Taken { payload: copy(out.payload, usize::MAX), error: copy(out.error, MAX_ERROR_MESSAGE_BYTES) }
     }
 
     fn into_error(self, status: abi::Status) -> Error {
@@ -317,16 +326,16 @@ impl Loaded for NativeLoaded {
     }
 
     fn instantiate(&self, context: InstanceContext) -> BoxFuture<'_, Result<Arc<dyn Instance>>> {
-        Box::pin(async move { self.instantiate_now(context).map(|instance| Arc::new(instance) as Arc<dyn Instance>) })
+        Box::pin(async move {
+            self.instantiate_now(context).map(|instance| Arc::new(instance) as Arc<dyn Instance>)
+        })
     }
 }
 
 impl NativeLoaded {
     fn instantiate_now(&self, context: InstanceContext) -> Result<NativeInstance> {
-        let host_ctx = Box::new(HostContext {
-            plugin: context.plugin.clone(),
-            callbacks: context.callbacks.clone(),
-        });
+        let host_ctx =
+            Box::new(HostContext { plugin: context.plugin.clone(), callbacks: context.callbacks.clone() });
         let host_api = Box::new(HostApiV1 {
             abi_version: abi::ABI_VERSION,
             struct_size: size_of::<HostApiV1>() as u32,
@@ -341,8 +350,7 @@ impl NativeLoaded {
         let mut out = Output::EMPTY;
         // SAFETY: checked table; the host API table and context are boxed and live as long
         // as the instance (both move into `NativeInstance`); `config` outlives the call.
-        let status =
-            unsafe { init(&*host_api, Str::from_bytes(&context.config), &mut instance, &mut out) };
+        let status = unsafe { init(&*host_api, Str::from_bytes(&context.config), &mut instance, &mut out) };
         let taken = Taken::take(self.table, std::ptr::null_mut(), out);
         if status != abi::STATUS_OK {
             return Err(taken.into_error(status).with_field("init"));
@@ -491,9 +499,17 @@ fn content_type_of(raw: &[u8], request: &ContentType) -> Result<ContentType> {
 
 impl Instance for NativeInstance {
     fn call(&self, method: &str, payload: &Payload) -> CallOutcome {
-        CallOutcome::Done(self.call_raw(method, &payload.bytes, payload.content_type.as_str(), |bytes, ct| {
-            Ok(Payload { bytes: Bytes::copy_from_slice(bytes), content_type: content_type_of(ct, &payload.content_type)? })
-        }))
+        CallOutcome::Done(self.call_raw(
+            method,
+            &payload.bytes,
+            payload.content_type.as_str(),
+            |bytes, ct| {
+                Ok(Payload {
+                    bytes: Bytes::copy_from_slice(bytes),
+                    content_type: content_type_of(ct, &payload.content_type)?,
+                })
+            },
+        ))
     }
 
     fn call_borrowed(
@@ -598,7 +614,8 @@ unsafe fn answer(out: *mut Output, result: Result<Option<Payload>>) -> abi::Stat
 /// `s` must describe readable bytes for the duration of the current call.
 unsafe fn utf8<'a>(s: Str, what: &str) -> Result<&'a str> {
     // SAFETY: as the function's contract.
-    std::str::from_utf8(unsafe { s.as_bytes() }).map_err(|_| Error::invalid(format!("the {what} is not UTF-8")))
+    std::str::from_utf8(unsafe { s.as_bytes() })
+        .map_err(|_| Error::invalid(format!("the {what} is not UTF-8")))
 }
 
 /// Recovers the host context.
@@ -662,7 +679,12 @@ unsafe extern "C" fn host_invoke(
         let ctx = unsafe { context(ctx) };
         // SAFETY: as above.
         let (target, method, content_type, bytes) = unsafe {
-            (utf8(target, "target")?, utf8(method, "method")?, utf8(content_type, "content type")?, payload.as_bytes())
+            (
+                utf8(target, "target")?,
+                utf8(method, "method")?,
+                utf8(content_type, "content type")?,
+                payload.as_bytes(),
+            )
         };
         let call = Call {
             target: Target::parse(target),

@@ -74,8 +74,10 @@ pub(super) fn check(bytes: &[u8]) -> Result<(), String> {
     };
     let program_offset = u64_at(bytes, 32).ok_or_else(truncated)?;
     let section_offset = u64_at(bytes, 40).ok_or_else(truncated)?;
-    let (program_size, program_count) = (u16_at(bytes, 54).ok_or_else(truncated)?, u16_at(bytes, 56).ok_or_else(truncated)?);
-    let (section_size, section_count) = (u16_at(bytes, 58).ok_or_else(truncated)?, u16_at(bytes, 60).ok_or_else(truncated)?);
+    let (program_size, program_count) =
+        (u16_at(bytes, 54).ok_or_else(truncated)?, u16_at(bytes, 56).ok_or_else(truncated)?);
+    let (section_size, section_count) =
+        (u16_at(bytes, 58).ok_or_else(truncated)?, u16_at(bytes, 60).ok_or_else(truncated)?);
     table(program_offset, program_size, program_count, "program headers")?;
     if section_count > 0 {
         table(section_offset, section_size, section_count, "section headers")?;
@@ -120,10 +122,11 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     fn accepts_a_real_library_and_catches_its_truncation_and_foreign_machine() {
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
-            .into_iter()
-            .find_map(|path| std::fs::read(path).ok())
-            .expect("libc is readable");
+        let libc =
+            ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+                .into_iter()
+                .find_map(|path| std::fs::read(path).ok())
+                .expect("libc is readable");
         check(&libc).unwrap();
         assert!(check(&libc[..libc.len() / 2]).unwrap_err().contains("truncated"));
         let mut foreign = libc.clone();

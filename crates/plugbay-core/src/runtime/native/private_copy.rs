@@ -59,7 +59,11 @@ impl PrivateCopy {
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&dir)?;
-        let name = format!("native-{}{}", NEXT.fetch_add(1, Ordering::Relaxed), crate::platform::NATIVE_LIBRARY_SUFFIX);
+        let name = format!(
+            "native-{}{}",
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            crate::platform::NATIVE_LIBRARY_SUFFIX
+        );
         let path = dir.join(name);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -68,7 +72,11 @@ impl PrivateCopy {
         options.open(&path)?.write_all(bytes)?;
         #[cfg(target_os = "linux")]
         {
-            let fd = rustix::fs::open(&path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+            let fd = rustix::fs::open(
+                &path,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
             Ok(PrivateCopy { path, _fd: fd })
         }
         #[cfg(not(target_os = "linux"))]
