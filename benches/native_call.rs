@@ -26,7 +26,14 @@ struct Direct {
 }
 
 unsafe extern "C" fn no_log(_: *mut c_void, _: i32, _: Str) {}
-unsafe extern "C" fn no_publish(_: *mut c_void, _: Str, _: Str, _: Str, _: *mut Output) -> abi::Status {
+unsafe extern "C" fn no_publish(
+    _: *mut c_void,
+    _: Str,
+    _: Str,
+    _: Str,
+    _: Str,
+    _: *mut Output,
+) -> abi::Status {
     abi::STATUS_OK
 }
 unsafe extern "C" fn no_invoke(

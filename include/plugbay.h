@@ -119,9 +119,11 @@ typedef struct plugbay_host_api_v1 {
     void *host_ctx;
     /* Write a log line tagged with the plugin id. */
     void (*log)(void *host_ctx, int32_t level, plugbay_str_t message);
-    /* Publish an event on the host's bus. */
-    plugbay_status_t (*publish)(void *host_ctx, plugbay_str_t topic, plugbay_str_t payload,
-                                plugbay_str_t content_type, plugbay_output_t *out);
+    /* Publish an event on the host's bus: topic ([a-z0-9._-], 1-128 bytes), action (what
+     * happened, e.g. "created"; may be empty), payload and its content type. */
+    plugbay_status_t (*publish)(void *host_ctx, plugbay_str_t topic, plugbay_str_t action,
+                                plugbay_str_t payload, plugbay_str_t content_type,
+                                plugbay_output_t *out);
     /* Call a capability ("kv@1") or a plugin ("plugin:kv-store") through the host. The
      * result lands in out; release its buffers with free_buf below. */
     plugbay_status_t (*invoke)(void *host_ctx, plugbay_str_t target, plugbay_str_t method,

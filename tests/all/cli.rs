@@ -43,3 +43,36 @@ fn list_json_reports_healthy_and_broken_plugins() {
         assert!(broken.get(key).is_some(), "{key} is present");
     }
 }
+
+#[test]
+fn inspect_shows_the_manifest_and_the_native_table() {
+    let dir = PluginsDir::new();
+    let good = dir.add_c_fixture("cfix", &[]);
+    let bad = dir.add_c_fixture("future", &["-DTABLE_ABI=2"]);
+    let inspect = |folder: &std::path::Path| {
+        Command::new(plugbay_binary())
+            .arg("inspect")
+            .arg(folder)
+            .arg("--json")
+            .output()
+            .expect("plugbay runs")
+    };
+    let output = inspect(&good);
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["manifest"]["content"]["plugin"]["id"], "cfix");
+    assert_eq!(report["native"]["table"]["abi_version"], 1);
+    assert_eq!(report["native"]["table"]["thread_safe"], true);
+    assert_eq!(
+        report["native"]["table"]["description"]["provides"]["cfix@1"],
+        serde_json::json!(["echo", "count"])
+    );
+    assert_eq!(report["load"]["state"], "running");
+
+    let output = inspect(&bad);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let error = report["native"]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("built for ABI 2, this host speaks 1"), "{error}");
+    assert_eq!(report["load"]["state"], "failed");
+}

@@ -44,6 +44,7 @@ async fn plugins_publish_to_host_subscribers() {
         }
     };
     assert_eq!(event.source, "fixture");
+    assert_eq!(event.action, "poked");
     let error = host.invoke(json_call("fixture@1", "publish", json!("Bad Topic"))).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument, "{error}");
 }

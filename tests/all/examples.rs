@@ -45,6 +45,7 @@ async fn kv_store_example_keeps_state_publishes_changes_and_obeys_commands() {
     .await
     .unwrap();
     assert_eq!(changed.source, "kv-store");
+    assert_eq!(changed.action, "put");
 
     host.publish(Event::new("kv.commands", "clear", Payload::default(), "test")).unwrap();
     let mut keys = json!(null);

@@ -173,10 +173,11 @@ pub struct EventV1 {
 
 /// `log(host_ctx, level, message)`.
 pub type HostLogFn = unsafe extern "C" fn(host_ctx: *mut c_void, level: i32, message: Str);
-/// `publish(host_ctx, topic, payload, content_type, out)`.
+/// `publish(host_ctx, topic, action, payload, content_type, out)`.
 pub type HostPublishFn = unsafe extern "C" fn(
     host_ctx: *mut c_void,
     topic: Str,
+    action: Str,
     payload: Str,
     content_type: Str,
     out: *mut Output,

@@ -720,9 +720,9 @@ impl HostCallbacks for HostLink {
         }
     }
 
-    fn publish(&self, plugin: &str, topic: &str, payload: Payload) -> Result<()> {
+    fn publish(&self, plugin: &str, topic: &str, action: &str, payload: Payload) -> Result<()> {
         bus::check_topic(topic)?;
-        self.host()?.bus.publish(Event::new(topic, "published", payload, plugin))
+        self.host()?.bus.publish(Event::new(topic, action, payload, plugin))
     }
 
     fn invoke(&self, plugin: &str, call: Call) -> Result<Payload> {

@@ -29,10 +29,6 @@
 //! is checked and converted into the public types. Spans for validation errors come from
 //! toml's spanned document tree ([`toml::de::DeTable`]), looked up by the field's path.
 
-// `Error` carries its context inline (168 bytes); whether to box it is a crate-wide choice for
-// error.rs, not one to make per module.
-#![allow(clippy::result_large_err)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;

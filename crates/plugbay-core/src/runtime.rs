@@ -120,7 +120,7 @@ pub trait HostCallbacks: Send + Sync {
     ///
     /// # Errors
     /// `resource_exhausted` when the bus queue is full; `invalid_argument` for a bad topic.
-    fn publish(&self, plugin: &str, topic: &str, payload: Payload) -> Result<()>;
+    fn publish(&self, plugin: &str, topic: &str, action: &str, payload: Payload) -> Result<()>;
 
     /// A call made by `plugin` through the host, served synchronously on this thread.
     ///

@@ -87,11 +87,18 @@ impl Host {
         }
     }
 
-    /// Publishes an event on the host's bus.
+    /// Publishes an event on the host's bus: `topic` (`[a-z0-9._-]`), `action` (what
+    /// happened, e.g. `"put"`), the payload and its content type.
     ///
     /// # Errors
-    /// The host's refusal (unknown topic format, queue full) as a [`PluginError`].
-    pub fn publish(&self, topic: &str, payload: &[u8], content_type: &str) -> Result<(), PluginError> {
+    /// The host's refusal (bad topic, queue full) as a [`PluginError`].
+    pub fn publish(
+        &self,
+        topic: &str,
+        action: &str,
+        payload: &[u8],
+        content_type: &str,
+    ) -> Result<(), PluginError> {
         let Some(api) = self.api else { return Ok(()) };
         let mut out = RawOutput::EMPTY;
         // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
@@ -99,6 +106,7 @@ impl Host {
             (api.publish)(
                 api.host_ctx,
                 Str::from_bytes(topic.as_bytes()),
+                Str::from_bytes(action.as_bytes()),
                 Str::from_bytes(payload),
                 Str::from_bytes(content_type.as_bytes()),
                 &mut out,

@@ -103,6 +103,44 @@ pub struct NativeLoaded {
     thread_safe: bool,
 }
 
+/// What a native library's table says, for `plugbay inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NativeInfo {
+    /// The ABI version in the table.
+    pub abi_version: u32,
+    /// The table's size in bytes as the plugin built it.
+    pub struct_size: u32,
+    /// The raw `flags` bits.
+    pub flags: u32,
+    /// `PLUGBAY_FLAG_THREAD_SAFE`: calls may run concurrently.
+    pub thread_safe: bool,
+    /// `PLUGBAY_FLAG_UNLOADABLE`: the library may be closed.
+    pub unloadable: bool,
+    /// The table's entries (all must be set for a table to be accepted).
+    pub functions: Vec<&'static str>,
+    /// What describe returned.
+    pub description: Description,
+}
+
+/// Opens a native artifact exactly as a load does (ELF check, private copy, one symbol,
+/// table checks, describe) and reports its table, without creating an instance.
+///
+/// # Errors
+/// The same errors as loading the plugin.
+pub fn inspect(artifact: Artifact<'_>) -> Result<NativeInfo> {
+    let loaded = NativeLoaded::open(&artifact)?;
+    let table = loaded.table;
+    Ok(NativeInfo {
+        abi_version: table.abi_version,
+        struct_size: table.struct_size,
+        flags: table.flags,
+        thread_safe: loaded.thread_safe,
+        unloadable: loaded.unloadable(),
+        functions: vec!["describe", "init", "call", "on_event", "shutdown", "free_buf"],
+        description: loaded.description.clone(),
+    })
+}
+
 impl NativeLoaded {
     fn open(artifact: &Artifact<'_>) -> Result<NativeLoaded> {
         let path = artifact.path;
@@ -649,6 +687,7 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, level: i32, message: Str) {
 unsafe extern "C" fn host_publish(
     ctx: *mut c_void,
     topic: Str,
+    action: Str,
     payload: Str,
     content_type: Str,
     out: *mut Output,
@@ -657,10 +696,16 @@ unsafe extern "C" fn host_publish(
         // SAFETY: our host_ctx; the strings are valid for this call.
         let ctx = unsafe { context(ctx) };
         // SAFETY: as above.
-        let (topic, content_type, bytes) =
-            unsafe { (utf8(topic, "topic")?, utf8(content_type, "content type")?, payload.as_bytes()) };
+        let (topic, action, content_type, bytes) = unsafe {
+            (
+                utf8(topic, "topic")?,
+                utf8(action, "action")?,
+                utf8(content_type, "content type")?,
+                payload.as_bytes(),
+            )
+        };
         let payload = Payload::with_type(Bytes::copy_from_slice(bytes), ContentType::new(content_type));
-        ctx.callbacks.publish(&ctx.plugin, topic, payload).map(|()| None)
+        ctx.callbacks.publish(&ctx.plugin, topic, action, payload).map(|()| None)
     });
     // SAFETY: the plugin passes a writable output or NULL.
     unsafe { answer(out, result) }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use plugbay_core::manifest::MANIFEST_FILE;
-use plugbay_core::{ErrorInfo, Host, HostConfig, Manifest, RuntimeKind, State, platform};
+use plugbay_core::runtime::Artifact;
+use plugbay_core::runtime::native::{self, NativeInfo};
+use plugbay_core::{Code, ErrorInfo, Host, HostConfig, Manifest, RuntimeKind, State, platform, safe_fs};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -26,6 +28,18 @@ struct Report {
     artifact: Option<ArtifactReport>,
     /// The result of loading the plugin; null when the manifest was refused.
     load: Option<LoadReport>,
+    /// For a native plugin: its table (ABI version, flags, entries, describe), or why it
+    /// cannot be read; null for other runtimes or a refused manifest.
+    native: Option<NativeReport>,
+}
+
+/// The native part of a [`Report`].
+#[derive(Debug, Serialize)]
+struct NativeReport {
+    /// The table, when the library could be opened and checked.
+    table: Option<NativeInfo>,
+    /// Why it could not, or null.
+    error: Option<ErrorInfo>,
 }
 
 /// The manifest part of a [`Report`].
@@ -84,11 +98,15 @@ pub async fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
         manifest: ManifestReport { path: manifest_path.display().to_string(), content: None, error: None },
         artifact: None,
         load: None,
+        native: None,
     };
     match Manifest::read(&manifest_path, Some(&name)) {
         Err(error) => report.manifest.error = Some(ErrorInfo::from(&error)),
         Ok(manifest) => {
             report.artifact = Some(artifact(&folder, &manifest));
+            if manifest.plugin.runtime == RuntimeKind::Native {
+                report.native = Some(native_table(&folder, &manifest));
+            }
             report.manifest.content = Some(manifest);
             report.load = Some(load_alone(&folder).await?);
         }
@@ -130,6 +148,18 @@ fn artifact(folder: &Path, manifest: &Manifest) -> ArtifactReport {
     let size =
         std::fs::metadata(&path).ok().filter(|metadata| metadata.is_file()).map(|metadata| metadata.len());
     ArtifactReport { path: path.display().to_string(), size }
+}
+
+/// Reads a native plugin's table the way a load does, without creating an instance.
+fn native_table(folder: &Path, manifest: &Manifest) -> NativeReport {
+    let file_name = platform::native_library_file_name(&manifest.plugin.entry);
+    let path = folder.join(&file_name);
+    let result = safe_fs::read_beneath(folder, Path::new(&file_name), 256 << 20, Code::ResourceExhausted)
+        .and_then(|bytes| native::inspect(Artifact { manifest, path: &path, bytes }));
+    match result {
+        Ok(table) => NativeReport { table: Some(table), error: None },
+        Err(error) => NativeReport { table: None, error: Some(ErrorInfo::from(&error)) },
+    }
 }
 
 /// Loads the plugin in `folder` into a host of its own, as `plugbay list` would, and
@@ -181,6 +211,30 @@ fn write_human(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
     if let Some(content) = &manifest.content {
         let abi = content.plugin.abi;
         writeln!(out, "{:<LABEL$}plugin.toml says {abi}; this host speaks {}", "abi", report.host_abi)?;
+    }
+    if let Some(native) = &report.native {
+        match (&native.table, &native.error) {
+            (Some(table), _) => {
+                writeln!(
+                    out,
+                    "{:<LABEL$}plugbay_plugin_v1 -> ABI {}, {} bytes, flags {:#x} (thread-safe: {}, unloadable: {})",
+                    "table",
+                    table.abi_version,
+                    table.struct_size,
+                    table.flags,
+                    table.thread_safe,
+                    table.unloadable
+                )?;
+                writeln!(out, "{:<LABEL$}{}", "functions", table.functions.join(", "))?;
+                writeln!(out, "{:<LABEL$}{}", "describe", serde_json::to_string(&table.description)?)?;
+            }
+            (None, error) => {
+                writeln!(out, "{:<LABEL$}unreadable", "table")?;
+                if let Some(error) = error {
+                    writeln!(out, "    error: {}", error.message)?;
+                }
+            }
+        }
     }
     if let Some(load) = &report.load {
         writeln!(out, "{:<LABEL$}{}", "load", load.state)?;

@@ -140,7 +140,8 @@ impl KvStore {
     /// change itself has happened.
     fn changed(&self, change: &Value) {
         let payload = change.to_string();
-        if let Err(error) = self.host.publish(CHANGED_TOPIC, payload.as_bytes(), "application/json") {
+        let action = change.get("action").and_then(Value::as_str).unwrap_or("changed");
+        if let Err(error) = self.host.publish(CHANGED_TOPIC, action, payload.as_bytes(), "application/json") {
             self.host.log(LogLevel::Warn, &format!("cannot publish {CHANGED_TOPIC} {payload}: {error}"));
         }
     }
