@@ -9,4 +9,5 @@ mod examples;
 mod lifecycle;
 mod manifests;
 mod native;
+mod process;
 mod support;

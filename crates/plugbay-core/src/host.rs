@@ -18,6 +18,7 @@ use crate::lifecycle::State;
 use crate::manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, RuntimeKind};
 use crate::platform;
 use crate::runtime::native::NativeRuntime;
+use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{Artifact, CallOutcome, HostCallbacks, InstanceContext, Loaded, LogLevel, Runtime};
 use crate::safe_fs;
 use crate::scheduler::{Scheduler, Slot};
@@ -45,6 +46,7 @@ pub struct Host {
 struct HostInner {
     config: HostConfig,
     native: NativeRuntime,
+    process: ProcessRuntime,
     scheduler: Scheduler,
     bus: Bus,
     /// Every plugin folder the host knows, by folder path (ids may clash; folders cannot).
@@ -70,7 +72,8 @@ struct PluginStatus {
     manifest: Option<Arc<Manifest>>,
     error: Option<ErrorInfo>,
     loaded: Option<Arc<dyn Loaded>>,
-    slot: Option<Arc<Slot>>,
+    /// The routable instances (several for process plugins with replicas).
+    slots: Vec<Arc<Slot>>,
 }
 
 /// A failure as data: its code and the whole message with its context.
@@ -144,6 +147,7 @@ impl Host {
             me: me.clone(),
             config,
             native: NativeRuntime,
+            process: ProcessRuntime,
             scheduler: Scheduler::new(),
             bus,
             plugins: Mutex::new(BTreeMap::new()),
@@ -233,7 +237,8 @@ impl Host {
                 "the deadline passed before the call started",
             )));
         }
-        match slot.instance.call(&call.method, &call.payload) {
+        let deadline = call.deadline.map(|deadline| deadline.instant());
+        match slot.instance.call(&call.method, &call.payload, deadline) {
             CallOutcome::Done(result) => result.map_err(context),
             CallOutcome::Pending(future) => {
                 let timeout = match call.deadline {
@@ -338,7 +343,7 @@ impl Host {
         self.inner.transition(&entry, State::Unloaded, "unloaded on request")?;
         let mut status = entry.status.lock();
         status.loaded = None;
-        status.slot = None;
+        status.slots.clear();
         Ok(())
     }
 
@@ -382,7 +387,7 @@ impl MethodHandle {
     /// `unavailable` once the plugin stopped; the plugin's own error otherwise.
     pub fn call(&self, payload: &Payload) -> Result<Payload> {
         let _in_flight = self.slot.enter()?;
-        match self.slot.instance.call(&self.method, payload) {
+        match self.slot.instance.call(&self.method, payload, None) {
             CallOutcome::Done(result) => {
                 result.map_err(|e| e.with_plugin(&*self.slot.plugin).with_method(&*self.method))
             }
@@ -467,7 +472,7 @@ impl HostInner {
                 manifest: None,
                 error: None,
                 loaded: None,
-                slot: None,
+                slots: Vec::new(),
             }),
         });
         plugins.insert(folder.to_path_buf(), entry.clone());
@@ -533,7 +538,7 @@ impl HostInner {
         }
         let mut status = entry.status.lock();
         status.error = Some(ErrorInfo::from(error));
-        status.slot = None;
+        status.slots.clear();
     }
 
     /// Discovered -> Loaded -> Initialized -> Running.
@@ -600,8 +605,9 @@ impl HostInner {
     fn runtime(&self, kind: RuntimeKind) -> Result<&dyn Runtime> {
         match kind {
             RuntimeKind::Native => Ok(&self.native),
+            RuntimeKind::Process => Ok(&self.process),
             other => Err(Error::precondition(format!(
-                "the {other} runtime is not available in this build of plugbay (only native is)"
+                "the {other} runtime is not available in this build of plugbay (native and process are)"
             ))
             .with_field("plugin.runtime")),
         }
@@ -622,26 +628,76 @@ impl HostInner {
             callbacks: Arc::new(HostLink(self.me.clone())),
             max_payload_bytes: self.config.max_payload_bytes,
         };
-        let instance = loaded.instantiate(context).await?;
-        self.transition(entry, State::Initialized, "init succeeded")?;
-        let slot = Arc::new(Slot::new(instance, manifest, entry.folder.join(MANIFEST_FILE)));
-        entry.status.lock().slot = Some(slot.clone());
-        self.scheduler.insert(slot);
+        let replicas = match manifest.plugin.runtime {
+            RuntimeKind::Process => manifest.process.replicas as usize,
+            _ => 1,
+        };
+        let mut slots = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            match loaded.instantiate(context.clone()).await {
+                Ok(instance) => slots.push(Arc::new(Slot::new(
+                    instance,
+                    manifest.clone(),
+                    entry.folder.join(MANIFEST_FILE),
+                ))),
+                Err(error) => {
+                    for slot in &slots {
+                        slot.instance.shutdown().await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        self.transition(entry, State::Initialized, format!("init succeeded ({replicas} instance(s))"))?;
+        for slot in &slots {
+            self.watch_for_death(entry, slot);
+        }
+        entry.status.lock().slots = slots.clone();
+        self.scheduler.insert(&id, slots);
         self.transition(entry, State::Running, "routing calls to it")
+    }
+
+    /// When an instance dies on its own (a process exits), takes the plugin out of routing
+    /// and marks it failed with the reason; calls in flight on it have already failed.
+    fn watch_for_death(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>) {
+        let Some(died) = slot.instance.died() else { return };
+        let (host, entry, slot) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
+        tokio::spawn(async move {
+            let reason = died.await;
+            let (Some(host), Some(slot)) = (host.upgrade(), slot.upgrade()) else { return };
+            let routed = entry.status.lock().slots.iter().any(|s| Arc::ptr_eq(s, &slot));
+            if !routed {
+                return; // stopped on purpose
+            }
+            let id = entry.status.lock().id.clone();
+            let _operation = entry.operation.lock().await;
+            if !entry.status.lock().slots.iter().any(|s| Arc::ptr_eq(s, &slot)) {
+                return;
+            }
+            host.scheduler.remove(&id);
+            let slots = std::mem::take(&mut entry.status.lock().slots);
+            for other in slots.iter().filter(|s| !Arc::ptr_eq(s, &slot)) {
+                other.instance.shutdown().await;
+            }
+            host.fail(&entry, &Error::unavailable(reason).with_plugin(id));
+        });
     }
 
     /// Running -> Draining -> Stopped.
     async fn stop_entry(&self, entry: &PluginEntry) -> Result<()> {
         self.transition(entry, State::Draining, "stop requested")?;
-        let (id, slot) = {
+        let (id, slots) = {
             let mut status = entry.status.lock();
-            (status.id.clone(), status.slot.take())
+            (status.id.clone(), std::mem::take(&mut status.slots))
         };
         self.scheduler.remove(&id);
-        let still_running = match &slot {
-            Some(slot) => slot.drain(self.config.drain_timeout).await,
-            None => 0,
-        };
+        let mut still_running = 0;
+        for slot in &slots {
+            still_running += slot.drain(self.config.drain_timeout).await;
+        }
+        for slot in &slots {
+            slot.instance.shutdown().await;
+        }
         let reason = if still_running == 0 {
             "drained".to_owned()
         } else {
@@ -650,7 +706,7 @@ impl HostInner {
                 self.config.drain_timeout.as_millis()
             )
         };
-        drop(slot);
+        drop(slots);
         self.transition(entry, State::Stopped, reason)
     }
 
@@ -691,7 +747,8 @@ impl HostInner {
                 .with_plugin(&*slot.plugin)
                 .with_method(&call.method));
         }
-        match slot.instance.call(&call.method, &call.payload) {
+        let deadline = call.deadline.map(|deadline| deadline.instant());
+        match slot.instance.call(&call.method, &call.payload, deadline) {
             CallOutcome::Done(result) => {
                 result.map_err(|e| e.with_plugin(&*slot.plugin).with_method(&call.method))
             }
@@ -739,6 +796,11 @@ impl HostCallbacks for HostLink {
         let result = host.invoke_sync(&call);
         CALL_DEPTH.set(depth);
         result
+    }
+
+    fn invoke_async(&self, _plugin: &str, call: Call) -> crate::runtime::BoxFuture<'static, Result<Payload>> {
+        let host = self.host();
+        Box::pin(async move { Host { inner: host? }.invoke(call).await })
     }
 }
 

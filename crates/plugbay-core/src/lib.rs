@@ -43,6 +43,7 @@ pub mod manifest;
 pub mod platform;
 pub mod runtime;
 pub mod safe_fs;
+pub mod sandbox;
 mod scheduler;
 
 pub use bus::{Event, LifecycleChange};
@@ -51,4 +52,4 @@ pub use config::HostConfig;
 pub use error::{Code, Error, Result};
 pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
 pub use lifecycle::State;
-pub use manifest::{Manifest, RuntimeKind};
+pub use manifest::{Manifest, ProcessSettings, RuntimeKind};

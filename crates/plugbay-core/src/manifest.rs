@@ -70,6 +70,9 @@ pub struct Manifest {
     pub restart: Restart,
     /// `[load]`: when the plugin is loaded. Default: at startup.
     pub load: Load,
+    /// `[process]`: settings of the process runtime (ignored by the others). Default: see
+    /// [`ProcessSettings`].
+    pub process: ProcessSettings,
 }
 
 /// The `[plugin]` table.
@@ -207,6 +210,28 @@ impl RestartPolicy {
 impl fmt::Display for RestartPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The `[process]` table: how the process runtime runs the plugin's program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessSettings {
+    /// How many processes (instances) to run; calls are spread across them. 1 to 64.
+    /// Default: 1.
+    pub replicas: u32,
+    /// Milliseconds from spawning the program to its init returning, 1 to 600 000.
+    /// Default: 10 000.
+    pub start_timeout_ms: u64,
+    /// Milliseconds the program has to exit after shutdown before its process group is
+    /// killed, 0 to 600 000. Default: 5 000.
+    pub shutdown_grace_ms: u64,
+    /// Arguments passed to the program (each at most 4096 characters, no NUL). Default: none.
+    pub args: Vec<String>,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> ProcessSettings {
+        ProcessSettings { replicas: 1, start_timeout_ms: 10_000, shutdown_grace_ms: 5_000, args: Vec::new() }
     }
 }
 
@@ -414,6 +439,8 @@ struct RawManifest {
     restart: RawRestart,
     #[serde(default)]
     load: RawLoad,
+    #[serde(default)]
+    process: RawProcess,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +490,16 @@ struct RawRestart {
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 struct RawLoad {
     lazy: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawProcess {
+    replicas: Option<i64>,
+    start_timeout_ms: Option<i64>,
+    shutdown_grace_ms: Option<i64>,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 // === Errors located in the document ===
@@ -691,6 +728,46 @@ impl Context<'_> {
             )?),
         };
 
+        let process_defaults = ProcessSettings::default();
+        let setting =
+            |name: &'static str, value: Option<i64>, min: u32, max: u32, default: u64| -> Result<u64> {
+                match value {
+                    None => Ok(default),
+                    Some(value) => self
+                        .check(&[Key("process"), Key(name)], At::Value, in_range(value, min, max))
+                        .map(u64::from),
+                }
+            };
+        let process = ProcessSettings {
+            replicas: setting("replicas", raw.process.replicas, 1, 64, u64::from(process_defaults.replicas))?
+                as u32,
+            start_timeout_ms: setting(
+                "start_timeout_ms",
+                raw.process.start_timeout_ms,
+                1,
+                600_000,
+                process_defaults.start_timeout_ms,
+            )?,
+            shutdown_grace_ms: setting(
+                "shutdown_grace_ms",
+                raw.process.shutdown_grace_ms,
+                0,
+                600_000,
+                process_defaults.shutdown_grace_ms,
+            )?,
+            args: raw.process.args,
+        };
+        for (index, arg) in process.args.iter().enumerate() {
+            let ok = arg.len() <= 4096 && !arg.contains('\0');
+            if !ok {
+                return Err(self.error(
+                    &[Key("process"), Key("args"), Index(index)],
+                    At::Value,
+                    invalid("each argument must be at most 4096 characters without NUL".to_owned()),
+                ));
+            }
+        }
+
         Ok(Manifest {
             plugin: PluginSection { id, version, runtime, entry, abi },
             provides: raw.provides,
@@ -705,6 +782,7 @@ impl Context<'_> {
             },
             restart: Restart { policy, max_restarts, window_s },
             load: Load { lazy: raw.load.lazy },
+            process,
         })
     }
 }

@@ -6,12 +6,14 @@
 //! serves calls. Runtimes know nothing of routing, of each other, or of the lifecycle.
 
 pub mod native;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::bus::Event;
 use crate::call::{Call, Payload};
@@ -122,11 +124,16 @@ pub trait HostCallbacks: Send + Sync {
     /// `resource_exhausted` when the bus queue is full; `invalid_argument` for a bad topic.
     fn publish(&self, plugin: &str, topic: &str, action: &str, payload: Payload) -> Result<()>;
 
-    /// A call made by `plugin` through the host, served synchronously on this thread.
+    /// A call made by `plugin` through the host, served synchronously on this thread
+    /// (for in-process runtimes, whose host API is a plain function call).
     ///
     /// # Errors
     /// Whatever the call fails with.
     fn invoke(&self, plugin: &str, call: Call) -> Result<Payload>;
+
+    /// A call made by `plugin` through the host, awaited (for runtimes whose host API is
+    /// served on the host's async runtime, such as process plugins).
+    fn invoke_async(&self, plugin: &str, call: Call) -> BoxFuture<'static, Result<Payload>>;
 }
 
 /// What an instance needs from the host when it is created.
@@ -168,11 +175,14 @@ pub trait Loaded: Send + Sync {
 
 /// A running copy of a plugin.
 ///
-/// An instance is shut down when the last reference to it drops, so a call still in
-/// flight keeps it (and its code) alive.
+/// An in-process instance is shut down when the last reference to it drops, so a call
+/// still in flight keeps it (and its code) alive; out-of-process ones are also asked to
+/// stop through [`Instance::shutdown`].
 pub trait Instance: Send + Sync {
     /// Starts a call. `method` has already been checked against the manifest's whitelist.
-    fn call(&self, method: &str, payload: &Payload) -> CallOutcome;
+    /// `deadline` is when the caller stops waiting, if it set one; runtimes that can pass it
+    /// on (process) do, in-process ones cannot pre-empt a call and ignore it.
+    fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome;
 
     /// The zero-copy synchronous form: runs the call on this thread and lends the response
     /// bytes and content type to `receive` before releasing them. `None` when this runtime
@@ -187,4 +197,17 @@ pub trait Instance: Send + Sync {
 
     /// Delivers an event.
     fn on_event(&self, event: &Event) -> CallOutcome;
+
+    /// Stops the instance gracefully (process: the Shutdown call, a grace period, then
+    /// SIGKILL). Called once no call is in flight, or when the drain deadline passed. The
+    /// default does nothing: in-process instances shut down when dropped.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// For instances that can die on their own (a process that exits): a future that
+    /// resolves, with the reason, when it does. `None` for in-process instances.
+    fn died(&self) -> Option<BoxFuture<'static, String>> {
+        None
+    }
 }

@@ -128,33 +128,46 @@ struct Providers {
     next: AtomicUsize,
 }
 
+impl Providers {
+    fn new() -> Providers {
+        Providers { slots: Vec::new(), next: AtomicUsize::new(0) }
+    }
+
+    /// The next provider in turn, then the others once around the ring.
+    fn in_turn(&self) -> impl Iterator<Item = &Arc<Slot>> {
+        let count = self.slots.len();
+        let start = if count <= 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % count };
+        (0..count).map(move |step| &self.slots[(start + step) % count])
+    }
+}
+
 /// A snapshot of who serves what.
 #[derive(Default)]
 pub(crate) struct RoutingTable {
     capabilities: HashMap<String, Providers>,
-    plugins: HashMap<Arc<str>, Arc<Slot>>,
+    plugins: HashMap<Arc<str>, Providers>,
 }
 
 impl RoutingTable {
-    fn from_slots(slots: impl IntoIterator<Item = Arc<Slot>>) -> RoutingTable {
+    fn from_slots<'a>(slots: impl IntoIterator<Item = &'a Arc<Slot>>) -> RoutingTable {
         let mut table = RoutingTable::default();
         for slot in slots {
             for capability in slot.manifest.provides.keys() {
                 table
                     .capabilities
                     .entry(capability.clone())
-                    .or_insert_with(|| Providers { slots: Vec::new(), next: AtomicUsize::new(0) })
+                    .or_insert_with(Providers::new)
                     .slots
                     .push(slot.clone());
             }
-            table.plugins.insert(slot.plugin.clone(), slot);
+            table.plugins.entry(slot.plugin.clone()).or_insert_with(Providers::new).slots.push(slot.clone());
         }
         table
     }
 
     /// Every routable slot.
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
-        self.plugins.values()
+        self.plugins.values().flat_map(|providers| providers.slots.iter())
     }
 }
 
@@ -188,43 +201,37 @@ impl Scheduler {
                         "no running plugin provides capability {capability:?}"
                     )));
                 };
-                let count = providers.slots.len();
-                let start =
-                    if count == 1 { 0 } else { providers.next.fetch_add(1, Ordering::Relaxed) % count };
-                let slot = &providers.slots[start];
-                if slot.allows(Some(capability), method) {
-                    return Ok(slot.clone());
+                let mut in_turn = providers.in_turn();
+                let first = in_turn.next().expect("a capability in the table has a provider");
+                if first.allows(Some(capability), method) {
+                    return Ok(first.clone());
                 }
-                // Another provider may list the method; look once around the ring.
-                (1..count)
-                    .map(|step| &providers.slots[(start + step) % count])
+                // Another provider may list the method.
+                in_turn
                     .find(|slot| slot.allows(Some(capability), method))
                     .cloned()
-                    .ok_or_else(|| slot.not_listed(Some(capability), method))
+                    .ok_or_else(|| first.not_listed(Some(capability), method))
             }
             Target::Plugin(id) => {
-                let Some(slot) = table.plugins.get(id.as_str()) else {
+                let Some(providers) = table.plugins.get(id.as_str()) else {
                     return Err(Error::not_found(format!("plugin {id:?} is not running")).with_plugin(id));
                 };
+                let slot = providers.in_turn().next().expect("a plugin in the table has an instance");
                 if slot.allows(None, method) { Ok(slot.clone()) } else { Err(slot.not_listed(None, method)) }
             }
         }
     }
 
-    /// Adds a slot (replacing the plugin's previous one, if any).
-    pub(crate) fn insert(&self, slot: Arc<Slot>) {
+    /// Routes `plugin` to `slots` (replacing its previous ones, if any).
+    pub(crate) fn insert(&self, plugin: &str, slots: Vec<Arc<Slot>>) {
         self.table.rcu(|table| {
-            let others = table.plugins.values().filter(|s| s.plugin != slot.plugin).cloned();
-            RoutingTable::from_slots(others.chain(std::iter::once(slot.clone())))
+            let others = table.slots().filter(|s| &*s.plugin != plugin);
+            RoutingTable::from_slots(others.chain(slots.iter()))
         });
     }
 
-    /// Removes a plugin's slot; returns it.
-    pub(crate) fn remove(&self, plugin: &str) -> Option<Arc<Slot>> {
-        let removed = self.table.load().plugins.get(plugin).cloned();
-        self.table.rcu(|table| {
-            RoutingTable::from_slots(table.plugins.values().filter(|s| &*s.plugin != plugin).cloned())
-        });
-        removed
+    /// Stops routing to `plugin`.
+    pub(crate) fn remove(&self, plugin: &str) {
+        self.table.rcu(|table| RoutingTable::from_slots(table.slots().filter(|s| &*s.plugin != plugin)));
     }
 }

@@ -54,16 +54,46 @@ impl Response {
 ///
 /// A `Host` is valid until the instance's `shutdown` returns; do not keep clones in
 /// globals that outlive the instance.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Host {
-    api: Option<&'static HostApiV1>,
+    backend: Backend,
+}
+
+/// Where host API calls go.
+#[derive(Clone)]
+enum Backend {
+    /// Nowhere: a plugin under unit test.
+    Detached,
+    /// The C ABI table of a native host.
+    Native(&'static HostApiV1),
+    /// The host's callback socket, for a process plugin.
+    #[cfg(feature = "process")]
+    Process(std::sync::Arc<crate::process::ProcessHost>),
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Detached => "detached",
+            Backend::Native(_) => "native",
+            #[cfg(feature = "process")]
+            Backend::Process(_) => "process",
+        };
+        f.debug_struct("Host").field("backend", &kind).finish()
+    }
 }
 
 impl Host {
     /// A host that is not there: logs go to stderr, publish succeeds and does nothing, and
     /// invoke fails with `unavailable`. For unit tests of a plugin without a host.
     pub fn detached() -> Host {
-        Host { api: None }
+        Host { backend: Backend::Detached }
+    }
+
+    /// The host of a process plugin.
+    #[cfg(feature = "process")]
+    pub(crate) fn process(host: std::sync::Arc<crate::process::ProcessHost>) -> Host {
+        Host { backend: Backend::Process(host) }
     }
 
     /// Wraps the table the host passed to init.
@@ -75,15 +105,22 @@ impl Host {
     pub(crate) unsafe fn from_raw(api: *const HostApiV1) -> Host {
         // SAFETY: the caller guarantees validity for the instance's lifetime; the 'static
         // here is that promise written as a type, and `Host` is documented not to outlive it.
-        Host { api: unsafe { api.as_ref() } }
+        match unsafe { api.as_ref() } {
+            Some(api) => Host { backend: Backend::Native(api) },
+            None => Host::detached(),
+        }
     }
 
     /// Writes a log line, tagged with this plugin's id by the host.
     pub fn log(&self, level: LogLevel, message: &str) {
-        match self.api {
+        match &self.backend {
             // SAFETY: the table is valid (see `from_raw`) and `message` outlives the call.
-            Some(api) => unsafe { (api.log)(api.host_ctx, level.raw(), Str::from_bytes(message.as_bytes())) },
-            None => eprintln!("[{level:?}] {message}"),
+            Backend::Native(api) => unsafe {
+                (api.log)(api.host_ctx, level.raw(), Str::from_bytes(message.as_bytes()))
+            },
+            Backend::Detached => eprintln!("[{level:?}] {message}"),
+            #[cfg(feature = "process")]
+            Backend::Process(host) => host.log(level, message),
         }
     }
 
@@ -99,7 +136,12 @@ impl Host {
         payload: &[u8],
         content_type: &str,
     ) -> Result<(), PluginError> {
-        let Some(api) = self.api else { return Ok(()) };
+        let api = match &self.backend {
+            Backend::Native(api) => *api,
+            Backend::Detached => return Ok(()),
+            #[cfg(feature = "process")]
+            Backend::Process(host) => return host.publish(topic, action, payload, content_type),
+        };
         let mut out = RawOutput::EMPTY;
         // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
         let status = unsafe {
@@ -112,7 +154,7 @@ impl Host {
                 &mut out,
             )
         };
-        self.take(status, out).map(drop)
+        take(api, status, out).map(drop)
     }
 
     /// Calls a capability (`"kv@1"`) or a plugin (`"plugin:kv-store"`) through the host.
@@ -120,8 +162,13 @@ impl Host {
     /// # Errors
     /// The callee's error, or the host's (`not_found`, `permission_denied`, ...).
     pub fn invoke(&self, target: &str, method: &str, input: Input<'_>) -> Result<Response, PluginError> {
-        let Some(api) = self.api else {
-            return Err(PluginError::new(ErrorCode::Unavailable, "no host (Host::detached)"));
+        let api = match &self.backend {
+            Backend::Native(api) => *api,
+            Backend::Detached => {
+                return Err(PluginError::new(ErrorCode::Unavailable, "no host (Host::detached)"));
+            }
+            #[cfg(feature = "process")]
+            Backend::Process(host) => return host.invoke(target, method, input),
         };
         let mut out = RawOutput::EMPTY;
         // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
@@ -135,29 +182,28 @@ impl Host {
                 &mut out,
             )
         };
-        self.take(status, out)
+        take(api, status, out)
     }
+}
 
-    /// Copies the host-allocated buffers of `out` into a result and frees them on the host.
-    fn take(&self, status: abi::Status, out: RawOutput) -> Result<Response, PluginError> {
-        let api = self.api.expect("take is only called with a host");
-        let copy = |buf: abi::Buf| -> Vec<u8> {
-            if buf.is_empty() {
-                return Vec::new();
-            }
-            // SAFETY: the host wrote `len` bytes at `ptr` and keeps them until free_buf.
-            let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
-            // SAFETY: the buffer came from this host and is freed exactly once, here.
-            unsafe { (api.free_buf)(api.host_ctx, buf) };
-            bytes
-        };
-        let payload = copy(out.payload);
-        let content_type = String::from_utf8_lossy(&copy(out.content_type)).into_owned();
-        let error = String::from_utf8_lossy(&copy(out.error)).into_owned();
-        if status == abi::STATUS_OK {
-            Ok(Response { bytes: payload, content_type })
-        } else {
-            Err(PluginError::new(ErrorCode::from_status(status), error))
+/// Copies the host-allocated buffers of `out` into a result and frees them on the host.
+fn take(api: &HostApiV1, status: abi::Status, out: RawOutput) -> Result<Response, PluginError> {
+    let copy = |buf: abi::Buf| -> Vec<u8> {
+        if buf.is_empty() {
+            return Vec::new();
         }
+        // SAFETY: the host wrote `len` bytes at `ptr` and keeps them until free_buf.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+        // SAFETY: the buffer came from this host and is freed exactly once, here.
+        unsafe { (api.free_buf)(api.host_ctx, buf) };
+        bytes
+    };
+    let payload = copy(out.payload);
+    let content_type = String::from_utf8_lossy(&copy(out.content_type)).into_owned();
+    let error = String::from_utf8_lossy(&copy(out.error)).into_owned();
+    if status == abi::STATUS_OK {
+        Ok(Response { bytes: payload, content_type })
+    } else {
+        Err(PluginError::new(ErrorCode::from_status(status), error))
     }
 }

@@ -41,9 +41,13 @@ mod types;
 #[cfg(feature = "native")]
 #[doc(hidden)]
 pub mod native;
+#[cfg(feature = "process")]
+mod process;
 
 pub use host::{Host, LogLevel, Response};
 pub use plugbay_abi as abi;
+#[cfg(feature = "process")]
+pub use process::serve;
 pub use types::{Description, ErrorCode, Event, Input, Output, PluginError};
 
 /// A plugin: one type, created by [`Plugin::init`], serving calls through `&self`.

@@ -32,7 +32,21 @@ const RUST_PLUGINS: &[(&str, &str)] = &[
 ];
 
 /// Sources whose change means the Rust plugins must be rebuilt.
-const RUST_SOURCES: &[&str] = &["crates/plugbay-abi", "crates/plugbay-sdk", "Cargo.lock"];
+const RUST_SOURCES: &[&str] =
+    &["crates/plugbay-abi", "crates/plugbay-sdk", "crates/plugbay-proto", "proto", "Cargo.lock"];
+
+/// The Rust fixture built as a process plugin (the same `Fixture` type).
+const PROCESS_FIXTURE: &str = "process-fixture";
+
+/// Builds (if needed) and returns the process-plugin build of the Rust fixture.
+pub fn process_fixture() -> PathBuf {
+    rust_plugin("native-fixture").with_file_name(PROCESS_FIXTURE)
+}
+
+/// A manifest for a process plugin running `entry` (a program in the plugin folder).
+pub fn process_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])], extra: &str) -> String {
+    native_manifest(id, entry, provides).replace("runtime = \"native\"", "runtime = \"process\"") + extra
+}
 
 fn newest_mtime(path: &Path) -> SystemTime {
     let Ok(metadata) = std::fs::metadata(path) else { return SystemTime::UNIX_EPOCH };
@@ -69,8 +83,9 @@ fn build_rust_plugins() -> PathBuf {
     let root = workspace_root();
     let target = root.join("target/testkit");
     let out = target.join(if RELEASE { "release" } else { "debug" });
-    let libraries: Vec<PathBuf> =
+    let mut libraries: Vec<PathBuf> =
         RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
+    libraries.push(out.join(PROCESS_FIXTURE));
     let sources = RUST_PLUGINS
         .iter()
         .map(|(_, dir)| root.join(dir))
@@ -93,6 +108,7 @@ fn build_rust_plugins() -> PathBuf {
     for (name, _) in RUST_PLUGINS {
         command.arg("-p").arg(name);
     }
+    command.args(["--features", "native-fixture/process"]);
     let status = command.status().expect("cargo runs");
     assert!(status.success(), "building the test plugins failed: {status}");
     out
@@ -168,8 +184,16 @@ pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> S
 }
 
 /// The Rust fixture's `[provides]`.
-pub const FIXTURE_METHODS: &[&str] =
-    &["echo", "panic", "segfault", "invoke", "publish", "events", "big", "sleep", "config"];
+pub const FIXTURE_METHODS: &[&str] = &[
+    "echo", "panic", "segfault", "invoke", "publish", "events", "big", "sleep", "config", "abort", "exit",
+    "pid",
+];
+
+/// Makes a file executable (mode 0755).
+pub fn set_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
 
 /// A temporary plugins folder; removed on drop.
 pub struct PluginsDir {
@@ -241,6 +265,27 @@ impl PluginsDir {
     /// The Rust fixture as plugin `fixture` (its describe says id `fixture`).
     pub fn add_fixture(&self) -> PathBuf {
         self.add_rust("native-fixture", "fixture", None)
+    }
+
+    /// The Rust fixture as process plugin `fixture` (same methods as the native one), with
+    /// `extra` appended to its manifest (e.g. a `[process]` table).
+    pub fn add_process_fixture(&self, extra: &str) -> PathBuf {
+        let manifest =
+            process_manifest("fixture", "process-fixture", &[("fixture@1", FIXTURE_METHODS)], extra);
+        let folder = self.write_manifest("fixture", manifest);
+        std::fs::copy(process_fixture(), folder.join("process-fixture")).expect("copy the fixture program");
+        folder
+    }
+
+    /// A process plugin `name` whose program is the shell `script` (made executable),
+    /// providing `misbehave@1` = [`go`], for handshake and hygiene faults.
+    pub fn add_script_plugin(&self, name: &str, script: &str, extra: &str) -> PathBuf {
+        let folder = self
+            .write_manifest(name, process_manifest(name, "plugin.sh", &[("misbehave@1", &["go"])], extra));
+        let path = folder.join("plugin.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write the script");
+        set_executable(&path);
+        folder
     }
 
     /// The `text-tools` example: the healthy canary beside broken plugins.

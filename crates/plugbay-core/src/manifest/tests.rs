@@ -108,6 +108,7 @@ fn full_manifest_parses_to_the_expected_values() {
         },
         restart: Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 },
         load: Load { lazy: false },
+        process: ProcessSettings::default(),
     };
     assert_eq!(manifest, expected);
     assert_eq!(manifest.methods_of("log.parse@1"), Some(&["parse".to_owned(), "parse_batch".to_owned()][..]));
@@ -125,6 +126,48 @@ fn minimal_manifest_takes_the_defaults() {
     assert_eq!(manifest.permissions, Permissions::default());
     assert_eq!(manifest.restart, Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 });
     assert_eq!(manifest.load, Load { lazy: false });
+    assert_eq!(
+        manifest.process,
+        ProcessSettings { replicas: 1, start_timeout_ms: 10_000, shutdown_grace_ms: 5_000, args: vec![] }
+    );
+}
+
+#[test]
+fn process_settings_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}[process]\nreplicas = 3\nstart_timeout_ms = 500\nshutdown_grace_ms = 0\nargs = [\"--fast\"]\n"
+    );
+    let manifest = parse(&text).unwrap();
+    assert_eq!(
+        manifest.process,
+        ProcessSettings {
+            replicas: 3,
+            start_timeout_ms: 500,
+            shutdown_grace_ms: 0,
+            args: vec!["--fast".into()]
+        }
+    );
+    expect_error(
+        &format!("{MINIMAL}[process]\nreplicas = 0\n"),
+        Code::InvalidArgument,
+        Some("process.replicas"),
+        true,
+        "1 to 64",
+    );
+    expect_error(
+        &format!("{MINIMAL}[process]\nreplicas = 65\n"),
+        Code::InvalidArgument,
+        Some("process.replicas"),
+        true,
+        "1 to 64",
+    );
+    expect_error(
+        &format!("{MINIMAL}[process]\nport = 1\n"),
+        Code::InvalidArgument,
+        Some("process.port"),
+        true,
+        "port",
+    );
 }
 
 #[test]

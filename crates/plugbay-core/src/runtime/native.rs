@@ -536,7 +536,7 @@ fn content_type_of(raw: &[u8], request: &ContentType) -> Result<ContentType> {
 }
 
 impl Instance for NativeInstance {
-    fn call(&self, method: &str, payload: &Payload) -> CallOutcome {
+    fn call(&self, method: &str, payload: &Payload, _deadline: Option<std::time::Instant>) -> CallOutcome {
         CallOutcome::Done(self.call_raw(
             method,
             &payload.bytes,

@@ -1,0 +1,374 @@
+//! The process runtime: plugins as separate programs, in any language, spoken to over gRPC
+//! on a Unix socket after a version-checked handshake (docs/process-protocol.md).
+//!
+//! A crash in a process plugin never hurts the host: its calls in flight fail at once with
+//! `unavailable` (with the exit status and the last stderr lines), and the plugin is marked
+//! failed. Loading starts one program, checks its handshake, health and description, and
+//! keeps it as the first instance; further replicas are started the same way.
+
+mod callbacks;
+pub(crate) mod handshake;
+mod output;
+mod runner;
+
+pub use handshake::PLUGIN_COOKIE;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use plugbay_proto::plugin::v1 as pb;
+use plugbay_proto::plugin::v1::plugin_service_client::PluginServiceClient;
+use tonic::transport::Channel;
+
+use crate::bus::Event;
+use crate::call::{ContentType, Payload};
+use crate::error::{Code, Error, Result};
+use crate::manifest::{Manifest, RuntimeKind};
+use crate::runtime::{
+    Artifact, BoxFuture, CallOutcome, Description, Instance, InstanceContext, Loaded, Runtime,
+};
+use runner::{Program, Running, Sockets};
+
+/// The gRPC service name whose health must be SERVING.
+const SERVICE_NAME: &str = "plugbay.plugin.v1.PluginService";
+/// Largest gRPC message accepted from a plugin (responses are also checked against the
+/// host's `max_payload_bytes`).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The process runtime.
+#[derive(Debug, Default)]
+pub struct ProcessRuntime;
+
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Process
+    }
+
+    fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>> {
+        Box::pin(async move {
+            let folder = artifact.path.parent().unwrap_or(artifact.path).to_path_buf();
+            let spec =
+                Spec { manifest: artifact.manifest.clone(), folder, program: artifact.path.to_path_buf() };
+            // The first program is started now, to ask it what it is; it becomes the first
+            // instance, initialised by `instantiate`.
+            let started = spec.start().await?;
+            let description = started.describe().await?;
+            Ok(Arc::new(ProcessLoaded { spec, description, first: Mutex::new(Some(started)) })
+                as Arc<dyn Loaded>)
+        })
+    }
+}
+
+/// What is needed to start the plugin's program.
+struct Spec {
+    manifest: Manifest,
+    folder: std::path::PathBuf,
+    program: std::path::PathBuf,
+}
+
+/// A program after the handshake, connected and healthy, not yet initialised.
+struct Started {
+    running: Running,
+    client: PluginServiceClient<Channel>,
+    callbacks: callbacks::Server,
+}
+
+impl Spec {
+    fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.manifest.process.start_timeout_ms)
+    }
+
+    async fn start(&self) -> Result<Started> {
+        let id = &self.manifest.plugin.id;
+        let sockets = Sockets::new(id)?;
+        let callbacks = callbacks::Server::bind(&sockets.host, id)?;
+        let program = Program {
+            plugin: id,
+            folder: &self.folder,
+            program: self.program.clone(),
+            args: &self.manifest.process.args,
+            env: &self.manifest.permissions.env,
+        };
+        let deadline = tokio::time::Instant::now() + self.start_timeout();
+        let running = runner::start(program, sockets, self.start_timeout()).await?;
+        match tokio::time::timeout_at(deadline, connect_and_check_health(&running)).await {
+            Ok(Ok(client)) => Ok(Started { running, client, callbacks }),
+            Ok(Err(error)) => {
+                running.kill();
+                Err(with_exit(error, &running).await)
+            }
+            Err(_) => {
+                running.kill();
+                let error = Error::unavailable(format!(
+                    "the plugin's health never reported SERVING within the start timeout of {} ms; \
+                     the program was killed",
+                    self.start_timeout().as_millis()
+                ));
+                Err(with_exit(error, &running).await)
+            }
+        }
+    }
+}
+
+/// Adds the program's exit status and stderr tail to an error.
+async fn with_exit(error: Error, running: &Running) -> Error {
+    let exit = running.wait_exit(Duration::from_millis(500)).await;
+    let exit = exit.map(|exit| format!(" (it {exit})")).unwrap_or_default();
+    Error::new(error.code(), format!("{}{exit}{}", error.message(), running.stderr.render()))
+}
+
+async fn connect_and_check_health(running: &Running) -> Result<PluginServiceClient<Channel>> {
+    let channel = plugbay_proto::connect_unix(&running.socket).await.map_err(|error| {
+        Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
+    })?;
+    let mut health = plugbay_proto::tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let request = plugbay_proto::tonic_health::pb::HealthCheckRequest { service: SERVICE_NAME.to_owned() };
+    let mut last;
+    loop {
+        if !running.is_running() {
+            return Err(Error::unavailable("the program exited before its health reported SERVING"));
+        }
+        match health.check(request.clone()).await {
+            Ok(response) => {
+                let status = response.into_inner().status;
+                if status
+                    == plugbay_proto::tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    break;
+                }
+                last = format!("status {status}");
+            }
+            Err(status) => last = format!("{}: {}", status.code(), status.message()),
+        }
+        tracing::trace!(plugin = %running.plugin, "waiting for health: {last}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(PluginServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// A gRPC status from a plugin as a plugbay error (unknown codes become `internal`).
+fn from_status(status: tonic::Status) -> Error {
+    let number = status.code() as i32;
+    match Code::from_grpc(number) {
+        Some(code) => Error::new(code, status.message().to_owned()),
+        None => Error::internal(format!(
+            "the plugin answered with gRPC status {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+impl Started {
+    async fn describe(&self) -> Result<Description> {
+        let response = self.client.clone().describe(pb::DescribeRequest {}).await.map_err(from_status)?;
+        let response = response.into_inner();
+        Ok(Description {
+            id: response.id,
+            version: response.version,
+            provides: response
+                .provides
+                .into_iter()
+                .map(|(capability, list)| (capability, list.methods))
+                .collect(),
+        })
+    }
+}
+
+/// A loaded process plugin: how to start more instances, and the first one, started.
+struct ProcessLoaded {
+    spec: Spec,
+    description: Description,
+    first: Mutex<Option<Started>>,
+}
+
+impl Loaded for ProcessLoaded {
+    fn description(&self) -> &Description {
+        &self.description
+    }
+
+    fn instantiate(&self, context: InstanceContext) -> BoxFuture<'_, Result<Arc<dyn Instance>>> {
+        Box::pin(async move {
+            let first = self.first.lock().take();
+            let started = match first {
+                Some(started) if started.running.is_running() => started,
+                _ => self.spec.start().await?,
+            };
+            started.callbacks.serve(context.callbacks.clone());
+            let request =
+                pb::InitRequest { config: context.config.clone(), plugin_id: context.plugin.to_string() };
+            let timeout = self.spec.start_timeout();
+            let init = tokio::time::timeout(timeout, started.client.clone().init(request)).await;
+            match init {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => return Err(with_exit(from_status(status), &started.running).await),
+                Err(_) => {
+                    started.running.kill();
+                    let error =
+                        Error::unavailable(format!("init did not answer within {} ms", timeout.as_millis()));
+                    return Err(with_exit(error, &started.running).await);
+                }
+            }
+            Ok(Arc::new(ProcessInstance {
+                started,
+                max_payload_bytes: context.max_payload_bytes,
+                grace: Duration::from_millis(self.spec.manifest.process.shutdown_grace_ms),
+                shut_down: tokio::sync::OnceCell::new(),
+            }) as Arc<dyn Instance>)
+        })
+    }
+}
+
+/// One running program serving calls.
+struct ProcessInstance {
+    started: Started,
+    max_payload_bytes: usize,
+    grace: Duration,
+    shut_down: tokio::sync::OnceCell<()>,
+}
+
+impl ProcessInstance {
+    /// The error for calls once the program is gone.
+    fn gone(&self, exit: &str) -> Error {
+        Error::unavailable(format!("the plugin process {exit}{}", self.started.running.stderr.render()))
+    }
+
+    /// Runs an RPC, failing at once with `unavailable` if the program exits meanwhile.
+    fn guarded<T: Send + 'static>(
+        &self,
+        rpc: impl std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T>> {
+        let mut exited = self.started.running.exited.clone();
+        let tail = self.started.running.stderr.clone();
+        Box::pin(async move {
+            let died = |exit: Option<String>| {
+                let exit = exit.unwrap_or_else(|| "went away".to_owned());
+                Error::unavailable(format!("the plugin process {exit} during the call{}", tail.render()))
+            };
+            let status = tokio::select! {
+                biased;
+                result = rpc => match result {
+                    Ok(value) => return Ok(value),
+                    Err(status) => status,
+                },
+                exit = exited.wait_for(Option::is_some) => return Err(died(exit.ok().and_then(|e| e.clone()))),
+            };
+            if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
+                return Err(Error::new(
+                    Code::DeadlineExceeded,
+                    "no response before the deadline; the call was cancelled",
+                ));
+            }
+            let transport = matches!(
+                status.code(),
+                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+            ) && status.metadata().is_empty();
+            if !transport {
+                return Err(from_status(status));
+            }
+            // The connection broke: most likely the program died. Say how, if it did.
+            let exit = tokio::time::timeout(Duration::from_secs(1), exited.wait_for(Option::is_some)).await;
+            match exit {
+                Ok(Ok(exit)) => Err(died(exit.clone())),
+                _ => Err(Error::unavailable(format!(
+                    "the connection to the plugin failed: {}",
+                    status.message()
+                ))),
+            }
+        })
+    }
+}
+
+impl Instance for ProcessInstance {
+    fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome {
+        if let Some(exit) = self.started.running.exited.borrow().clone() {
+            return CallOutcome::Done(Err(self.gone(&exit)));
+        }
+        let mut request = tonic::Request::new(pb::CallRequest {
+            method: method.to_owned(),
+            payload: payload.bytes.to_vec(),
+            content_type: payload.content_type.as_str().to_owned(),
+        });
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        let mut client = self.started.client.clone();
+        let rpc = async move { client.call(request).await };
+        let call = self.guarded(rpc);
+        let request_type = payload.content_type.clone();
+        let limit = self.max_payload_bytes;
+        CallOutcome::Pending(Box::pin(async move {
+            let response = call.await?.into_inner();
+            if response.payload.len() > limit {
+                return Err(Error::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the plugin returned {} bytes, more than the host's limit of {limit} (max_payload_bytes)",
+                        response.payload.len()
+                    ),
+                ));
+            }
+            let content_type = if response.content_type.is_empty() {
+                request_type
+            } else {
+                ContentType::new(response.content_type)
+            };
+            Ok(Payload { bytes: response.payload.into(), content_type })
+        }))
+    }
+
+    fn call_borrowed(
+        &self,
+        _method: &str,
+        _payload: &[u8],
+        _content_type: &str,
+        _receive: &mut dyn FnMut(&[u8], &str),
+    ) -> Option<Result<()>> {
+        None
+    }
+
+    fn on_event(&self, event: &Event) -> CallOutcome {
+        let request = pb::EventRequest {
+            topic: event.topic.clone(),
+            action: event.action.clone(),
+            payload: event.payload.bytes.to_vec(),
+            content_type: event.payload.content_type.as_str().to_owned(),
+            source: event.source.clone(),
+            timestamp_ms: event.timestamp_ms,
+        };
+        let mut client = self.started.client.clone();
+        let call = self.guarded(async move { client.on_event(request).await });
+        CallOutcome::Pending(Box::pin(async move { call.await.map(|_| Payload::default()) }))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shut_down
+                .get_or_init(|| async {
+                    let running = &self.started.running;
+                    if running.is_running() {
+                        let mut client = self.started.client.clone();
+                        let ask = tokio::time::timeout(self.grace, client.shutdown(pb::ShutdownRequest {}));
+                        let _ = ask.await;
+                        running.stop(self.grace).await;
+                    }
+                    self.started.callbacks.close();
+                })
+                .await;
+        })
+    }
+
+    fn died(&self) -> Option<BoxFuture<'static, String>> {
+        let mut exited = self.started.running.exited.clone();
+        let tail = self.started.running.stderr.clone();
+        let pid = self.started.running.pid();
+        Some(Box::pin(async move {
+            let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| e.clone());
+            let exit = exit.unwrap_or_else(|| "went away".to_owned());
+            format!("the plugin process (pid {pid}) {exit}{}", tail.render())
+        }))
+    }
+}

@@ -1,0 +1,140 @@
+//! The host API for one process plugin: a `HostService` gRPC server on the socket the host
+//! assigned that program (`PLUGBAY_HOST_SOCKET`). The socket identifies the plugin, so a
+//! plugin cannot speak for another.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use plugbay_proto::plugin::v1 as pb;
+use plugbay_proto::plugin::v1::host_service_server::{HostService, HostServiceServer};
+use tokio::sync::oneshot;
+
+use crate::call::{Call, ContentType, Payload, Target};
+use crate::error::{Error, Result};
+use crate::runtime::{HostCallbacks, LogLevel};
+
+/// The server; stops when closed or dropped.
+pub(super) struct Server {
+    state: Arc<State>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+struct State {
+    plugin: String,
+    /// Set when the instance is initialised; until then callbacks answer `unavailable`.
+    callbacks: OnceLock<Arc<dyn HostCallbacks>>,
+}
+
+impl Server {
+    /// Listens on `path` and serves in the background.
+    pub(super) fn bind(path: &Path, plugin: &str) -> Result<Server> {
+        let listener = tokio::net::UnixListener::bind(path).map_err(|error| {
+            Error::internal(format!("cannot listen for host callbacks on {}: {error}", path.display()))
+        })?;
+        let state = Arc::new(State { plugin: plugin.to_owned(), callbacks: OnceLock::new() });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = HostServiceServer::new(Callbacks(state.clone()));
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let plugin = plugin.to_owned();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(plugin, "the host callback server stopped: {error}");
+            }
+        });
+        Ok(Server { state, stop: Mutex::new(Some(stop)) })
+    }
+
+    /// Starts answering with `callbacks`.
+    pub(super) fn serve(&self, callbacks: Arc<dyn HostCallbacks>) {
+        let _ = self.state.callbacks.set(callbacks);
+    }
+
+    /// Stops the server (idempotent).
+    pub(super) fn close(&self) {
+        if let Some(stop) = self.stop.lock().take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A plugbay error as a gRPC status with the same code.
+fn status(error: Error) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from_i32(error.code().grpc()), error.to_string())
+}
+
+struct Callbacks(Arc<State>);
+
+impl Callbacks {
+    fn callbacks(&self) -> std::result::Result<&Arc<dyn HostCallbacks>, tonic::Status> {
+        self.0
+            .callbacks
+            .get()
+            .ok_or_else(|| status(Error::unavailable("the host API is available once init starts")))
+    }
+}
+
+#[tonic::async_trait]
+impl HostService for Callbacks {
+    async fn log(
+        &self,
+        request: tonic::Request<pb::LogRequest>,
+    ) -> std::result::Result<tonic::Response<pb::LogResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let level =
+            match pb::log_request::Level::try_from(request.level).unwrap_or(pb::log_request::Level::Info) {
+                pb::log_request::Level::Error => LogLevel::Error,
+                pb::log_request::Level::Warn => LogLevel::Warn,
+                pb::log_request::Level::Debug => LogLevel::Debug,
+                pb::log_request::Level::Trace => LogLevel::Trace,
+                _ => LogLevel::Info,
+            };
+        let message = super::output::printable(request.message.as_bytes());
+        self.callbacks()?.log(&self.0.plugin, level, &message);
+        Ok(tonic::Response::new(pb::LogResponse {}))
+    }
+
+    async fn publish(
+        &self,
+        request: tonic::Request<pb::PublishRequest>,
+    ) -> std::result::Result<tonic::Response<pb::PublishResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let payload =
+            Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type));
+        self.callbacks()?
+            .publish(&self.0.plugin, &request.topic, &request.action, payload)
+            .map_err(status)?;
+        Ok(tonic::Response::new(pb::PublishResponse {}))
+    }
+
+    async fn invoke(
+        &self,
+        request: tonic::Request<pb::InvokeRequest>,
+    ) -> std::result::Result<tonic::Response<pb::InvokeResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let call = Call {
+            target: Target::parse(&request.target),
+            method: request.method,
+            payload: Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type)),
+            deadline: None,
+        };
+        let response = self.callbacks()?.invoke_async(&self.0.plugin, call).await.map_err(status)?;
+        Ok(tonic::Response::new(pb::InvokeResponse {
+            payload: response.bytes.to_vec(),
+            content_type: response.content_type.as_str().to_owned(),
+        }))
+    }
+}

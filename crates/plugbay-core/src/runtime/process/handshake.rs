@@ -1,0 +1,131 @@
+//! The handshake line a process plugin prints once it listens:
+//! `plugbay|<version>|unix|<socket path>|grpc` (docs/process-protocol.md).
+
+use std::path::Path;
+
+use crate::error::{Code, Error, Result};
+
+/// The protocol versions this host speaks, highest last.
+pub(crate) const PROTOCOL_VERSIONS: &[u32] = &[1];
+/// The magic value in `PLUGBAY_PLUGIN_COOKIE`: proof the program was started by plugbay.
+pub const PLUGIN_COOKIE: &str = "d6f2c0a4-plugbay-process-plugin";
+/// How much of an unexpected line an error quotes.
+const QUOTE_BYTES: usize = 200;
+
+/// The offered versions as the environment spells them (`1` or `1,2`).
+pub(crate) fn offered_versions() -> String {
+    PROTOCOL_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Quotes the start of what the plugin printed.
+pub(crate) fn quote(line: &str) -> String {
+    let mut end = line.len().min(QUOTE_BYTES);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < line.len() { "..." } else { "" };
+    format!("{:?}{more}", &line[..end])
+}
+
+/// Checks the handshake line against what the host offered and assigned; returns the
+/// protocol version the plugin chose.
+///
+/// # Errors
+/// `failed_precondition` for a malformed line, an unoffered version, another network or
+/// protocol; `permission_denied` for a socket other than the one the host assigned.
+pub(crate) fn check(line: &str, assigned_socket: &Path) -> Result<u32> {
+    let expected = "`plugbay|<version>|unix|<socket path>|grpc`";
+    let fields: Vec<&str> = line.split('|').collect();
+    if fields.len() != 5 || fields[0] != "plugbay" {
+        return Err(Error::precondition(format!(
+            "expected the handshake line {expected} but the plugin printed {}",
+            quote(line)
+        )));
+    }
+    let version: u32 = fields[1].parse().map_err(|_| {
+        Error::precondition(format!(
+            "the handshake's version {:?} is not a number: {}",
+            fields[1],
+            quote(line)
+        ))
+    })?;
+    if !PROTOCOL_VERSIONS.contains(&version) {
+        return Err(Error::precondition(format!(
+            "no common protocol version: the plugin chose {version}, the host offers {}",
+            offered_versions()
+        )));
+    }
+    if fields[2] != "unix" {
+        return Err(Error::denied(format!(
+            "the handshake names network {:?}; the host only accepts the unix socket it assigned",
+            fields[2]
+        )));
+    }
+    if Path::new(fields[3]) != assigned_socket {
+        return Err(Error::denied(format!(
+            "the handshake names socket {:?}, but the host assigned {:?}; it connects only there",
+            fields[3],
+            assigned_socket.display().to_string()
+        )));
+    }
+    if fields[4] != "grpc" {
+        return Err(Error::precondition(format!(
+            "the handshake names protocol {:?}; this host speaks grpc",
+            fields[4]
+        )));
+    }
+    Ok(version)
+}
+
+/// Checks that the assigned socket exists, is a socket (not a link or a file), and belongs
+/// to the host's user.
+///
+/// # Errors
+/// `permission_denied` naming what is wrong.
+pub(crate) fn check_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let metadata = std::fs::symlink_metadata(path).map_err(|error| {
+        Error::unavailable(format!("the plugin's socket {} is not there: {error}", path.display()))
+    })?;
+    if !metadata.file_type().is_socket() {
+        return Err(Error::denied(format!("{} is not a Unix socket", path.display())));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if metadata.uid() != uid {
+        return Err(Error::new(
+            Code::PermissionDenied,
+            format!("{} belongs to uid {}, not the host's uid {uid}", path.display(), metadata.uid()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_lines_are_checked_field_by_field() {
+        let socket = Path::new("/tmp/x/plugin.sock");
+        assert_eq!(check("plugbay|1|unix|/tmp/x/plugin.sock|grpc", socket).unwrap(), 1);
+        let cases = [
+            ("hello world", Code::FailedPrecondition, "\"hello world\""),
+            (
+                "plugbay|2|unix|/tmp/x/plugin.sock|grpc",
+                Code::FailedPrecondition,
+                "chose 2, the host offers 1",
+            ),
+            ("plugbay|one|unix|/tmp/x/plugin.sock|grpc", Code::FailedPrecondition, "not a number"),
+            ("plugbay|1|tcp|127.0.0.1:80|grpc", Code::PermissionDenied, "network \"tcp\""),
+            ("plugbay|1|unix|/run/docker.sock|grpc", Code::PermissionDenied, "/run/docker.sock"),
+            ("plugbay|1|unix|/tmp/x/plugin.sock|netrpc", Code::FailedPrecondition, "netrpc"),
+        ];
+        for (line, code, fragment) in cases {
+            let error = check(line, socket).unwrap_err();
+            assert_eq!(error.code(), code, "{line}: {error}");
+            assert!(error.to_string().contains(fragment), "{line}: {error}");
+        }
+        let long = "x".repeat(5000);
+        assert!(check(&long, socket).unwrap_err().to_string().len() < 400, "quotes are bounded");
+    }
+}

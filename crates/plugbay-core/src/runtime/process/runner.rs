@@ -1,0 +1,292 @@
+//! Starting, watching and stopping one plugin program.
+//!
+//! Hygiene every program gets: stdin is `/dev/null`; the environment is cleared but for
+//! the manifest's `permissions.env` and the handshake variables; its own process group;
+//! SIGKILL when the host dies (armed by a long-lived spawner thread, since the kernel ties
+//! the signal to the thread that forked); stdout and stderr read continuously; signals sent
+//! through a pidfd, so a reused pid is never hit; its private directory (mode 0700, holding
+//! both sockets) removed when it stops.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::Duration;
+
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::runtime::process::handshake::{self, PLUGIN_COOKIE};
+use crate::runtime::process::output::{self, LineReader, Tail};
+use crate::sandbox;
+
+/// How a program ended, in words (`exit status: 1`, `signal: 11 (SIGSEGV)`).
+pub(crate) type ExitDescription = String;
+
+/// What to start.
+pub(crate) struct Program<'a> {
+    /// The plugin id.
+    pub(crate) plugin: &'a str,
+    /// The plugin folder (the working directory).
+    pub(crate) folder: &'a Path,
+    /// The program, inside the folder.
+    pub(crate) program: PathBuf,
+    /// Its arguments.
+    pub(crate) args: &'a [String],
+    /// Host environment variables it may see.
+    pub(crate) env: &'a [String],
+}
+
+/// A started program that completed the handshake.
+pub(crate) struct Running {
+    pub(crate) plugin: Arc<str>,
+    /// The socket the plugin serves on.
+    pub(crate) socket: PathBuf,
+    /// `Some` once the program exited.
+    pub(crate) exited: watch::Receiver<Option<ExitDescription>>,
+    /// Its last stderr lines.
+    pub(crate) stderr: Arc<Tail>,
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    /// Removed when the program is dropped.
+    _dir: tempfile::TempDir,
+}
+
+/// The directory and socket paths a program gets before it starts.
+pub(crate) struct Sockets {
+    dir: tempfile::TempDir,
+    /// Where the plugin must listen.
+    pub(crate) plugin: PathBuf,
+    /// Where the host serves callbacks.
+    pub(crate) host: PathBuf,
+}
+
+impl Sockets {
+    /// A new private directory (mode 0700) with the two socket paths in it.
+    pub(crate) fn new(plugin: &str) -> Result<Sockets> {
+        let dir =
+            tempfile::Builder::new().prefix(&format!("plugbay-{plugin}-")).tempdir().map_err(|error| {
+                Error::internal(format!("cannot create the plugin's private directory: {error}"))
+            })?;
+        let plugin = dir.path().join("plugin.sock");
+        let host = dir.path().join("host.sock");
+        Ok(Sockets { dir, plugin, host })
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The thread that forks every plugin program. It never exits, so the parent-death signal
+/// armed in the child fires only when the host process dies.
+fn spawner() -> &'static mpsc::Sender<Job> {
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (sender, jobs) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("plugbay-spawner".into())
+            .spawn(move || {
+                for job in jobs {
+                    job();
+                }
+            })
+            .expect("the spawner thread starts");
+        sender
+    })
+}
+
+async fn spawn_on_spawner(mut command: Command) -> std::io::Result<Child> {
+    let handle = tokio::runtime::Handle::current();
+    let (reply, answer) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _runtime = handle.enter();
+        let _ = reply.send(command.spawn());
+    });
+    spawner().send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    answer.await.map_err(|_| std::io::Error::other("the spawner thread dropped the request"))?
+}
+
+/// The usual name of a signal number.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => "a signal",
+    }
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> ExitDescription {
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match status.signal() {
+                Some(signal) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+                None => format!("exited with {status}"),
+            }
+        }
+        Err(error) => format!("could not be waited for: {error}"),
+    }
+}
+
+/// Starts `program` with the handshake environment and waits for its handshake line.
+/// Everything (spawn, handshake) happens within `timeout`; on any failure the program is
+/// killed and the error says why, with its exit status and last stderr lines when known.
+pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Duration) -> Result<Running> {
+    let plugin: Arc<str> = Arc::from(program.plugin);
+    let mut command = Command::new(&program.program);
+    command
+        .args(program.args)
+        .current_dir(program.folder)
+        .env_clear()
+        .envs(program.env.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value))))
+        .env("PLUGBAY_PLUGIN_COOKIE", PLUGIN_COOKIE)
+        .env("PLUGBAY_PROTOCOL_VERSIONS", handshake::offered_versions())
+        .env("PLUGBAY_SOCKET", &sockets.plugin)
+        .env("PLUGBAY_HOST_SOCKET", &sockets.host)
+        .env("PLUGBAY_PLUGIN_ID", program.plugin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    sandbox::child::die_with_parent(command.as_std_mut());
+    let mut child = spawn_on_spawner(command).await.map_err(|error| {
+        Error::precondition(format!("cannot start {}: {error}", program.program.display()))
+            .with_field("plugin.entry")
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let pidfd = rustix::process::Pid::from_raw(pid as i32)
+        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let tail = Arc::new(Tail::default());
+    tokio::spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
+    let (exit_sender, exited) = watch::channel(None);
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        let _ = exit_sender.send(Some(describe_exit(status)));
+    });
+    let mut running = Running {
+        plugin: plugin.clone(),
+        socket: sockets.plugin,
+        exited,
+        stderr: tail,
+        pid,
+        pidfd,
+        _dir: sockets.dir,
+    };
+    let handshake = tokio::time::timeout(timeout, read_handshake(&mut running, stdout)).await;
+    let result = match handshake {
+        Ok(result) => result,
+        Err(_) => Err(Error::unavailable(format!(
+            "no handshake within the start timeout of {} ms; the program was killed",
+            timeout.as_millis()
+        ))),
+    };
+    match result {
+        Ok(()) => Ok(running),
+        Err(error) => {
+            running.kill();
+            let exit = running.wait_exit(Duration::from_secs(1)).await;
+            let exit = exit.map(|exit| format!(" (it {exit})")).unwrap_or_default();
+            Err(Error::new(error.code(), format!("{}{exit}{}", error.message(), running.stderr.render())))
+        }
+    }
+}
+
+/// Reads the handshake line, checks it and the socket, then forwards the rest of stdout.
+async fn read_handshake(running: &mut Running, stdout: ChildStdout) -> Result<()> {
+    let mut lines = LineReader::new(stdout);
+    let line = lines
+        .next_line()
+        .await
+        .map_err(|error| Error::unavailable(format!("cannot read its stdout: {error}")))?;
+    let Some(line) = line else {
+        let exit =
+            running.wait_exit(Duration::from_secs(2)).await.unwrap_or_else(|| "closed its stdout".into());
+        return Err(Error::unavailable(format!("the program ended before its handshake: it {exit}")));
+    };
+    if line.cut {
+        return Err(Error::precondition(format!(
+            "the handshake line is longer than {} bytes; it starts {}",
+            output::MAX_LINE,
+            handshake::quote(&line.text)
+        )));
+    }
+    handshake::check(line.text.trim_end_matches('\r'), &running.socket)?;
+    handshake::check_socket(&running.socket)?;
+    tokio::spawn(output::pump(lines, running.plugin.clone(), "stdout", None));
+    Ok(())
+}
+
+impl Running {
+    /// The exit description once the program exited, waiting at most `limit`.
+    pub(crate) async fn wait_exit(&self, limit: Duration) -> Option<ExitDescription> {
+        let mut exited = self.exited.clone();
+        let waited = tokio::time::timeout(limit, exited.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(exit)) => exit.clone(),
+            _ => self.exited.borrow().clone(),
+        }
+    }
+
+    /// Whether the program is still running.
+    pub(crate) fn is_running(&self) -> bool {
+        self.exited.borrow().is_none()
+    }
+
+    /// The program's pid (0 if unknown).
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the program through its pidfd, and to its process group while the
+    /// program has not been reaped (so the group id cannot have been reused).
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
+        if !self.is_running() {
+            return;
+        }
+        if let Some(pidfd) = &self.pidfd {
+            let _ = rustix::process::pidfd_send_signal(pidfd, signal);
+        }
+        if let Some(group) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process_group(group, signal);
+        }
+    }
+
+    /// SIGKILL to the program's group (SIGCONT first, so a stopped program dies too).
+    pub(crate) fn kill(&self) {
+        self.signal(rustix::process::Signal::CONT);
+        self.signal(rustix::process::Signal::KILL);
+    }
+
+    /// Waits up to `grace` for the program to exit after it was asked to, then kills its
+    /// group. Safe to call more than once.
+    pub(crate) async fn stop(&self, grace: Duration) {
+        if self.wait_exit(grace).await.is_none() {
+            tracing::warn!(plugin = %self.plugin, "the program did not exit within {} ms; killing it", grace.as_millis());
+            self.kill();
+            self.wait_exit(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

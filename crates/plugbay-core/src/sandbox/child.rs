@@ -1,0 +1,31 @@
+//! What runs in a plugin's child process between `fork` and `exec`.
+#![allow(unsafe_code)]
+
+use std::process::Command;
+
+/// Makes `command`'s child die with the host: it gets SIGKILL when the thread that spawned
+/// it exits (so spawn from a thread that lives as long as the host), and exits at once if
+/// the host already died before the signal was armed.
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = rustix::process::getpid();
+        // SAFETY: the hook runs in the forked child before exec and only makes two raw
+        // system calls (prctl, getppid) and `_exit`, all async-signal-safe; it allocates
+        // nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+                if rustix::process::getppid() != Some(parent) {
+                    // The host died between fork and prctl: the signal will never come.
+                    // Failing here makes the child exit before exec.
+                    return Err(std::io::Error::other("the host exited before the plugin started"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}

@@ -1,0 +1,292 @@
+//! Running a [`Plugin`] as a process plugin: [`serve`] speaks the host's handshake and
+//! gRPC contract (docs/process-protocol.md), so the same plugin type builds as a native
+//! `cdylib` (with `export_plugin!`) or as a program (with `serve`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use plugbay_proto::plugin::v1 as pb;
+use plugbay_proto::plugin::v1::host_service_client::HostServiceClient;
+use plugbay_proto::plugin::v1::plugin_service_server::{PluginService, PluginServiceServer};
+use tokio::sync::{OnceCell, watch};
+use tonic::transport::Channel;
+
+use crate::Plugin;
+use crate::host::{Host, LogLevel, Response};
+use crate::types::{ErrorCode, Event, Input, PluginError};
+
+/// The magic value the host sets in `PLUGBAY_PLUGIN_COOKIE`.
+const COOKIE: &str = "d6f2c0a4-plugbay-process-plugin";
+/// The protocol version this SDK speaks.
+const VERSION: u32 = 1;
+/// Largest gRPC message sent or received (the host refuses responses over its own
+/// `max_payload_bytes` with `resource_exhausted`).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Runs `P` as a process plugin until the host asks it to shut down (or dies). Call it from
+/// `main`: `fn main() { plugbay_sdk::serve::<MyPlugin>() }`.
+///
+/// Started by hand (without the host's environment) it prints what it is and exits with
+/// status 1.
+pub fn serve<P: Plugin>() -> ! {
+    let code = match std::env::var("PLUGBAY_PLUGIN_COOKIE") {
+        Ok(cookie) if cookie == COOKIE => match run::<P>() {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("plugbay plugin {}: {message}", P::describe().id);
+                1
+            }
+        },
+        _ => {
+            let description = P::describe();
+            eprintln!(
+                "This is plugbay plugin {} {}, a process plugin. It is not meant to be run by hand: \
+                 put it in a plugin folder with a plugin.toml (runtime = \"process\") and let plugbay \
+                 start it, e.g. `plugbay call <capability> <method> --plugins <folder>`.",
+                description.id, description.version
+            );
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run<P: Plugin>() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start tokio: {error}"))?;
+    runtime.block_on(run_async::<P>())
+}
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("the host did not set {name}"))
+}
+
+async fn run_async<P: Plugin>() -> Result<(), String> {
+    let offered = env("PLUGBAY_PROTOCOL_VERSIONS")?;
+    if !offered.split(',').any(|v| v.trim() == VERSION.to_string()) {
+        return Err(format!(
+            "no common protocol version: the host offers {offered}, this SDK speaks {VERSION}"
+        ));
+    }
+    let socket = PathBuf::from(env("PLUGBAY_SOCKET")?);
+    let host_socket = PathBuf::from(env("PLUGBAY_HOST_SOCKET")?);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
+    let (health_reporter, health_service) = plugbay_proto::tonic_health::server::health_reporter();
+    health_reporter.set_serving::<PluginServiceServer<Service<P>>>().await;
+    let (stop, stopped) = watch::channel(false);
+    let service = Service::<P> {
+        plugin: Arc::new(OnceCell::new()),
+        host_socket,
+        handle: tokio::runtime::Handle::current(),
+        stop,
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            PluginServiceServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        );
+    println!("plugbay|{VERSION}|unix|{}|grpc", socket.display());
+    server.await.map_err(|error| format!("the gRPC server failed: {error}"))
+}
+
+/// The host API over the host's callback socket.
+pub(crate) struct ProcessHost {
+    client: HostServiceClient<Channel>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ProcessHost {
+    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        // Plugin code runs on blocking threads (see `Service::blocking`), never on a
+        // runtime worker, so blocking on the runtime here is allowed.
+        self.handle.block_on(future)
+    }
+
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Error => pb::log_request::Level::Error,
+            LogLevel::Warn => pb::log_request::Level::Warn,
+            LogLevel::Info => pb::log_request::Level::Info,
+            LogLevel::Debug => pb::log_request::Level::Debug,
+            LogLevel::Trace => pb::log_request::Level::Trace,
+        };
+        let request = pb::LogRequest { level: level as i32, message: message.to_owned() };
+        let _ = self.block_on(self.client.clone().log(request));
+    }
+
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        action: &str,
+        payload: &[u8],
+        content_type: &str,
+    ) -> Result<(), PluginError> {
+        let request = pb::PublishRequest {
+            topic: topic.to_owned(),
+            action: action.to_owned(),
+            payload: payload.to_vec(),
+            content_type: content_type.to_owned(),
+        };
+        self.block_on(self.client.clone().publish(request)).map(drop).map_err(from_status)
+    }
+
+    pub(crate) fn invoke(
+        &self,
+        target: &str,
+        method: &str,
+        input: Input<'_>,
+    ) -> Result<Response, PluginError> {
+        let request = pb::InvokeRequest {
+            target: target.to_owned(),
+            method: method.to_owned(),
+            payload: input.bytes.to_vec(),
+            content_type: input.content_type.to_owned(),
+        };
+        let response = self.block_on(self.client.clone().invoke(request)).map_err(from_status)?.into_inner();
+        Ok(Response { bytes: response.payload, content_type: response.content_type })
+    }
+}
+
+fn from_status(status: tonic::Status) -> PluginError {
+    PluginError::new(ErrorCode::from_status(status.code() as i32), status.message().to_owned())
+}
+
+fn to_status(error: PluginError) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from_i32(error.code.status()), error.message)
+}
+
+/// The gRPC face of a plugin.
+struct Service<P: Plugin> {
+    plugin: Arc<OnceCell<P>>,
+    host_socket: PathBuf,
+    handle: tokio::runtime::Handle,
+    stop: watch::Sender<bool>,
+}
+
+impl<P: Plugin> Service<P> {
+    fn plugin(&self) -> Result<Arc<OnceCell<P>>, tonic::Status> {
+        if self.plugin.get().is_none() {
+            return Err(tonic::Status::failed_precondition("the plugin is not initialised"));
+        }
+        Ok(self.plugin.clone())
+    }
+
+    /// Runs plugin code on a blocking thread, turning a panic into `internal`.
+    async fn blocking<T: Send + 'static>(
+        body: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
+    ) -> Result<T, tonic::Status> {
+        match tokio::task::spawn_blocking(body).await {
+            Ok(result) => result.map_err(to_status),
+            Err(error) => {
+                let message = match error.try_into_panic() {
+                    Ok(panic) => panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a non-string panic payload".to_owned()),
+                    Err(error) => error.to_string(),
+                };
+                Err(tonic::Status::internal(format!("the plugin panicked: {message}")))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<P: Plugin> PluginService for Service<P> {
+    async fn describe(
+        &self,
+        _request: tonic::Request<pb::DescribeRequest>,
+    ) -> Result<tonic::Response<pb::DescribeResponse>, tonic::Status> {
+        let description = P::describe();
+        Ok(tonic::Response::new(pb::DescribeResponse {
+            id: description.id,
+            version: description.version,
+            provides: description
+                .provides
+                .into_iter()
+                .map(|(capability, methods)| (capability, pb::MethodList { methods }))
+                .collect(),
+        }))
+    }
+
+    async fn init(
+        &self,
+        request: tonic::Request<pb::InitRequest>,
+    ) -> Result<tonic::Response<pb::InitResponse>, tonic::Status> {
+        let config = request.into_inner().config;
+        let channel = plugbay_proto::connect_unix(&self.host_socket).await.map_err(|error| {
+            tonic::Status::unavailable(format!("cannot reach the host's callback socket: {error}"))
+        })?;
+        let host = Host::process(Arc::new(ProcessHost {
+            client: HostServiceClient::new(channel),
+            handle: self.handle.clone(),
+        }));
+        let plugin = Self::blocking(move || P::init(host, &config)).await?;
+        self.plugin.set(plugin).map_err(|_| tonic::Status::failed_precondition("init was called twice"))?;
+        Ok(tonic::Response::new(pb::InitResponse {}))
+    }
+
+    async fn call(
+        &self,
+        request: tonic::Request<pb::CallRequest>,
+    ) -> Result<tonic::Response<pb::CallResponse>, tonic::Status> {
+        let plugin = self.plugin()?;
+        let request = request.into_inner();
+        let output = Self::blocking(move || {
+            let plugin = plugin.get().expect("checked by plugin()");
+            let input = Input { bytes: &request.payload, content_type: &request.content_type };
+            plugin.call(&request.method, input)
+        })
+        .await?;
+        Ok(tonic::Response::new(pb::CallResponse {
+            payload: output.bytes,
+            content_type: output.content_type.unwrap_or_default(),
+        }))
+    }
+
+    async fn on_event(
+        &self,
+        request: tonic::Request<pb::EventRequest>,
+    ) -> Result<tonic::Response<pb::EventResponse>, tonic::Status> {
+        let plugin = self.plugin()?;
+        let event = request.into_inner();
+        Self::blocking(move || {
+            let plugin = plugin.get().expect("checked by plugin()");
+            plugin.on_event(Event {
+                topic: &event.topic,
+                action: &event.action,
+                payload: &event.payload,
+                content_type: &event.content_type,
+                source: &event.source,
+                timestamp_ms: event.timestamp_ms,
+            })
+        })
+        .await?;
+        Ok(tonic::Response::new(pb::EventResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        _request: tonic::Request<pb::ShutdownRequest>,
+    ) -> Result<tonic::Response<pb::ShutdownResponse>, tonic::Status> {
+        if let Some(plugin) = self.plugin.get() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plugin.shutdown()));
+        }
+        let _ = self.stop.send(true);
+        Ok(tonic::Response::new(pb::ShutdownResponse {}))
+    }
+}

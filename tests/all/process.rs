@@ -1,0 +1,380 @@
+//! The process runtime: real programs (the Rust fixture built with `serve()`, shell
+//! scripts that misbehave), real sockets, real signals. A native canary answers throughout.
+
+use std::time::{Duration, Instant};
+
+use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
+use plugbay_testkit::PluginsDir;
+use serde_json::json;
+
+use crate::support::{assert_canary_answers, assert_error, assert_failed, host_over, info, json_call};
+
+/// A plugins folder with the process fixture (with `extra` manifest lines) and the canary.
+async fn fixture_host(extra: &str) -> (PluginsDir, Host) {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture(extra);
+    dir.add_canary();
+    let host = host_over(&dir).await;
+    (dir, host)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie is dead for our purpose: read its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn fixture_pid(host: &Host) -> u32 {
+    host.invoke(json_call("fixture@1", "pid", json!(null))).await.unwrap().to_json().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_plugin_serves_calls_events_and_host_callbacks() {
+    let (_dir, host) = fixture_host("").await;
+    assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture"));
+    assert_eq!(info(&host, "fixture").runtime, Some(plugbay_core::RuntimeKind::Process));
+    let echo =
+        host.invoke(Call::new("fixture@1", "echo", Payload::bytes(&b"over the socket"[..]))).await.unwrap();
+    assert_eq!(&echo.bytes[..], b"over the socket");
+
+    // Host callbacks: the process plugin calls the native canary through the host.
+    let reply = host
+        .invoke(json_call(
+            "fixture@1",
+            "invoke",
+            json!({"target": "text.transform@1", "method": "upper", "payload": "abc"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.to_json::<String>().unwrap(), "ABC");
+
+    // Concurrent calls on one connection.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32usize {
+        let host = host.clone();
+        tasks.spawn(async move { (i, host.invoke(json_call("fixture@1", "echo", json!(i))).await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, reply) = joined.unwrap();
+        assert_eq!(reply.unwrap().to_json::<usize>().unwrap(), i);
+    }
+
+    // The whitelist applies as for native plugins.
+    let error = host.invoke(Call::new("fixture@1", "rm", Payload::default())).await.unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+
+    // Plugin errors keep their code; panics become internal.
+    let error = host.invoke(Call::new("fixture@1", "panic", Payload::default())).await.unwrap_err();
+    assert_error(&error, Code::Internal, &["plugin fixture", "panicked"]);
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_calls() {
+    let (_dir, host) = fixture_host("\n[process]\nreplicas = 3\n").await;
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        pids.insert(fixture_pid(&host).await);
+    }
+    assert_eq!(pids.len(), 3, "three processes served: {pids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_shuts_the_program_down_and_is_safe_twice() {
+    let (_dir, host) = fixture_host("").await;
+    let pid = fixture_pid(&host).await;
+    assert!(pid_alive(pid));
+    host.stop("fixture").await.unwrap();
+    assert!(!pid_alive(pid), "the program exited on shutdown");
+    assert!(host.stop("fixture").await.is_err(), "a second stop is a clear error, not a hang");
+    host.start("fixture").await.unwrap();
+    let new_pid = fixture_pid(&host).await;
+    assert_ne!(pid, new_pid);
+    host.unload("fixture").await.unwrap();
+    assert!(!pid_alive(new_pid));
+}
+
+async fn crash_mid_call(method: &str, payload: serde_json::Value, fragment: &str) {
+    let (_dir, host) = fixture_host("").await;
+    let pid = fixture_pid(&host).await;
+    let started = Instant::now();
+    let error = host.invoke(json_call("fixture@1", method, payload)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "the failure is immediate, not a timeout");
+    assert_error(&error, Code::Unavailable, &["plugin fixture", fragment]);
+    assert_canary_answers(&host).await;
+    // The plugin is marked failed with the reason, and no process is left.
+    for _ in 0..100 {
+        if info(&host, "fixture").state == State::Failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_failed(&host, "fixture", Code::Unavailable, &[fragment]);
+    assert!(!pid_alive(pid));
+    let error = host.invoke(json_call("fixture@1", "echo", json!(1))).await.unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_segfault_mid_call_is_unavailable_at_once() {
+    crash_mid_call("segfault", json!(null), "SIGSEGV").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_abort_mid_call_is_unavailable_at_once() {
+    crash_mid_call("abort", json!(null), "SIGABRT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_exit_mid_call_is_unavailable_at_once() {
+    crash_mid_call("exit", json!(1), "exit status: 1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_sigkill_mid_call_is_unavailable_at_once() {
+    let (_dir, host) = fixture_host("").await;
+    let pid = fixture_pid(&host).await;
+    let slow = {
+        let host = host.clone();
+        tokio::spawn(async move { host.invoke(json_call("fixture@1", "sleep", json!(10_000))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let error =
+        tokio::time::timeout(Duration::from_secs(5), slow).await.expect("no hang").unwrap().unwrap_err();
+    assert_error(&error, Code::Unavailable, &["SIGKILL"]);
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_reach_the_plugin_and_the_caller_gets_deadline_exceeded() {
+    let (_dir, host) = fixture_host("").await;
+    let started = Instant::now();
+    let call = Call::new("fixture@1", "sleep", Payload::json(&2_000).unwrap())
+        .with_timeout(Duration::from_millis(200));
+    let error = host.invoke(call).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok(), "the plugin still serves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b7_oversized_response_is_resource_exhausted() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("");
+    let config = HostConfig { max_payload_bytes: 1 << 20, ..HostConfig::with_plugin_dir(dir.path()) };
+    let host = Host::build(config).unwrap();
+    host.load_all().await;
+    let error = host.invoke(json_call("fixture@1", "big", json!(2 << 20))).await.unwrap_err();
+    assert_error(&error, Code::ResourceExhausted, &["max_payload_bytes"]);
+    assert!(host.invoke(json_call("fixture@1", "big", json!(1000))).await.is_ok());
+}
+
+// ---- handshake faults (B3, B4, C6) ----
+
+async fn script_host(script: &str, extra: &str) -> (PluginsDir, Host) {
+    let dir = PluginsDir::new();
+    dir.add_canary();
+    dir.add_script_plugin("bad", script, extra);
+    let host = host_over(&dir).await;
+    (dir, host)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_exit_before_the_handshake_reports_status_and_stderr() {
+    let (_dir, host) = script_host("echo 'config file missing' >&2; exit 3", "").await;
+    assert_failed(
+        &host,
+        "bad",
+        Code::Unavailable,
+        &["ended before its handshake", "exit status: 3", "config file missing"],
+    );
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_garbage_before_the_handshake_is_quoted() {
+    let (_dir, host) = script_host("echo 'Starting server on port 8080...'; sleep 30", "").await;
+    assert_failed(
+        &host,
+        "bad",
+        Code::FailedPrecondition,
+        &["expected the handshake line", "Starting server on port 8080"],
+    );
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_no_common_protocol_version_names_both() {
+    let (_dir, host) = script_host("echo \"plugbay|7|unix|$PLUGBAY_SOCKET|grpc\"; sleep 30", "").await;
+    assert_failed(&host, "bad", Code::FailedPrecondition, &["chose 7", "offers 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b3_endless_line_is_bounded() {
+    let (_dir, host) = script_host("head -c 1000000000 /dev/zero | tr '\\0' x; sleep 30", "").await;
+    assert_failed(&host, "bad", Code::FailedPrecondition, &["longer than 4096 bytes", "xxxx"]);
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b4_handshake_naming_another_socket_is_refused() {
+    let (_dir, host) = script_host("echo 'plugbay|1|unix|/run/docker.sock|grpc'; sleep 30", "").await;
+    assert_failed(&host, "bad", Code::PermissionDenied, &["/run/docker.sock", "assigned"]);
+    let (_dir, host) = script_host("echo 'plugbay|1|tcp|127.0.0.1:2375|grpc'; sleep 30", "").await;
+    assert_failed(&host, "bad", Code::PermissionDenied, &["network \"tcp\""]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b5_listening_without_serving_health_fails_at_the_start_timeout() {
+    // Claims the handshake, creates the socket file, but serves nothing.
+    let script = "python3 -c 'import socket,os,time; s=socket.socket(socket.AF_UNIX); s.bind(os.environ[\"PLUGBAY_SOCKET\"]); s.listen(); print(\"plugbay|1|unix|\"+os.environ[\"PLUGBAY_SOCKET\"]+\"|grpc\", flush=True); time.sleep(30)'";
+    let started = Instant::now();
+    let (_dir, host) = script_host(script, "\n[process]\nstart_timeout_ms = 1000\n").await;
+    assert_failed(&host, "bad", Code::Unavailable, &["SERVING", "1000 ms"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_hanging_before_the_handshake_is_killed_at_the_start_timeout() {
+    let started = Instant::now();
+    let (dir, host) =
+        script_host("echo $$ > pid; exec sleep 3600", "\n[process]\nstart_timeout_ms = 500\n").await;
+    assert_failed(
+        &host,
+        "bad",
+        Code::Unavailable,
+        &["no handshake within the start timeout of 500 ms", "killed"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid: u32 = std::fs::read_to_string(dir.path().join("bad/pid")).unwrap().trim().parse().unwrap();
+    assert!(!pid_alive(pid), "the program was killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn program_that_is_not_executable_is_refused_with_errno() {
+    let dir = PluginsDir::new();
+    let folder = dir.add_script_plugin("bad", "exit 0", "");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(folder.join("plugin.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let host = host_over(&dir).await;
+    assert_failed(&host, "bad", Code::FailedPrecondition, &["cannot start", "Permission denied"]);
+}
+
+#[test]
+fn sdk_program_started_by_hand_explains_itself() {
+    let output = std::process::Command::new(plugbay_testkit::process_fixture()).env_clear().output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not meant to be run by hand") && stderr.contains("plugin.toml"), "{stderr}");
+}
+
+// ---- hygiene (C10, C13, F6) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_is_cleared_but_for_allowed_names_and_stdin_is_null() {
+    let script = "env > env.txt; ls -l /proc/self/fd/0 > stdin.txt; echo \"plugbay|1|unix|/nope|grpc\"";
+    let dir = PluginsDir::new();
+    dir.add_script_plugin("bad", script, "\n[permissions]\nenv = [\"HOME\"]\n");
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "bad").state, State::Failed);
+    let env = std::fs::read_to_string(dir.path().join("bad/env.txt")).unwrap();
+    let names: Vec<&str> = env.lines().filter_map(|line| line.split('=').next()).collect();
+    for name in &names {
+        assert!(
+            name.starts_with("PLUGBAY_") || ["HOME", "PWD", "SHLVL", "_", "OLDPWD"].contains(name),
+            "unexpected variable {name} in {names:?}"
+        );
+    }
+    assert!(names.contains(&"PLUGBAY_PLUGIN_COOKIE") && names.contains(&"PLUGBAY_SOCKET"));
+    assert!(!names.contains(&"PATH"), "PATH is not passed unless allowed");
+    let stdin = std::fs::read_to_string(dir.path().join("bad/stdin.txt")).unwrap();
+    assert!(stdin.contains("/dev/null"), "{stdin}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c10_output_flood_never_blocks_the_plugin() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("");
+    let folder = dir.path().join("fixture");
+    // A wrapper that floods stderr with binary and escapes, then runs the fixture.
+    let wrapper = folder.join("flood.sh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\n(head -c 20000000 /dev/urandom; head -c 1048576 /dev/zero | tr '\\0' x; printf '\\033[2J\\033[31mred') >&2\nexec ./process-fixture\n",
+    )
+    .unwrap();
+    plugbay_testkit::set_executable(&wrapper);
+    let manifest =
+        std::fs::read_to_string(folder.join("plugin.toml")).unwrap().replace("process-fixture", "flood.sh");
+    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c13_program_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("\n[process]\nshutdown_grace_ms = 300\n");
+    let folder = dir.path().join("fixture");
+    // The wrapper ignores TERM and keeps running after the fixture exits.
+    let wrapper = folder.join("stubborn.sh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ntrap '' TERM\n./process-fixture\necho $$ > stubborn.pid\nsleep 3600\n",
+    )
+    .unwrap();
+    plugbay_testkit::set_executable(&wrapper);
+    let manifest = std::fs::read_to_string(folder.join("plugin.toml"))
+        .unwrap()
+        .replace("\"process-fixture\"", "\"stubborn.sh\"");
+    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
+    let started = Instant::now();
+    host.stop("fixture").await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let pid: u32 = std::fs::read_to_string(folder.join("stubborn.pid")).unwrap().trim().parse().unwrap();
+    assert!(!pid_alive(pid), "killed after the grace period");
+}
+
+#[test]
+fn f6_host_killed_leaves_no_plugin_process() {
+    let dir = PluginsDir::new();
+    let folder = dir.add_process_fixture("");
+    // The plugin records its pid, then the host (a child `plugbay call`) blocks in a call.
+    let wrapper = folder.join("record.sh");
+    std::fs::write(&wrapper, "#!/bin/sh\necho $$ > plugin.pid\nexec ./process-fixture\n").unwrap();
+    plugbay_testkit::set_executable(&wrapper);
+    let manifest = std::fs::read_to_string(folder.join("plugin.toml"))
+        .unwrap()
+        .replace("\"process-fixture\"", "\"record.sh\"");
+    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let mut host = std::process::Command::new(plugbay_testkit::plugbay_binary())
+        .args(["call", "fixture@1", "sleep", "60000", "--plugins"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = folder.join("plugin.pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(pid_alive(pid));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!pid_alive(pid), "the plugin died with its host");
+}
