@@ -19,3 +19,21 @@ ensure_c_compiler() {
         apt_install gcc libc6-dev
     fi
 }
+
+# python3 with grpcio, grpcio-tools and grpcio-health-checking, for the Python example
+# process plugin (examples/plugins/py-wordfreq): its build generates gRPC stubs with
+# grpc_tools, and the program imports grpc and grpc_health. Installed with pip into the
+# python3 on PATH, which is the one that runs the plugin.
+ensure_python_grpc() {
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+    if python3 -c 'import grpc, grpc_tools, grpc_health.v1' >/dev/null 2>&1; then
+        return 0
+    fi
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    echo "installing grpcio grpcio-tools grpcio-health-checking (pip)"
+    # A distribution's own python3 refuses pip installs (PEP 668) unless told otherwise.
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet grpcio grpcio-tools grpcio-health-checking \
+        || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --break-system-packages \
+            grpcio grpcio-tools grpcio-health-checking
+    python3 -c 'import grpc, grpc_tools, grpc_health.v1'
+}

@@ -3,6 +3,7 @@
 //! Tests named after a FAULTS.md case start with its id (`a5_...`, `b1_...`).
 
 mod abi_layout;
+mod both_ways;
 mod cli;
 mod events;
 mod examples;
@@ -10,4 +11,5 @@ mod lifecycle;
 mod manifests;
 mod native;
 mod process;
+mod python;
 mod support;

@@ -378,3 +378,32 @@ fn f6_host_killed_leaves_no_plugin_process() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(!pid_alive(pid), "the plugin died with its host");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_directory_and_sockets_are_removed_when_the_plugin_stops() {
+    let dir = PluginsDir::new();
+    let folder = dir.add_process_fixture("");
+    let wrapper = folder.join("record.sh");
+    std::fs::write(&wrapper, "#!/bin/sh\necho \"$PLUGBAY_SOCKET\" > socket.path\nexec ./process-fixture\n")
+        .unwrap();
+    plugbay_testkit::set_executable(&wrapper);
+    let manifest = std::fs::read_to_string(folder.join("plugin.toml"))
+        .unwrap()
+        .replace("\"process-fixture\"", "\"record.sh\"");
+    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let host = host_over(&dir).await;
+    let socket =
+        std::path::PathBuf::from(std::fs::read_to_string(folder.join("socket.path")).unwrap().trim());
+    let private = socket.parent().unwrap().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(socket.exists() && private.join("host.sock").exists());
+    host.stop("fixture").await.unwrap();
+    for _ in 0..100 {
+        if !private.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!private.exists(), "{} is removed", private.display());
+}

@@ -11,6 +11,17 @@
 //! C compiler (`$CC`, default `cc`). The default `<out>` is `<workspace>/target/plugins`,
 //! the folder the CLI examples pass to `--plugins`.
 //!
+//! The Python example is a process plugin: its folder holds `plugin.toml`, the program
+//! (`plugin.py`) and, in `gen/`, the gRPC stubs that `python3 -m grpc_tools.protoc`
+//! generates from `proto/` (they are not checked in). When `python3` cannot import `grpc`,
+//! `grpc_tools` and `grpc_health`, it is skipped with a warning, and the others are built.
+//!
+//! The Rust examples that come both ways (`text-tools`) are also built as process plugins:
+//! the program from `--features process`, assembled in a second tree, `<out>-process/<id>/`
+//! (default `<workspace>/target/plugins-process`), with the example's `plugin-process.toml`
+//! as `plugin.toml`. A second tree, because the native and the process build share one
+//! plugin id, and one host refuses two plugins with the same id.
+//!
 //! A folder is assembled beside `<out>` and then renamed into place, replacing the old
 //! one, so a host scanning `<out>` never sees a half-written plugin, and a library a
 //! running host has mapped is replaced by a new file instead of being overwritten.
@@ -30,9 +41,13 @@ usage: cargo xtask <command>
 
 commands:
   plugins [--debug] [--out DIR]
-      Build the example plugins and assemble DIR/<id>/{plugin.toml, library}.
+      Build the example plugins and assemble DIR/<id>/{plugin.toml, library}, and
+      DIR/py-wordfreq/{plugin.toml, plugin.py, gen/} when python3 has grpcio and
+      grpcio-tools (else it warns and skips it). The Rust examples built both ways
+      also go, as process plugins, to DIR-process/<id>/{plugin.toml, program}.
       --debug    build the Rust plugins in the dev profile (and the C one with -O0 -g)
-      --out DIR  where to put the plugin folders (default: <workspace>/target/plugins)
+      --out DIR  where to put the plugin folders (default: <workspace>/target/plugins;
+                 the process builds go to DIR-process)
 ";
 
 /// The Rust example plugins: the cargo package and its folder under the workspace.
@@ -41,6 +56,16 @@ const RUST_PLUGINS: &[(&str, &str)] =
 
 /// The C example plugins: the folder under the workspace and the source file in it.
 const C_PLUGINS: &[(&str, &str)] = &[("examples/plugins/c-checksum", "checksum.c")];
+
+/// The Python example plugins (process plugins): the folder under the workspace, whose
+/// `plugin.toml` names the program as its `entry`.
+const PYTHON_PLUGINS: &[&str] = &["examples/plugins/py-wordfreq"];
+
+/// The proto file the Python stubs are generated from, under `<workspace>/proto`.
+const PLUGIN_PROTO: &str = "plugbay/plugin/v1/plugin.proto";
+
+/// How to get what the Python plugins need.
+const PYTHON_GRPC_INSTALL: &str = "python3 -m pip install grpcio grpcio-tools grpcio-health-checking";
 
 /// Errors are messages for a person; `main` prints them.
 type Result<T, E = String> = std::result::Result<T, E>;
@@ -120,12 +145,14 @@ fn plugins(options: PluginsOptions) -> Result<()> {
 
     // Look for the C compiler before the long cargo build, so a missing one fails fast.
     let cc = CCompiler::from_env()?;
+    // A Python without grpc only means the Python plugins are skipped.
+    let python = Python::check();
 
     let artifacts = build_rust_plugins(&root, options.debug)?;
     let staging = Staging::create(&out)?;
     let mut built = Vec::new();
     for (package, dir) in RUST_PLUGINS {
-        let manifest = Manifest::read(&root.join(dir))?;
+        let manifest = Manifest::read(&root.join(dir), "native")?;
         let artifact = artifacts
             .iter()
             .find(|path| path.file_name().is_some_and(|name| *name == *cargo_cdylib_file_name(package)))
@@ -133,34 +160,48 @@ fn plugins(options: PluginsOptions) -> Result<()> {
                 format!("cargo reported no library {} for {package}", cargo_cdylib_file_name(package))
             })?;
         let folder = staging.folder(&manifest)?;
-        copy(artifact, &folder.join(manifest.library_file_name()))?;
-        built.push(staging.install(manifest, folder)?);
+        copy(artifact, &folder.join(manifest.artifact_file_name()))?;
+        built.push((staging.install(manifest, folder)?, profile));
     }
     for (dir, source) in C_PLUGINS {
         let dir = root.join(dir);
-        let manifest = Manifest::read(&dir)?;
+        let manifest = Manifest::read(&dir, "native")?;
         let folder = staging.folder(&manifest)?;
         cc.compile_plugin(
             &root.join("include"),
             &dir.join(source),
-            &folder.join(manifest.library_file_name()),
+            &folder.join(manifest.artifact_file_name()),
             options.debug,
         )?;
-        built.push(staging.install(manifest, folder)?);
+        built.push((staging.install(manifest, folder)?, profile));
+    }
+    let mut skipped = Vec::new();
+    for dir in PYTHON_PLUGINS {
+        let manifest = Manifest::read(&root.join(dir), "process")?;
+        match &python {
+            Ok(python) => {
+                let folder = staging.folder(&manifest)?;
+                let program = folder.join(manifest.artifact_file_name());
+                copy(&manifest.dir.join(&manifest.entry), &program)?;
+                set_executable(&program)?;
+                python.generate_stubs(&root.join("proto"), &folder.join("gen"))?;
+                built.push((staging.install(manifest, folder)?, "python"));
+            }
+            Err(reason) => skipped.push((manifest.id, reason)),
+        }
     }
     drop(staging);
 
-    for (manifest, folder) in built {
-        let library = folder.join(manifest.library_file_name());
-        println!(
-            "built {} {} ({profile}): {}",
-            manifest.id,
-            manifest.version,
-            shown(&library, &cwd).display()
-        );
+    for ((manifest, folder), how) in built {
+        let artifact = folder.join(manifest.artifact_file_name());
+        println!("built {} {} ({how}): {}", manifest.id, manifest.version, shown(&artifact, &cwd).display());
     }
     println!("plugin folders are in {}", shown(&out, &cwd).display());
-    Ok(())
+    for (id, reason) in skipped {
+        eprintln!("xtask: warning: skipped {id}: {reason}; install them with `{PYTHON_GRPC_INSTALL}`");
+    }
+
+    process_builds(&root, &cwd, &process_out(&out), options.debug)
 }
 
 /// `path` relative to `cwd` when it lies below it, for shorter output.
@@ -214,8 +255,11 @@ struct Manifest {
     id: String,
     /// `[plugin].version`, for the report.
     version: String,
-    /// `[plugin].entry`: the library's file name without the platform suffix.
+    /// `[plugin].entry`: the library's file name without the platform suffix (native), or
+    /// the program's file name (process).
     entry: String,
+    /// `[plugin].runtime`: `native` or `process`.
+    runtime: String,
 }
 
 impl Manifest {
@@ -223,7 +267,8 @@ impl Manifest {
         dir.join("plugin.toml")
     }
 
-    fn read(dir: &Path) -> Result<Manifest> {
+    /// Reads `dir/plugin.toml`, which must be for the `runtime` xtask builds it as.
+    fn read(dir: &Path, runtime: &str) -> Result<Manifest> {
         let path = Manifest::path(dir);
         let text =
             fs::read_to_string(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
@@ -237,26 +282,27 @@ impl Manifest {
                 .map(str::to_owned)
                 .ok_or_else(|| format!("{}: [plugin].{name} is missing or not a string", path.display()))
         };
-        let (id, version, entry, runtime) =
+        let (id, version, entry, declared) =
             (field("id")?, field("version")?, field("entry")?, field("runtime")?);
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             return Err(format!("{}: [plugin].id {id:?} must be made of [a-z0-9-]", path.display()));
         }
-        if runtime != "native" {
+        if declared != runtime {
             return Err(format!(
-                "{}: [plugin].runtime is {runtime:?}; xtask assembles native plugins",
+                "{}: [plugin].runtime is {declared:?}; xtask assembles this example as a {runtime} plugin",
                 path.display()
             ));
         }
         if entry.is_empty() || entry.contains(['/', '\\']) || entry.starts_with('.') {
             return Err(format!("{}: [plugin].entry {entry:?} must be a plain file name", path.display()));
         }
-        Ok(Manifest { dir: dir.to_path_buf(), id, version, entry })
+        Ok(Manifest { dir: dir.to_path_buf(), id, version, entry, runtime: declared })
     }
 
-    /// The library's file name in the plugin folder: the entry plus the platform suffix.
-    fn library_file_name(&self) -> String {
-        native_library_file_name(&self.entry)
+    /// The artifact's file name in the plugin folder: for a native plugin the entry plus the
+    /// platform suffix, for a process plugin the entry itself (the program).
+    fn artifact_file_name(&self) -> String {
+        if self.runtime == "native" { native_library_file_name(&self.entry) } else { self.entry.clone() }
     }
 }
 
@@ -325,6 +371,195 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     fs::copy(from, to)
         .map(drop)
         .map_err(|error| format!("cannot copy {} to {}: {error}", from.display(), to.display()))
+}
+
+/// Makes a program executable (mode 0755); a no-op where there are no such modes.
+fn set_executable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+            .map_err(|error| format!("cannot make {} executable: {error}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The Rust examples that are also built as process plugins, from the same source: the
+/// cargo package, its folder under the workspace, the manifest of the process build in that
+/// folder, and the program (a `[[bin]]` of the package that needs its `process` feature).
+const RUST_PROCESS_BUILDS: &[ProcessBuild] = &[ProcessBuild {
+    package: "text-tools",
+    dir: "examples/plugins/text-tools",
+    manifest: "plugin-process.toml",
+    program: "text-tools-process",
+}];
+
+/// One Rust example built as a process plugin: see [`RUST_PROCESS_BUILDS`].
+#[derive(Debug)]
+struct ProcessBuild {
+    package: &'static str,
+    dir: &'static str,
+    manifest: &'static str,
+    program: &'static str,
+}
+
+/// Where the process builds go for plugin folders in `out`: its sibling `<out>-process`
+/// (`target/plugins-process` for the default `target/plugins`).
+fn process_out(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{name}-process"))
+}
+
+/// Builds the programs of [`RUST_PROCESS_BUILDS`] and assembles `<out>/<id>/` for each:
+/// the example's process manifest as `plugin.toml`, and the program named as its `entry`.
+fn process_builds(root: &Path, cwd: &Path, out: &Path, debug: bool) -> Result<()> {
+    let profile = if debug { "debug" } else { "release" };
+    let mut programs = Vec::new();
+    for build in RUST_PROCESS_BUILDS {
+        programs.push(build_process_program(root, build, debug)?);
+    }
+    let staging = Staging::create(out)?;
+    let mut built = Vec::new();
+    for (build, program) in RUST_PROCESS_BUILDS.iter().zip(&programs) {
+        let manifest = read_process_manifest(&root.join(build.dir), build.manifest)?;
+        let folder = staging.dir.join(&manifest.id);
+        fs::create_dir(&folder).map_err(|error| format!("cannot create {}: {error}", folder.display()))?;
+        copy(&manifest.dir.join(build.manifest), &folder.join("plugin.toml"))?;
+        let target = folder.join(manifest.artifact_file_name());
+        copy(program, &target)?;
+        set_executable(&target)?;
+        built.push(staging.install(manifest, folder)?);
+    }
+    drop(staging);
+
+    for (manifest, folder) in built {
+        let program = folder.join(manifest.artifact_file_name());
+        println!(
+            "built {} {} ({profile}, process): {}",
+            manifest.id,
+            manifest.version,
+            shown(&program, cwd).display()
+        );
+    }
+    println!("process plugin folders are in {}", shown(out, cwd).display());
+    Ok(())
+}
+
+/// Builds one process program with cargo
+/// (`cargo build -p <package> --features process --bin <program>`) and returns the
+/// executable cargo reports.
+fn build_process_program(root: &Path, build: &ProcessBuild, debug: bool) -> Result<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.current_dir(root).args(["build", "--message-format=json-render-diagnostics"]);
+    if !debug {
+        command.arg("--release");
+    }
+    command.args(["-p", build.package, "--features", "process", "--bin", build.program]);
+    // Diagnostics and progress go to our stderr as usual; stdout carries JSON messages.
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run {}: {error}", cargo.to_string_lossy()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut executable = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|error| format!("cannot read cargo's output: {error}"))?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if message["reason"] == "compiler-artifact" && message["target"]["name"] == build.program {
+            executable = message["executable"].as_str().map(PathBuf::from).or(executable);
+        }
+    }
+    let status = child.wait().map_err(|error| format!("cannot wait for cargo: {error}"))?;
+    if !status.success() {
+        return Err(format!("cargo build of the process program {} failed ({status})", build.program));
+    }
+    executable.ok_or_else(|| format!("cargo reported no program {} for {}", build.package, build.program))
+}
+
+/// Reads the process build's manifest `file` in the example folder `dir`, as
+/// [`Manifest::read`] reads `plugin.toml`; `[plugin].runtime` must be `process`.
+fn read_process_manifest(dir: &Path, file: &str) -> Result<Manifest> {
+    let path = dir.join(file);
+    let text =
+        fs::read_to_string(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|error| format!("{} is not valid TOML: {error}", path.display()))?;
+    let field = |name: &str| -> Result<String> {
+        table
+            .get("plugin")
+            .and_then(|plugin| plugin.get(name))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{}: [plugin].{name} is missing or not a string", path.display()))
+    };
+    let (id, version, entry, runtime) = (field("id")?, field("version")?, field("entry")?, field("runtime")?);
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(format!("{}: [plugin].id {id:?} must be made of [a-z0-9-]", path.display()));
+    }
+    if runtime != "process" {
+        return Err(format!("{}: [plugin].runtime is {runtime:?}, not \"process\"", path.display()));
+    }
+    if entry.is_empty() || entry.contains(['/', '\\']) || entry.starts_with('.') {
+        return Err(format!("{}: [plugin].entry {entry:?} must be a plain file name", path.display()));
+    }
+    Ok(Manifest { dir: dir.to_path_buf(), id, version, entry, runtime })
+}
+
+/// `python3` (the one on `PATH`, which is also what runs the plugin, through its
+/// `#!/usr/bin/env python3` line) with the gRPC packages the Python plugins need.
+#[derive(Debug)]
+struct Python;
+
+impl Python {
+    /// What the Python plugins import: the runtime and health service, and the stub
+    /// generator for the build.
+    const IMPORTS: &str = "import grpc, grpc_tools, grpc_health.v1";
+
+    /// `Ok` when python3 can import the packages, else why not (for a warning).
+    fn check() -> Result<Python> {
+        match Command::new("python3").args(["-c", Python::IMPORTS]).output() {
+            Ok(output) if output.status.success() => Ok(Python),
+            Ok(output) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let last = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no output");
+                Err(format!("python3 cannot import grpc, grpc_tools and grpc_health ({})", last.trim()))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err("python3 was not found; it runs the plugin, with grpcio".to_owned())
+            }
+            Err(error) => Err(format!("cannot run python3: {error}")),
+        }
+    }
+
+    /// Generates `plugin_pb2.py` and `plugin_pb2_grpc.py` from `<proto>/plugbay/plugin/v1/`
+    /// into `<out>/plugbay/plugin/v1/` (the import path the generated code uses).
+    fn generate_stubs(&self, proto: &Path, out: &Path) -> Result<()> {
+        fs::create_dir_all(out).map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+        let mut python_out = OsString::from("--python_out=");
+        python_out.push(out);
+        let mut grpc_out = OsString::from("--grpc_python_out=");
+        grpc_out.push(out);
+        let output = Command::new("python3")
+            .args(["-m", "grpc_tools.protoc", "-I"])
+            .arg(proto)
+            .arg(python_out)
+            .arg(grpc_out)
+            .arg(proto.join(PLUGIN_PROTO))
+            .output()
+            .map_err(|error| format!("cannot run python3: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "python3 -m grpc_tools.protoc failed on {} ({}): {}",
+                proto.join(PLUGIN_PROTO).display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The C compiler: `$CC` (which may carry arguments, e.g. `ccache gcc`) or `cc`.

@@ -102,9 +102,11 @@ async fn run_async<P: Plugin>() -> Result<(), String> {
     server.await.map_err(|error| format!("the gRPC server failed: {error}"))
 }
 
-/// The host API over the host's callback socket.
+/// The host API over the host's callback socket, connected on first use (most plugins
+/// never call back, and a start should not pay for a connection it does not need).
 pub(crate) struct ProcessHost {
-    client: HostServiceClient<Channel>,
+    socket: PathBuf,
+    client: OnceCell<HostServiceClient<Channel>>,
     handle: tokio::runtime::Handle,
 }
 
@@ -113,6 +115,27 @@ impl ProcessHost {
         // Plugin code runs on blocking threads (see `Service::blocking`), never on a
         // runtime worker, so blocking on the runtime here is allowed.
         self.handle.block_on(future)
+    }
+
+    /// The client, connecting the first time.
+    async fn client(&self) -> Result<HostServiceClient<Channel>, tonic::Status> {
+        self.client
+            .get_or_try_init(|| async {
+                plugbay_proto::connect_unix(&self.socket)
+                    .await
+                    .map(|channel| {
+                        HostServiceClient::new(channel)
+                            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    })
+                    .map_err(|error| {
+                        tonic::Status::unavailable(format!(
+                            "cannot reach the host's callback socket: {error}"
+                        ))
+                    })
+            })
+            .await
+            .cloned()
     }
 
     pub(crate) fn log(&self, level: LogLevel, message: &str) {
@@ -124,7 +147,7 @@ impl ProcessHost {
             LogLevel::Trace => pb::log_request::Level::Trace,
         };
         let request = pb::LogRequest { level: level as i32, message: message.to_owned() };
-        let _ = self.block_on(self.client.clone().log(request));
+        let _ = self.block_on(async { self.client().await?.log(request).await });
     }
 
     pub(crate) fn publish(
@@ -140,7 +163,7 @@ impl ProcessHost {
             payload: payload.to_vec(),
             content_type: content_type.to_owned(),
         };
-        self.block_on(self.client.clone().publish(request)).map(drop).map_err(from_status)
+        self.block_on(async { self.client().await?.publish(request).await }).map(drop).map_err(from_status)
     }
 
     pub(crate) fn invoke(
@@ -155,7 +178,10 @@ impl ProcessHost {
             payload: input.bytes.to_vec(),
             content_type: input.content_type.to_owned(),
         };
-        let response = self.block_on(self.client.clone().invoke(request)).map_err(from_status)?.into_inner();
+        let response = self
+            .block_on(async { self.client().await?.invoke(request).await })
+            .map_err(from_status)?
+            .into_inner();
         Ok(Response { bytes: response.payload, content_type: response.content_type })
     }
 }
@@ -228,11 +254,9 @@ impl<P: Plugin> PluginService for Service<P> {
         request: tonic::Request<pb::InitRequest>,
     ) -> Result<tonic::Response<pb::InitResponse>, tonic::Status> {
         let config = request.into_inner().config;
-        let channel = plugbay_proto::connect_unix(&self.host_socket).await.map_err(|error| {
-            tonic::Status::unavailable(format!("cannot reach the host's callback socket: {error}"))
-        })?;
         let host = Host::process(Arc::new(ProcessHost {
-            client: HostServiceClient::new(channel),
+            socket: self.host_socket.clone(),
+            client: OnceCell::new(),
             handle: self.handle.clone(),
         }));
         let plugin = Self::blocking(move || P::init(host, &config)).await?;

@@ -43,6 +43,15 @@ pub fn process_fixture() -> PathBuf {
     rust_plugin("native-fixture").with_file_name(PROCESS_FIXTURE)
 }
 
+/// The `text-tools` example built as a process plugin (the same `TextTools` type as its
+/// native library; `--features text-tools/process`).
+const TEXT_TOOLS_PROCESS: &str = "text-tools-process";
+
+/// Builds (if needed) and returns the process-plugin build of the `text-tools` example.
+pub fn text_tools_process() -> PathBuf {
+    rust_plugin("text-tools").with_file_name(TEXT_TOOLS_PROCESS)
+}
+
 /// A manifest for a process plugin running `entry` (a program in the plugin folder).
 pub fn process_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])], extra: &str) -> String {
     native_manifest(id, entry, provides).replace("runtime = \"native\"", "runtime = \"process\"") + extra
@@ -86,6 +95,7 @@ fn build_rust_plugins() -> PathBuf {
     let mut libraries: Vec<PathBuf> =
         RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
     libraries.push(out.join(PROCESS_FIXTURE));
+    libraries.push(out.join(TEXT_TOOLS_PROCESS));
     let sources = RUST_PLUGINS
         .iter()
         .map(|(_, dir)| root.join(dir))
@@ -108,7 +118,7 @@ fn build_rust_plugins() -> PathBuf {
     for (name, _) in RUST_PLUGINS {
         command.arg("-p").arg(name);
     }
-    command.args(["--features", "native-fixture/process"]);
+    command.args(["--features", "native-fixture/process", "--features", "text-tools/process"]);
     let status = command.status().expect("cargo runs");
     assert!(status.success(), "building the test plugins failed: {status}");
     out
@@ -169,6 +179,51 @@ pub fn compile_c(source: &Path, out: &Path, flags: &[&str]) {
 /// The C fixture's source (`fixtures/c/fixture.c`), with its knobs documented inside.
 pub fn c_fixture_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/c/fixture.c")
+}
+
+/// The Python example process plugin (`examples/plugins/py-wordfreq`), relative to the
+/// workspace.
+pub const PYTHON_EXAMPLE: &str = "examples/plugins/py-wordfreq";
+
+/// What to run when python3 or its gRPC packages are missing.
+const PYTHON_GRPC_INSTALL: &str = "python3 -m pip install grpcio grpcio-tools grpcio-health-checking";
+
+/// Generates the Python gRPC stubs of `proto/plugbay/plugin/v1/plugin.proto` into `out`
+/// (`out/plugbay/plugin/v1/plugin_pb2.py` and `plugin_pb2_grpc.py`) with
+/// `python3 -m grpc_tools.protoc`, as `cargo xtask plugins` does.
+///
+/// # Panics
+/// If python3, grpcio, grpcio-tools or grpcio-health-checking is missing (the message
+/// says how to install them), or protoc fails.
+pub fn generate_python_stubs(out: &Path) {
+    let check = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools, grpc_health.v1"])
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run python3 ({error}); the Python example needs it, with: {PYTHON_GRPC_INSTALL}")
+        });
+    assert!(
+        check.status.success(),
+        "python3 lacks the gRPC packages the Python example needs; install them with \
+         `{PYTHON_GRPC_INSTALL}` (scripts/test.sh does): {}",
+        String::from_utf8_lossy(&check.stderr).trim()
+    );
+    std::fs::create_dir_all(out).expect("create the stubs folder");
+    let proto = workspace_root().join("proto");
+    let output = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", out.display()))
+        .arg(format!("--grpc_python_out={}", out.display()))
+        .arg(proto.join("plugbay/plugin/v1/plugin.proto"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "grpc_tools.protoc failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A manifest for a native plugin.
@@ -285,6 +340,37 @@ impl PluginsDir {
         let path = folder.join("plugin.sh");
         std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write the script");
         set_executable(&path);
+        folder
+    }
+
+    /// The Python example process plugin as `py-wordfreq` (capability `text.stats@1`):
+    /// its `plugin.toml` and `plugin.py`, with the gRPC stubs generated into `gen/`. The
+    /// program writes its pid to `pid` in the folder when it starts.
+    ///
+    /// # Panics
+    /// If python3 or its gRPC packages are missing (see [`generate_python_stubs`]).
+    pub fn add_python_example(&self) -> PathBuf {
+        let example = workspace_root().join(PYTHON_EXAMPLE);
+        let folder = self.folder("py-wordfreq");
+        for file in ["plugin.toml", "plugin.py"] {
+            std::fs::copy(example.join(file), folder.join(file))
+                .unwrap_or_else(|error| panic!("copy {file} of the Python example: {error}"));
+        }
+        set_executable(&folder.join("plugin.py"));
+        generate_python_stubs(&folder.join("gen"));
+        folder
+    }
+
+    /// The `text-tools` example built as a process plugin, in folder `text-tools`: its
+    /// `plugin-process.toml` as `plugin.toml` (same id and `[provides]` as the native build,
+    /// `runtime = "process"`) and the `text-tools-process` program.
+    pub fn add_text_tools_process(&self) -> PathBuf {
+        let example = workspace_root().join("examples/plugins/text-tools");
+        let manifest = std::fs::read_to_string(example.join("plugin-process.toml"))
+            .expect("the text-tools example's plugin-process.toml");
+        let folder = self.write_manifest("text-tools", manifest);
+        std::fs::copy(text_tools_process(), folder.join(TEXT_TOOLS_PROCESS))
+            .expect("copy the text-tools-process program");
         folder
     }
 

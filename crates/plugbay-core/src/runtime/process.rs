@@ -47,9 +47,12 @@ impl Runtime for ProcessRuntime {
 
     fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>> {
         Box::pin(async move {
-            let folder = artifact.path.parent().unwrap_or(artifact.path).to_path_buf();
-            let spec =
-                Spec { manifest: artifact.manifest.clone(), folder, program: artifact.path.to_path_buf() };
+            // Absolute, since the program runs with the plugin folder as its working directory.
+            let program = std::path::absolute(artifact.path).map_err(|error| {
+                Error::internal(format!("cannot resolve {}: {error}", artifact.path.display()))
+            })?;
+            let folder = program.parent().unwrap_or(&program).to_path_buf();
+            let spec = Spec { manifest: artifact.manifest.clone(), folder, program };
             // The first program is started now, to ask it what it is; it becomes the first
             // instance, initialised by `instantiate`.
             let started = spec.start().await?;
@@ -72,6 +75,8 @@ struct Started {
     running: Running,
     client: PluginServiceClient<Channel>,
     callbacks: callbacks::Server,
+    /// Passed on as the deadline of Describe and Init.
+    start_timeout: Duration,
 }
 
 impl Spec {
@@ -93,7 +98,7 @@ impl Spec {
         let deadline = tokio::time::Instant::now() + self.start_timeout();
         let running = runner::start(program, sockets, self.start_timeout()).await?;
         match tokio::time::timeout_at(deadline, connect_and_check_health(&running)).await {
-            Ok(Ok(client)) => Ok(Started { running, client, callbacks }),
+            Ok(Ok(client)) => Ok(Started { running, client, callbacks, start_timeout: self.start_timeout() }),
             Ok(Err(error)) => {
                 running.kill();
                 Err(with_exit(error, &running).await)
@@ -151,6 +156,9 @@ async fn connect_and_check_health(running: &Running) -> Result<PluginServiceClie
 
 /// A gRPC status from a plugin as a plugbay error (unknown codes become `internal`).
 fn from_status(status: tonic::Status) -> Error {
+    if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
+        return Error::new(Code::DeadlineExceeded, "no response before the deadline; the call was cancelled");
+    }
     let number = status.code() as i32;
     match Code::from_grpc(number) {
         Some(code) => Error::new(code, status.message().to_owned()),
@@ -164,7 +172,9 @@ fn from_status(status: tonic::Status) -> Error {
 
 impl Started {
     async fn describe(&self) -> Result<Description> {
-        let response = self.client.clone().describe(pb::DescribeRequest {}).await.map_err(from_status)?;
+        let mut request = tonic::Request::new(pb::DescribeRequest {});
+        request.set_timeout(self.start_timeout);
+        let response = self.client.clone().describe(request).await.map_err(from_status)?;
         let response = response.into_inner();
         Ok(Description {
             id: response.id,
@@ -198,9 +208,12 @@ impl Loaded for ProcessLoaded {
                 _ => self.spec.start().await?,
             };
             started.callbacks.serve(context.callbacks.clone());
-            let request =
-                pb::InitRequest { config: context.config.clone(), plugin_id: context.plugin.to_string() };
             let timeout = self.spec.start_timeout();
+            let mut request = tonic::Request::new(pb::InitRequest {
+                config: context.config.clone(),
+                plugin_id: context.plugin.to_string(),
+            });
+            request.set_timeout(timeout);
             let init = tokio::time::timeout(timeout, started.client.clone().init(request)).await;
             match init {
                 Ok(Ok(_)) => {}
@@ -256,12 +269,7 @@ impl ProcessInstance {
                 },
                 exit = exited.wait_for(Option::is_some) => return Err(died(exit.ok().and_then(|e| e.clone()))),
             };
-            if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
-                return Err(Error::new(
-                    Code::DeadlineExceeded,
-                    "no response before the deadline; the call was cancelled",
-                ));
-            }
+
             let transport = matches!(
                 status.code(),
                 tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled

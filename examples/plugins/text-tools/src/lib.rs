@@ -1,4 +1,7 @@
-//! `text-tools`: an example native plugbay plugin written in Rust.
+//! `text-tools`: an example plugbay plugin written in Rust, built both ways from this one
+//! source: a native plugin (the `cdylib`, through [`plugbay_sdk::export_plugin!`]) and a
+//! process plugin (the `text-tools-process` program in `src/main.rs`, through
+//! `plugbay_sdk::serve`, with `--features process`).
 //!
 //! It provides the capability `text.transform@1` with four methods:
 //!
@@ -15,7 +18,9 @@
 //! answers JSON, since its result is a record.
 //!
 //! The plugin keeps no state, so the host may call it from many threads at once. Build it
-//! with `cargo xtask plugins`, which also copies `plugin.toml` next to the library.
+//! with `cargo xtask plugins`, which copies `plugin.toml` next to the library in
+//! `target/plugins/text-tools/`, and `plugin-process.toml` (as `plugin.toml`) next to the
+//! program in `target/plugins-process/text-tools/`.
 
 use plugbay_sdk::{Description, Host, Input, LogLevel, Output, Plugin, PluginError};
 use serde::Serialize;
@@ -173,6 +178,23 @@ mod tests {
         assert!(manifest.contains(r#"version = "0.1.0""#));
         let methods = METHODS.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ");
         assert!(manifest.contains(&format!("{CAPABILITY:?} = [{methods}]")), "plugin.toml lists {methods}");
+    }
+
+    #[test]
+    fn the_process_manifest_describes_the_same_plugin() {
+        let native = include_str!("../plugin.toml");
+        let process = include_str!("../plugin-process.toml");
+        // The same id, version, provides, labels and limits: only the runtime and entry differ.
+        let settings = |text: &'static str| -> Vec<&'static str> {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .filter(|line| !["runtime ", "entry ", "abi "].iter().any(|key| line.starts_with(key)))
+                .collect()
+        };
+        assert_eq!(settings(native), settings(process));
+        assert!(process.contains(r#"runtime = "process""#));
+        assert!(process.contains(r#"entry = "text-tools-process""#));
     }
 
     #[test]

@@ -35,7 +35,9 @@ impl Server {
         })?;
         let state = Arc::new(State { plugin: plugin.to_owned(), callbacks: OnceLock::new() });
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = HostServiceServer::new(Callbacks(state.clone()));
+        let service = HostServiceServer::new(Callbacks(state.clone()))
+            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let plugin = plugin.to_owned();
         tokio::spawn(async move {
@@ -102,7 +104,8 @@ impl HostService for Callbacks {
                 pb::log_request::Level::Trace => LogLevel::Trace,
                 _ => LogLevel::Info,
             };
-        let message = super::output::printable(request.message.as_bytes());
+        let message = request.message.as_bytes();
+        let message = super::output::printable(&message[..message.len().min(super::output::MAX_LINE)]);
         self.callbacks()?.log(&self.0.plugin, level, &message);
         Ok(tonic::Response::new(pb::LogResponse {}))
     }

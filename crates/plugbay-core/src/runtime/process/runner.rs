@@ -65,8 +65,11 @@ pub(crate) struct Sockets {
 impl Sockets {
     /// A new private directory (mode 0700) with the two socket paths in it.
     pub(crate) fn new(plugin: &str) -> Result<Sockets> {
-        let dir =
-            tempfile::Builder::new().prefix(&format!("plugbay-{plugin}-")).tempdir().map_err(|error| {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("plugbay-{plugin}-"))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .map_err(|error| {
                 Error::internal(format!("cannot create the plugin's private directory: {error}"))
             })?;
         let plugin = dir.path().join("plugin.sock");

@@ -1,0 +1,186 @@
+//! Process plugin call cost: a round trip to a Rust process plugin through `Host::invoke`,
+//! beside a raw Unix-socket ping-pong between two processes measured in the same run (the
+//! physical floor on this machine), and the time from spawning a plugin to its first
+//! answered call.
+//!
+//! Run: `cargo bench --bench process_call` (results: BENCHMARKS.md). Besides criterion's
+//! estimates it prints p50/p99 over a fixed number of round trips for each path.
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use plugbay_core::{Call, Host, HostConfig, Payload};
+use plugbay_testkit::PluginsDir;
+
+const SIZES: [usize; 2] = [64, 4096];
+/// Round trips timed one by one for the percentile summary.
+const SAMPLES: usize = 20_000;
+/// Set in the child: run as the raw echo peer on this socket path.
+const ECHO_PEER: &str = "PLUGBAY_BENCH_ECHO_PEER";
+
+/// The raw peer: echoes fixed-size messages (size first, then payloads) until EOF.
+fn echo_peer(path: &str) {
+    let mut stream = UnixStream::connect(path).expect("connect to the bench");
+    let mut size = [0u8; 8];
+    stream.read_exact(&mut size).unwrap();
+    let mut buffer = vec![0u8; u64::from_le_bytes(size) as usize];
+    while stream.read_exact(&mut buffer).is_ok() {
+        if stream.write_all(&buffer).is_err() {
+            break;
+        }
+    }
+}
+
+/// A raw ping-pong partner in another process, for one message size.
+struct RawPeer {
+    stream: UnixStream,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RawPeer {
+    fn start(size: usize) -> RawPeer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raw.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(ECHO_PEER, &path)
+            .spawn()
+            .unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(&(size as u64).to_le_bytes()).unwrap();
+        RawPeer { stream, child, _dir: dir }
+    }
+
+    fn round_trip(&mut self, message: &mut [u8]) {
+        self.stream.write_all(message).unwrap();
+        self.stream.read_exact(message).unwrap();
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+}
+
+fn report(name: &str, samples: Vec<Duration>) {
+    let (p50, p99) = percentiles(samples);
+    println!(
+        "percentiles {name:<40} p50 {:>8.1} us   p99 {:>8.1} us",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+}
+
+fn round_trips(c: &mut Criterion) {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("");
+    for flavor in ["current_thread", "multi_thread"] {
+        let runtime = match flavor {
+            "current_thread" => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            _ => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+        };
+        let host = runtime.block_on(async {
+            let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+            let report = host.load_all().await;
+            assert!(report.failed.is_empty(), "{:?}", report.failed);
+            host
+        });
+        let mut group = c.benchmark_group(format!("process/{flavor}"));
+        for size in SIZES {
+            let call = Call::new("fixture@1", "echo", Payload::bytes(vec![7u8; size]));
+            group.throughput(Throughput::Bytes(size as u64));
+            group.bench_with_input(BenchmarkId::new("host_invoke", size), &call, |b, call| {
+                b.iter_custom(|iterations| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iterations {
+                            black_box(host.invoke(call.clone()).await.unwrap());
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            let samples = runtime.block_on(async {
+                let mut samples = Vec::with_capacity(SAMPLES);
+                for _ in 0..SAMPLES {
+                    let start = Instant::now();
+                    black_box(host.invoke(call.clone()).await.unwrap());
+                    samples.push(start.elapsed());
+                }
+                samples
+            });
+            report(&format!("process/{flavor}/host_invoke/{size}"), samples);
+        }
+        group.finish();
+        runtime.block_on(host.unload("fixture")).unwrap();
+    }
+
+    let mut group = c.benchmark_group("process/raw_unix_ping_pong");
+    for size in SIZES {
+        let mut peer = RawPeer::start(size);
+        let mut message = vec![7u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| b.iter(|| peer.round_trip(&mut message)));
+        let samples = (0..SAMPLES)
+            .map(|_| {
+                let start = Instant::now();
+                peer.round_trip(&mut message);
+                start.elapsed()
+            })
+            .collect();
+        report(&format!("process/raw_unix_ping_pong/{size}"), samples);
+    }
+    group.finish();
+}
+
+fn spawn_to_first_call(c: &mut Criterion) {
+    let dir = PluginsDir::new();
+    let folder = dir.add_process_fixture("");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let call = Call::new("fixture@1", "echo", Payload::bytes(&b"first"[..]));
+    let mut group = c.benchmark_group("process");
+    group.sample_size(20).measurement_time(Duration::from_secs(8));
+    group.bench_function("spawn_to_first_call", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+                    let start = Instant::now();
+                    host.load_folder(&folder).await.unwrap();
+                    black_box(host.invoke(call.clone()).await.unwrap());
+                    total += start.elapsed();
+                    host.unload("fixture").await.unwrap();
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    if let Ok(path) = std::env::var(ECHO_PEER) {
+        echo_peer(&path);
+        return;
+    }
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    round_trips(&mut criterion);
+    spawn_to_first_call(&mut criterion);
+    criterion.final_summary();
+}
