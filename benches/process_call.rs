@@ -169,6 +169,22 @@ fn spawn_to_first_call(c: &mut Criterion) {
         })
     });
     group.finish();
+    // Where the time goes: loading (spawn, handshake, health, describe, init) vs the call.
+    let (mut load, mut first) = (Vec::new(), Vec::new());
+    runtime.block_on(async {
+        for _ in 0..20 {
+            let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+            let start = Instant::now();
+            host.load_folder(&folder).await.unwrap();
+            load.push(start.elapsed());
+            let start = Instant::now();
+            black_box(host.invoke(call.clone()).await.unwrap());
+            first.push(start.elapsed());
+            host.unload("fixture").await.unwrap();
+        }
+    });
+    report("process/spawn_to_first_call: load", load);
+    report("process/spawn_to_first_call: first call", first);
 }
 
 fn main() {

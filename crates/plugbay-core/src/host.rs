@@ -565,12 +565,13 @@ impl HostInner {
             _ => manifest.plugin.entry.clone(),
         };
         let artifact_path = folder.join(&artifact_name);
-        let bytes = safe_fs::read_beneath(
-            folder,
-            Path::new(&artifact_name),
-            self.config.max_artifact_bytes,
-            Code::ResourceExhausted,
-        )
+        let limit = self.config.max_artifact_bytes;
+        let relative = Path::new(&artifact_name);
+        let bytes = if runtime.reads_artifact() {
+            safe_fs::read_beneath(folder, relative, limit, Code::ResourceExhausted)
+        } else {
+            safe_fs::check_beneath(folder, relative, limit, Code::ResourceExhausted).map(|()| Vec::new())
+        }
         .map_err(|error| error.with_field("plugin.entry"))?;
         let loaded = runtime.load(Artifact { manifest: &manifest, path: &artifact_path, bytes }).await?;
         loaded.description().check_against(&manifest).map_err(|error| error.with_file(&artifact_path))?;

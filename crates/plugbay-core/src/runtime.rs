@@ -86,14 +86,17 @@ impl Description {
     }
 }
 
-/// The artifact a runtime is asked to load: the bytes the host read (and, later, verified)
-/// from beneath the plugin folder, so the code that runs is the code that was checked.
+/// The artifact a runtime is asked to load. For runtimes that read it (native), the bytes
+/// the host read from beneath the plugin folder, so the code that runs is the code that was
+/// checked; process plugins are run from their path (checked to be a regular file beneath
+/// the folder), and running exactly the checked bytes comes with signed artifacts.
 pub struct Artifact<'a> {
     /// The accepted manifest.
     pub manifest: &'a Manifest,
     /// Where the bytes came from (for messages).
     pub path: &'a Path,
-    /// The artifact's bytes.
+    /// The artifact's bytes (empty when the runtime does not read them, see
+    /// [`Runtime::reads_artifact`]).
     pub bytes: Vec<u8>,
 }
 
@@ -153,6 +156,13 @@ pub struct InstanceContext {
 pub trait Runtime: Send + Sync + 'static {
     /// Which runtime this is.
     fn kind(&self) -> RuntimeKind;
+
+    /// Whether [`Runtime::load`] needs the artifact's bytes. When `false` the host only
+    /// checks that the artifact is a regular file beneath the plugin folder and passes no
+    /// bytes (a process plugin's program is run from its path).
+    fn reads_artifact(&self) -> bool {
+        true
+    }
 
     /// Loads and checks an artifact (Discovered -> Loaded).
     ///

@@ -14,6 +14,32 @@ use crate::error::{Code, Error, Result};
 /// `permission_denied` for an escape, `not_found` for a missing file, `failed_precondition`
 /// for a non-regular file, `too_large` for an oversized one; each names the path.
 pub fn read_beneath(root: &Path, relative: &Path, limit: u64, too_large: Code) -> Result<Vec<u8>> {
+    let (file, length, shown) = open_regular(root, relative, limit, too_large)?;
+    let mut bytes = Vec::with_capacity(length as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|error| io_error(error, &shown))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(too_large, format!("more than the limit of {limit} bytes")).with_file(&shown));
+    }
+    Ok(bytes)
+}
+
+/// Checks, as [`read_beneath`] does, that `root/relative` is a regular file beneath `root`
+/// of at most `limit` bytes, without reading it.
+///
+/// # Errors
+/// As [`read_beneath`].
+pub fn check_beneath(root: &Path, relative: &Path, limit: u64, too_large: Code) -> Result<()> {
+    open_regular(root, relative, limit, too_large).map(drop)
+}
+
+/// Opens a regular file beneath `root` no larger than `limit`; returns it, its length and
+/// the path to show in errors.
+fn open_regular(
+    root: &Path,
+    relative: &Path,
+    limit: u64,
+    too_large: Code,
+) -> Result<(std::fs::File, u64, std::path::PathBuf)> {
     let shown = root.join(relative);
     let file = open_beneath(root, relative).map_err(|error| error.with_file(&shown))?;
     let metadata = file.metadata().map_err(|error| io_error(error, &shown))?;
@@ -27,12 +53,7 @@ pub fn read_beneath(root: &Path, relative: &Path, limit: u64, too_large: Code) -
         )
         .with_file(&shown));
     }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(|error| io_error(error, &shown))?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::new(too_large, format!("more than the limit of {limit} bytes")).with_file(&shown));
-    }
-    Ok(bytes)
+    Ok((file, metadata.len(), shown))
 }
 
 fn io_error(error: std::io::Error, path: &Path) -> Error {

@@ -45,6 +45,10 @@ impl Runtime for ProcessRuntime {
         RuntimeKind::Process
     }
 
+    fn reads_artifact(&self) -> bool {
+        false
+    }
+
     fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>> {
         Box::pin(async move {
             // Absolute, since the program runs with the plugin folder as its working directory.
