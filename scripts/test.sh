@@ -14,6 +14,9 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== test plugins (built once, before the tests' time limits start)"
+cargo xtask testkit
+
 echo "== unit and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

@@ -88,6 +88,13 @@ async fn stop_shuts_the_program_down_and_is_safe_twice() {
     assert!(pid_alive(pid));
     host.stop("fixture").await.unwrap();
     assert!(!pid_alive(pid), "the program exited on shutdown");
+    for _ in 0..100 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "no zombie: the program was reaped");
     assert!(host.stop("fixture").await.is_err(), "a second stop is a clear error, not a hang");
     host.start("fixture").await.unwrap();
     let new_pid = fixture_pid(&host).await;

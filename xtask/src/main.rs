@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! cargo xtask plugins [--debug] [--out DIR]
+//! cargo xtask testkit
 //! ```
+//!
+//! `testkit` builds the test plugins and the `plugbay` binary the integration tests use
+//! (into `target/testkit`), so the first test does not spend its time limit compiling.
 //!
 //! `plugins` builds the example plugins under `examples/plugins/` and assembles a plugin
 //! folder for each, `<out>/<id>/` holding `plugin.toml` and the library named as the
@@ -48,6 +52,9 @@ commands:
       --debug    build the Rust plugins in the dev profile (and the C one with -O0 -g)
       --out DIR  where to put the plugin folders (default: <workspace>/target/plugins;
                  the process builds go to DIR-process)
+  testkit
+      Build the test plugins and the plugbay binary the integration tests use
+      (target/testkit), before the tests run.
 ";
 
 /// The Rust example plugins: the cargo package and its folder under the workspace.
@@ -86,6 +93,12 @@ fn run(args: Vec<OsString>) -> Result<()> {
     let command = args.next().map(|arg| arg.to_string_lossy().into_owned());
     match command.as_deref() {
         Some("plugins") => plugins(PluginsOptions::parse(args)?),
+        Some("testkit") => {
+            // Builds what the test suite's plugins and CLI tests need, outside any test's
+            // time limit (the suite rebuilds only what changed afterwards).
+            plugbay_testkit::prebuild();
+            Ok(())
+        }
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())

@@ -124,6 +124,13 @@ fn build_rust_plugins() -> PathBuf {
     out
 }
 
+/// Builds everything the suite builds on demand (the Rust test plugins and the `plugbay`
+/// binary), for a test script to run before the tests.
+pub fn prebuild() {
+    rust_plugin("native-fixture");
+    plugbay_binary();
+}
+
 /// Builds (if needed) the `plugbay` command-line binary into `target/testkit` and returns
 /// its path, for tests that need the host in a child process (a crash must not take the
 /// test runner down) or that check the CLI itself.
