@@ -84,8 +84,15 @@ fn report(name: &str, samples: Vec<Duration>) {
 }
 
 fn round_trips(c: &mut Criterion) {
+    for (transport, manifest_extra) in [("framed", ""), ("grpc", "\n[process]\ntransport = \"grpc\"\n")] {
+        round_trips_over(c, transport, manifest_extra);
+    }
+    raw_ping_pong(c);
+}
+
+fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
     let dir = PluginsDir::new();
-    dir.add_process_fixture("");
+    dir.add_process_fixture(manifest_extra);
     for flavor in ["current_thread", "multi_thread"] {
         let runtime = match flavor {
             "current_thread" => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
@@ -97,7 +104,7 @@ fn round_trips(c: &mut Criterion) {
             assert!(report.failed.is_empty(), "{:?}", report.failed);
             host
         });
-        let mut group = c.benchmark_group(format!("process/{flavor}"));
+        let mut group = c.benchmark_group(format!("process/{transport}/{flavor}"));
         for size in SIZES {
             let call = Call::new("fixture@1", "echo", Payload::bytes(vec![7u8; size]));
             group.throughput(Throughput::Bytes(size as u64));
@@ -121,12 +128,14 @@ fn round_trips(c: &mut Criterion) {
                 }
                 samples
             });
-            report(&format!("process/{flavor}/host_invoke/{size}"), samples);
+            report(&format!("process/{transport}/{flavor}/host_invoke/{size}"), samples);
         }
         group.finish();
         runtime.block_on(host.unload("fixture")).unwrap();
     }
+}
 
+fn raw_ping_pong(c: &mut Criterion) {
     let mut group = c.benchmark_group("process/raw_unix_ping_pong");
     for size in SIZES {
         let mut peer = RawPeer::start(size);

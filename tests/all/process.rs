@@ -300,6 +300,7 @@ async fn environment_is_cleared_but_for_allowed_names_and_stdin_is_null() {
         );
     }
     assert!(names.contains(&"PLUGBAY_PLUGIN_COOKIE") && names.contains(&"PLUGBAY_SOCKET"));
+    assert!(env.lines().any(|line| line == "PLUGBAY_TRANSPORTS=framed,grpc"), "{env}");
     assert!(!names.contains(&"PATH"), "PATH is not passed unless allowed");
     let stdin = std::fs::read_to_string(dir.path().join("bad/stdin.txt")).unwrap();
     assert!(stdin.contains("/dev/null"), "{stdin}");
@@ -413,4 +414,43 @@ async fn private_directory_and_sockets_are_removed_when_the_plugin_stops() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!private.exists(), "{} is removed", private.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_plugin_speaks_grpc_when_the_manifest_offers_only_grpc() {
+    // The same fixture, offered gRPC only: calls, host callbacks, errors and a crash
+    // mid-call behave as over the framed transport.
+    let (_dir, host) = fixture_host("\n[process]\ntransport = \"grpc\"\n").await;
+    let echo = host.invoke(Call::new("fixture@1", "echo", Payload::bytes(&b"over grpc"[..]))).await.unwrap();
+    assert_eq!(&echo.bytes[..], b"over grpc");
+    let reply = host
+        .invoke(json_call(
+            "fixture@1",
+            "invoke",
+            json!({"target": "text.transform@1", "method": "lower", "payload": "ABC"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.to_json::<String>().unwrap(), "abc");
+    let error = host.invoke(Call::new("fixture@1", "panic", Payload::default())).await.unwrap_err();
+    assert_error(&error, Code::Internal, &["panicked"]);
+    let call = Call::new("fixture@1", "sleep", Payload::json(&2_000).unwrap())
+        .with_timeout(Duration::from_millis(200));
+    assert_eq!(host.invoke(call).await.unwrap_err().code(), Code::DeadlineExceeded);
+    let error = host.invoke(json_call("fixture@1", "segfault", json!(null))).await.unwrap_err();
+    assert_error(&error, Code::Unavailable, &["SIGSEGV"]);
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_offer_follows_the_manifest() {
+    let dir = PluginsDir::new();
+    dir.add_script_plugin(
+        "bad",
+        "echo \"$PLUGBAY_TRANSPORTS\" > transports.txt",
+        "\n[process]\ntransport = \"grpc\"\n",
+    );
+    let _host = host_over(&dir).await;
+    let offered = std::fs::read_to_string(dir.path().join("bad/transports.txt")).unwrap();
+    assert_eq!(offered.trim(), "grpc");
 }

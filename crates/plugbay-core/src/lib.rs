@@ -52,4 +52,4 @@ pub use config::HostConfig;
 pub use error::{Code, Error, Result};
 pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
 pub use lifecycle::State;
-pub use manifest::{Manifest, ProcessSettings, RuntimeKind};
+pub use manifest::{Manifest, ProcessSettings, ProcessTransport, RuntimeKind};

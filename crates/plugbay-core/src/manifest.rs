@@ -225,13 +225,32 @@ pub struct ProcessSettings {
     /// Milliseconds the program has to exit after shutdown before its process group is
     /// killed, 0 to 600 000. Default: 5 000.
     pub shutdown_grace_ms: u64,
-    /// Arguments passed to the program (each at most 4096 characters, no NUL). Default: none.
+    /// Arguments passed to the program (each at most 4096 bytes, no NUL). Default: none.
     pub args: Vec<String>,
+    /// Which transports the host offers the program. Default: [`ProcessTransport::Auto`].
+    pub transport: ProcessTransport,
+}
+
+/// The transports a process plugin may be offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessTransport {
+    /// gRPC, and the lean framed transport for programs that speak it (the Rust SDK).
+    #[default]
+    Auto,
+    /// gRPC only.
+    Grpc,
 }
 
 impl Default for ProcessSettings {
     fn default() -> ProcessSettings {
-        ProcessSettings { replicas: 1, start_timeout_ms: 10_000, shutdown_grace_ms: 5_000, args: Vec::new() }
+        ProcessSettings {
+            replicas: 1,
+            start_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+            args: Vec::new(),
+            transport: ProcessTransport::Auto,
+        }
     }
 }
 
@@ -500,6 +519,7 @@ struct RawProcess {
     shutdown_grace_ms: Option<i64>,
     #[serde(default)]
     args: Vec<String>,
+    transport: Option<String>,
 }
 
 // === Errors located in the document ===
@@ -756,6 +776,17 @@ impl Context<'_> {
                 process_defaults.shutdown_grace_ms,
             )?,
             args: raw.process.args,
+            transport: match raw.process.transport.as_deref() {
+                None | Some("auto") => ProcessTransport::Auto,
+                Some("grpc") => ProcessTransport::Grpc,
+                Some(other) => {
+                    return Err(self.error(
+                        &[Key("process"), Key("transport")],
+                        At::Value,
+                        invalid(format!("transport {} is not one of: auto, grpc", quote(other))),
+                    ));
+                }
+            },
         };
         for (index, arg) in process.args.iter().enumerate() {
             let ok = arg.len() <= 4096 && !arg.contains('\0');

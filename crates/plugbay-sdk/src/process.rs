@@ -12,6 +12,8 @@ use tokio::sync::{OnceCell, watch};
 use tonic::transport::Channel;
 
 use crate::Plugin;
+
+mod framed;
 use crate::host::{Host, LogLevel, Response};
 use crate::types::{ErrorCode, Event, Input, PluginError};
 
@@ -75,8 +77,6 @@ async fn run_async<P: Plugin>() -> Result<(), String> {
     let host_socket = PathBuf::from(env("PLUGBAY_HOST_SOCKET")?);
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
-    let (health_reporter, health_service) = plugbay_proto::tonic_health::server::health_reporter();
-    health_reporter.set_serving::<PluginServiceServer<Service<P>>>().await;
     let (stop, stopped) = watch::channel(false);
     let service = Service::<P> {
         plugin: Arc::new(OnceCell::new()),
@@ -84,6 +84,14 @@ async fn run_async<P: Plugin>() -> Result<(), String> {
         handle: tokio::runtime::Handle::current(),
         stop,
     };
+    let transports = std::env::var("PLUGBAY_TRANSPORTS").unwrap_or_default();
+    if transports.split(',').any(|t| t.trim() == "framed") {
+        println!("plugbay|{VERSION}|unix|{}|framed", socket.display());
+        framed::serve(listener, Arc::new(service), stopped).await;
+        return Ok(());
+    }
+    let (health_reporter, health_service) = plugbay_proto::tonic_health::server::health_reporter();
+    health_reporter.set_serving::<PluginServiceServer<Service<P>>>().await;
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
@@ -195,7 +203,7 @@ fn to_status(error: PluginError) -> tonic::Status {
 }
 
 /// The gRPC face of a plugin.
-struct Service<P: Plugin> {
+pub(crate) struct Service<P: Plugin> {
     plugin: Arc<OnceCell<P>>,
     host_socket: PathBuf,
     handle: tokio::runtime::Handle,

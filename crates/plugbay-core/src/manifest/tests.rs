@@ -128,7 +128,13 @@ fn minimal_manifest_takes_the_defaults() {
     assert_eq!(manifest.load, Load { lazy: false });
     assert_eq!(
         manifest.process,
-        ProcessSettings { replicas: 1, start_timeout_ms: 10_000, shutdown_grace_ms: 5_000, args: vec![] }
+        ProcessSettings {
+            replicas: 1,
+            start_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+            args: vec![],
+            transport: ProcessTransport::Auto
+        }
     );
 }
 
@@ -144,7 +150,8 @@ fn process_settings_are_read_and_checked() {
             replicas: 3,
             start_timeout_ms: 500,
             shutdown_grace_ms: 0,
-            args: vec!["--fast".into()]
+            args: vec!["--fast".into()],
+            transport: ProcessTransport::Auto
         }
     );
     expect_error(

@@ -7,6 +7,8 @@
 //! keeps it as the first instance; further replicas are started the same way.
 
 mod callbacks;
+mod client;
+mod framed;
 pub(crate) mod handshake;
 mod output;
 mod runner;
@@ -19,15 +21,16 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::plugin_service_client::PluginServiceClient;
-use tonic::transport::Channel;
 
 use crate::bus::Event;
 use crate::call::{ContentType, Payload};
 use crate::error::{Code, Error, Result};
-use crate::manifest::{Manifest, RuntimeKind};
+use crate::manifest::{Manifest, ProcessTransport, RuntimeKind};
 use crate::runtime::{
     Artifact, BoxFuture, CallOutcome, Description, Instance, InstanceContext, Loaded, Runtime,
 };
+use client::PluginClient;
+use handshake::Transport;
 use runner::{Program, Running, Sockets};
 
 /// The gRPC service name whose health must be SERVING.
@@ -77,7 +80,7 @@ struct Spec {
 /// A program after the handshake, connected and healthy, not yet initialised.
 struct Started {
     running: Running,
-    client: PluginServiceClient<Channel>,
+    client: PluginClient,
     callbacks: callbacks::Server,
     /// Passed on as the deadline of Describe and Init.
     start_timeout: Duration,
@@ -98,6 +101,10 @@ impl Spec {
             program: self.program.clone(),
             args: &self.manifest.process.args,
             env: &self.manifest.permissions.env,
+            transports: match self.manifest.process.transport {
+                ProcessTransport::Auto => &[Transport::Framed, Transport::Grpc],
+                ProcessTransport::Grpc => &[Transport::Grpc],
+            },
         };
         let deadline = tokio::time::Instant::now() + self.start_timeout();
         let running = runner::start(program, sockets, self.start_timeout()).await?;
@@ -127,7 +134,15 @@ async fn with_exit(error: Error, running: &Running) -> Error {
     Error::new(error.code(), format!("{}{exit}{}", error.message(), running.stderr.render()))
 }
 
-async fn connect_and_check_health(running: &Running) -> Result<PluginServiceClient<Channel>> {
+async fn connect_and_check_health(running: &Running) -> Result<PluginClient> {
+    if running.transport == Transport::Framed {
+        // The framed transport has no health service: the plugin listens before it prints
+        // the handshake, and Describe (next) answers once it serves.
+        let client = framed::FramedClient::connect(&running.socket).await.map_err(|error| {
+            Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
+        })?;
+        return Ok(PluginClient::Framed(client));
+    }
     let channel = plugbay_proto::connect_unix(&running.socket).await.map_err(|error| {
         Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
     })?;
@@ -153,9 +168,11 @@ async fn connect_and_check_health(running: &Running) -> Result<PluginServiceClie
         tracing::trace!(plugin = %running.plugin, "waiting for health: {last}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(PluginServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(PluginClient::Grpc(
+        PluginServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    ))
 }
 
 /// A gRPC status from a plugin as a plugbay error (unknown codes become `internal`).
@@ -176,10 +193,11 @@ fn from_status(status: tonic::Status) -> Error {
 
 impl Started {
     async fn describe(&self) -> Result<Description> {
-        let mut request = tonic::Request::new(pb::DescribeRequest {});
-        request.set_timeout(self.start_timeout);
-        let response = self.client.clone().describe(request).await.map_err(from_status)?;
-        let response = response.into_inner();
+        let response = self
+            .client
+            .describe(pb::DescribeRequest {}, Some(self.start_timeout))
+            .await
+            .map_err(from_status)?;
         Ok(Description {
             id: response.id,
             version: response.version,
@@ -213,12 +231,9 @@ impl Loaded for ProcessLoaded {
             };
             started.callbacks.serve(context.callbacks.clone());
             let timeout = self.spec.start_timeout();
-            let mut request = tonic::Request::new(pb::InitRequest {
-                config: context.config.clone(),
-                plugin_id: context.plugin.to_string(),
-            });
-            request.set_timeout(timeout);
-            let init = tokio::time::timeout(timeout, started.client.clone().init(request)).await;
+            let request =
+                pb::InitRequest { config: context.config.clone(), plugin_id: context.plugin.to_string() };
+            let init = tokio::time::timeout(timeout, started.client.init(request, Some(timeout))).await;
             match init {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => return Err(with_exit(from_status(status), &started.running).await),
@@ -299,21 +314,19 @@ impl Instance for ProcessInstance {
         if let Some(exit) = self.started.running.exited.borrow().clone() {
             return CallOutcome::Done(Err(self.gone(&exit)));
         }
-        let mut request = tonic::Request::new(pb::CallRequest {
+        let request = pb::CallRequest {
             method: method.to_owned(),
             payload: payload.bytes.to_vec(),
             content_type: payload.content_type.as_str().to_owned(),
-        });
-        if let Some(deadline) = deadline {
-            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        }
-        let mut client = self.started.client.clone();
-        let rpc = async move { client.call(request).await };
+        };
+        let timeout = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let client = self.started.client.clone();
+        let rpc = async move { client.call(request, timeout).await };
         let call = self.guarded(rpc);
         let request_type = payload.content_type.clone();
         let limit = self.max_payload_bytes;
         CallOutcome::Pending(Box::pin(async move {
-            let response = call.await?.into_inner();
+            let response = call.await?;
             if response.payload.len() > limit {
                 return Err(Error::new(
                     Code::ResourceExhausted,
@@ -351,8 +364,8 @@ impl Instance for ProcessInstance {
             source: event.source.clone(),
             timestamp_ms: event.timestamp_ms,
         };
-        let mut client = self.started.client.clone();
-        let call = self.guarded(async move { client.on_event(request).await });
+        let client = self.started.client.clone();
+        let call = self.guarded(async move { client.on_event(request, None).await });
         CallOutcome::Pending(Box::pin(async move { call.await.map(|_| Payload::default()) }))
     }
 
@@ -362,8 +375,8 @@ impl Instance for ProcessInstance {
                 .get_or_init(|| async {
                     let running = &self.started.running;
                     if running.is_running() {
-                        let mut client = self.started.client.clone();
-                        let ask = tokio::time::timeout(self.grace, client.shutdown(pb::ShutdownRequest {}));
+                        let ask = self.started.client.shutdown(pb::ShutdownRequest {}, Some(self.grace));
+                        let ask = tokio::time::timeout(self.grace, ask);
                         let _ = ask.await;
                         running.stop(self.grace).await;
                     }

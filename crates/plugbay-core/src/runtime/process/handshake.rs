@@ -12,6 +12,29 @@ pub const PLUGIN_COOKIE: &str = "d6f2c0a4-plugbay-process-plugin";
 /// How much of an unexpected line an error quotes.
 const QUOTE_BYTES: usize = 200;
 
+/// How the host and the plugin talk after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// gRPC over HTTP/2 (every language).
+    Grpc,
+    /// Length-prefixed protobuf frames multiplexed by call id (the Rust SDK).
+    Framed,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Framed => "framed",
+        }
+    }
+}
+
+/// The offered transports as the environment spells them (`framed,grpc`).
+pub(crate) fn offered_transports(offered: &[Transport]) -> String {
+    offered.iter().map(|t| t.name()).collect::<Vec<_>>().join(",")
+}
+
 /// The offered versions as the environment spells them (`1` or `1,2`).
 pub(crate) fn offered_versions() -> String {
     PROTOCOL_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
@@ -33,7 +56,7 @@ pub(crate) fn quote(line: &str) -> String {
 /// # Errors
 /// `failed_precondition` for a malformed line, an unoffered version, another network or
 /// protocol; `permission_denied` for a socket other than the one the host assigned.
-pub(crate) fn check(line: &str, assigned_socket: &Path) -> Result<u32> {
+pub(crate) fn check(line: &str, assigned_socket: &Path, offered: &[Transport]) -> Result<(u32, Transport)> {
     let expected = "`plugbay|<version>|unix|<socket path>|grpc`";
     let fields: Vec<&str> = line.split('|').collect();
     if fields.len() != 5 || fields[0] != "plugbay" {
@@ -68,13 +91,14 @@ pub(crate) fn check(line: &str, assigned_socket: &Path) -> Result<u32> {
             assigned_socket.display().to_string()
         )));
     }
-    if fields[4] != "grpc" {
+    let Some(transport) = offered.iter().copied().find(|t| t.name() == fields[4]) else {
         return Err(Error::precondition(format!(
-            "the handshake names protocol {:?}; this host speaks grpc",
-            fields[4]
+            "the handshake names protocol {:?}; the host offered {}",
+            fields[4],
+            offered_transports(offered)
         )));
-    }
-    Ok(version)
+    };
+    Ok((version, transport))
 }
 
 /// Checks that the assigned socket exists, is a socket (not a link or a file), and belongs
@@ -107,7 +131,18 @@ mod tests {
     #[test]
     fn handshake_lines_are_checked_field_by_field() {
         let socket = Path::new("/tmp/x/plugin.sock");
-        assert_eq!(check("plugbay|1|unix|/tmp/x/plugin.sock|grpc", socket).unwrap(), 1);
+        let both = [Transport::Framed, Transport::Grpc];
+        assert_eq!(
+            check("plugbay|1|unix|/tmp/x/plugin.sock|grpc", socket, &both).unwrap(),
+            (1, Transport::Grpc)
+        );
+        assert_eq!(
+            check("plugbay|1|unix|/tmp/x/plugin.sock|framed", socket, &both).unwrap(),
+            (1, Transport::Framed)
+        );
+        let error =
+            check("plugbay|1|unix|/tmp/x/plugin.sock|framed", socket, &[Transport::Grpc]).unwrap_err();
+        assert!(error.to_string().contains("offered grpc"), "{error}");
         let cases = [
             ("hello world", Code::FailedPrecondition, "\"hello world\""),
             (
@@ -121,11 +156,11 @@ mod tests {
             ("plugbay|1|unix|/tmp/x/plugin.sock|netrpc", Code::FailedPrecondition, "netrpc"),
         ];
         for (line, code, fragment) in cases {
-            let error = check(line, socket).unwrap_err();
+            let error = check(line, socket, &both).unwrap_err();
             assert_eq!(error.code(), code, "{line}: {error}");
             assert!(error.to_string().contains(fragment), "{line}: {error}");
         }
         let long = "x".repeat(5000);
-        assert!(check(&long, socket).unwrap_err().to_string().len() < 400, "quotes are bounded");
+        assert!(check(&long, socket, &both).unwrap_err().to_string().len() < 400, "quotes are bounded");
     }
 }

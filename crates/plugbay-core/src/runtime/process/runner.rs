@@ -17,7 +17,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
-use crate::runtime::process::handshake::{self, PLUGIN_COOKIE};
+use crate::runtime::process::handshake::{self, PLUGIN_COOKIE, Transport};
 use crate::runtime::process::output::{self, LineReader, Tail};
 use crate::sandbox;
 
@@ -36,6 +36,8 @@ pub(crate) struct Program<'a> {
     pub(crate) args: &'a [String],
     /// Host environment variables it may see.
     pub(crate) env: &'a [String],
+    /// The transports offered in the handshake.
+    pub(crate) transports: &'a [Transport],
 }
 
 /// A started program that completed the handshake.
@@ -43,6 +45,8 @@ pub(crate) struct Running {
     pub(crate) plugin: Arc<str>,
     /// The socket the plugin serves on.
     pub(crate) socket: PathBuf,
+    /// The transport the plugin chose in its handshake.
+    pub(crate) transport: Transport,
     /// `Some` once the program exited.
     pub(crate) exited: watch::Receiver<Option<ExitDescription>>,
     /// Its last stderr lines.
@@ -158,6 +162,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
         .envs(program.env.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value))))
         .env("PLUGBAY_PLUGIN_COOKIE", PLUGIN_COOKIE)
         .env("PLUGBAY_PROTOCOL_VERSIONS", handshake::offered_versions())
+        .env("PLUGBAY_TRANSPORTS", handshake::offered_transports(program.transports))
         .env("PLUGBAY_SOCKET", &sockets.plugin)
         .env("PLUGBAY_HOST_SOCKET", &sockets.host)
         .env("PLUGBAY_PLUGIN_ID", program.plugin)
@@ -186,13 +191,15 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
     let mut running = Running {
         plugin: plugin.clone(),
         socket: sockets.plugin,
+        transport: Transport::Grpc,
         exited,
         stderr: tail,
         pid,
         pidfd,
         _dir: sockets.dir,
     };
-    let handshake = tokio::time::timeout(timeout, read_handshake(&mut running, stdout)).await;
+    let offered = program.transports;
+    let handshake = tokio::time::timeout(timeout, read_handshake(&mut running, stdout, offered)).await;
     let result = match handshake {
         Ok(result) => result,
         Err(_) => Err(Error::unavailable(format!(
@@ -212,7 +219,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
 }
 
 /// Reads the handshake line, checks it and the socket, then forwards the rest of stdout.
-async fn read_handshake(running: &mut Running, stdout: ChildStdout) -> Result<()> {
+async fn read_handshake(running: &mut Running, stdout: ChildStdout, offered: &[Transport]) -> Result<()> {
     let mut lines = LineReader::new(stdout);
     let line = lines
         .next_line()
@@ -230,7 +237,8 @@ async fn read_handshake(running: &mut Running, stdout: ChildStdout) -> Result<()
             handshake::quote(&line.text)
         )));
     }
-    handshake::check(line.text.trim_end_matches('\r'), &running.socket)?;
+    let (_, transport) = handshake::check(line.text.trim_end_matches('\r'), &running.socket, offered)?;
+    running.transport = transport;
     handshake::check_socket(&running.socket)?;
     tokio::spawn(output::pump(lines, running.plugin.clone(), "stdout", None));
     Ok(())

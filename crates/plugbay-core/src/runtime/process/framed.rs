@@ -1,0 +1,163 @@
+//! The lean framed transport: the PluginService messages as length-prefixed protobuf frames
+//! on the plugin's Unix socket, many calls multiplexed by id on one connection, without
+//! HTTP/2. Offered in the handshake to plugins that speak it (the Rust SDK); every other
+//! plugin keeps gRPC. The wire format is in docs/process-protocol.md, section "Framed".
+//!
+//! A frame is a 17-byte header, little-endian: body length (u32), kind (u8), call id
+//! (u64), timeout in milliseconds (u32, 0 = none); then the body. Requests carry the
+//! request message; a reply has kind [`REPLY_OK`] with the response message, or
+//! [`REPLY_ERROR`] with a u32 status code and a UTF-8 message.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::oneshot;
+
+/// Request kinds.
+pub(super) const DESCRIBE: u8 = 1;
+pub(super) const INIT: u8 = 2;
+pub(super) const CALL: u8 = 3;
+pub(super) const ON_EVENT: u8 = 4;
+pub(super) const SHUTDOWN: u8 = 5;
+/// Reply kinds.
+const REPLY_OK: u8 = 0x80;
+const REPLY_ERROR: u8 = 0x81;
+/// Header size in bytes.
+const HEADER: usize = 17;
+/// Largest body accepted.
+const MAX_BODY: usize = super::MAX_MESSAGE_BYTES;
+/// Metadata key marking statuses that came from the plugin (not from the transport).
+pub(super) const FROM_PLUGIN: &str = "plugbay-framed";
+
+type Reply = Result<Vec<u8>, tonic::Status>;
+
+/// The host's side of a framed connection.
+#[derive(Clone)]
+pub(super) struct FramedClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Why the connection is gone, once it is.
+    closed: Option<String>,
+}
+
+fn transport_error(why: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::unknown(format!("transport error: {why}"))
+}
+
+/// Forgets a call whose caller stopped waiting (deadline passed, future dropped).
+struct Forget<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().calls.remove(&self.id);
+    }
+}
+
+impl FramedClient {
+    /// Connects and starts reading replies.
+    pub(super) async fn connect(path: &Path) -> std::io::Result<FramedClient> {
+        let (reader, writer) = tokio::net::UnixStream::connect(path).await?.into_split();
+        let inner = Arc::new(Inner {
+            writer: tokio::sync::Mutex::new(writer),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+        });
+        tokio::spawn(read_replies(reader, Arc::downgrade(&inner)));
+        Ok(FramedClient { inner })
+    }
+
+    /// Sends one request and waits for its reply.
+    pub(super) async fn rpc<
+        Request: plugbay_proto::prost::Message,
+        Response: plugbay_proto::prost::Message + Default,
+    >(
+        &self,
+        kind: u8,
+        request: &Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response, tonic::Status> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, reply) = oneshot::channel();
+        {
+            let mut pending = self.inner.pending.lock();
+            if let Some(why) = &pending.closed {
+                return Err(transport_error(why));
+            }
+            pending.calls.insert(id, sender);
+        }
+        let _forget = Forget { inner: &self.inner, id };
+        let body_length = request.encoded_len();
+        let mut frame = Vec::with_capacity(HEADER + body_length);
+        frame.extend_from_slice(&(body_length as u32).to_le_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&id.to_le_bytes());
+        let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
+        frame.extend_from_slice(&timeout_ms.to_le_bytes());
+        request.encode(&mut frame).map_err(|error| tonic::Status::internal(error.to_string()))?;
+        self.inner.writer.lock().await.write_all(&frame).await.map_err(transport_error)?;
+        let body = reply.await.map_err(|_| transport_error("the connection closed"))??;
+        Response::decode(&body[..])
+            .map_err(|error| tonic::Status::internal(format!("the plugin sent a malformed reply: {error}")))
+    }
+}
+
+async fn read_replies(mut reader: OwnedReadHalf, inner: std::sync::Weak<Inner>) {
+    let why = loop {
+        let mut header = [0u8; HEADER];
+        if let Err(error) = reader.read_exact(&mut header).await {
+            break format!("the connection closed ({error})");
+        }
+        let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = header[4];
+        let id = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
+        if length > MAX_BODY {
+            break format!("the plugin sent a {length}-byte frame, more than {MAX_BODY}");
+        }
+        let mut body = vec![0u8; length];
+        if let Err(error) = reader.read_exact(&mut body).await {
+            break format!("the connection closed mid-frame ({error})");
+        }
+        let reply = match kind {
+            REPLY_OK => Ok(body),
+            REPLY_ERROR if body.len() >= 4 => {
+                let code = i32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
+                let mut status =
+                    tonic::Status::new(tonic::Code::from_i32(code), String::from_utf8_lossy(&body[4..]));
+                status.metadata_mut().insert(FROM_PLUGIN, tonic::metadata::MetadataValue::from_static("1"));
+                Err(status)
+            }
+            other => break format!("the plugin sent a frame of unknown kind {other:#x}"),
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let waiter = inner.pending.lock().calls.remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    };
+    if let Some(inner) = inner.upgrade() {
+        let mut pending = inner.pending.lock();
+        pending.closed = Some(why.clone());
+        for (_, waiter) in pending.calls.drain() {
+            let _ = waiter.send(Err(transport_error(&why)));
+        }
+    }
+}
