@@ -454,3 +454,16 @@ async fn transport_offer_follows_the_manifest() {
     let offered = std::fs::read_to_string(dir.path().join("bad/transports.txt")).unwrap();
     assert_eq!(offered.trim(), "grpc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b5_framed_program_that_never_answers_describe_fails_at_the_start_timeout() {
+    // Claims the framed transport, accepts the connection, and never replies.
+    let script = "python3 -c 'import socket,os,time; s=socket.socket(socket.AF_UNIX); s.bind(os.environ[\"PLUGBAY_SOCKET\"]); s.listen(); print(\"plugbay|1|unix|\"+os.environ[\"PLUGBAY_SOCKET\"]+\"|framed\", flush=True); c=s.accept(); time.sleep(30)'";
+    let started = Instant::now();
+    let (_dir, host) =
+        script_host(script, "\n[process]\nstart_timeout_ms = 1000\n\n[permissions]\nenv = [\"PATH\"]\n")
+            .await;
+    assert_failed(&host, "bad", Code::Unavailable, &["describe did not answer within 1000 ms"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_canary_answers(&host).await;
+}

@@ -317,6 +317,13 @@ impl Host {
         match state {
             State::Stopped => {
                 let _operation = entry.operation.lock().await;
+                // Another start may have run while this one waited for the lock.
+                let state = entry.status.lock().state;
+                if state != State::Stopped {
+                    return Err(
+                        Error::precondition(format!("cannot start a plugin that is {state}")).with_plugin(id)
+                    );
+                }
                 let result = self.inner.instantiate(&entry).await;
                 result.inspect_err(|error| self.inner.fail(&entry, error))
             }
@@ -536,9 +543,20 @@ impl HostInner {
         if state.can_become(State::Failed) {
             let _ = self.transition(entry, State::Failed, error.to_string());
         }
-        let mut status = entry.status.lock();
-        status.error = Some(ErrorInfo::from(error));
-        status.slots.clear();
+        let (id, slots) = {
+            let mut status = entry.status.lock();
+            status.error = Some(ErrorInfo::from(error));
+            (status.id.clone(), std::mem::take(&mut status.slots))
+        };
+        if !slots.is_empty() {
+            // A failed plugin takes no calls; its instances shut down in the background.
+            self.scheduler.remove(&id);
+            tokio::spawn(async move {
+                for slot in &slots {
+                    slot.instance.shutdown().await;
+                }
+            });
+        }
     }
 
     /// Discovered -> Loaded -> Initialized -> Running.
@@ -650,11 +668,11 @@ impl HostInner {
             }
         }
         self.transition(entry, State::Initialized, format!("init succeeded ({replicas} instance(s))"))?;
+        entry.status.lock().slots = slots.clone();
+        self.scheduler.insert(&id, slots.clone());
         for slot in &slots {
             self.watch_for_death(entry, slot);
         }
-        entry.status.lock().slots = slots.clone();
-        self.scheduler.insert(&id, slots);
         self.transition(entry, State::Running, "routing calls to it")
     }
 

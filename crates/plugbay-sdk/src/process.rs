@@ -315,8 +315,15 @@ impl<P: Plugin> PluginService for Service<P> {
         &self,
         _request: tonic::Request<pb::ShutdownRequest>,
     ) -> Result<tonic::Response<pb::ShutdownResponse>, tonic::Status> {
-        if let Some(plugin) = self.plugin.get() {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plugin.shutdown()));
+        if self.plugin.get().is_some() {
+            // On a blocking thread, like every other call into plugin code, so shutdown may
+            // still use the host (log, publish); a panic is reported, not propagated.
+            let plugin = self.plugin.clone();
+            let _ = Self::blocking(move || {
+                plugin.get().expect("checked above").shutdown();
+                Ok(())
+            })
+            .await;
         }
         let _ = self.stop.send(true);
         Ok(tonic::Response::new(pb::ShutdownResponse {}))

@@ -63,7 +63,22 @@ impl Runtime for ProcessRuntime {
             // The first program is started now, to ask it what it is; it becomes the first
             // instance, initialised by `instantiate`.
             let started = spec.start().await?;
-            let description = started.describe().await?;
+            let timeout = spec.start_timeout();
+            let description = match tokio::time::timeout(timeout, started.describe()).await {
+                Ok(Ok(description)) => description,
+                Ok(Err(error)) if error.code() != Code::DeadlineExceeded => {
+                    started.running.kill();
+                    return Err(with_exit(error, &started.running).await);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    started.running.kill();
+                    let error = Error::unavailable(format!(
+                        "describe did not answer within {} ms",
+                        timeout.as_millis()
+                    ));
+                    return Err(with_exit(error, &started.running).await);
+                }
+            };
             Ok(Arc::new(ProcessLoaded { spec, description, first: Mutex::new(Some(started)) })
                 as Arc<dyn Loaded>)
         })
@@ -177,6 +192,9 @@ async fn connect_and_check_health(running: &Running) -> Result<PluginClient> {
 
 /// A gRPC status from a plugin as a plugbay error (unknown codes become `internal`).
 fn from_status(status: tonic::Status) -> Error {
+    if status.code() == tonic::Code::Unknown && status.message().starts_with("transport error") {
+        return Error::unavailable(format!("the connection to the plugin failed: {}", status.message()));
+    }
     if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
         return Error::new(Code::DeadlineExceeded, "no response before the deadline; the call was cancelled");
     }
@@ -236,7 +254,10 @@ impl Loaded for ProcessLoaded {
             let init = tokio::time::timeout(timeout, started.client.init(request, Some(timeout))).await;
             match init {
                 Ok(Ok(_)) => {}
-                Ok(Err(status)) => return Err(with_exit(from_status(status), &started.running).await),
+                Ok(Err(status)) => {
+                    started.running.kill();
+                    return Err(with_exit(from_status(status), &started.running).await);
+                }
                 Err(_) => {
                     started.running.kill();
                     let error =
@@ -390,9 +411,23 @@ impl Instance for ProcessInstance {
         let mut exited = self.started.running.exited.clone();
         let tail = self.started.running.stderr.clone();
         let pid = self.started.running.pid();
+        let broken = self.started.client.closed();
         Some(Box::pin(async move {
-            let exit = exited.wait_for(Option::is_some).await.ok().and_then(|e| e.clone());
-            let exit = exit.unwrap_or_else(|| "went away".to_owned());
+            // The exit description, owned (a watch `Ref` must not live across an await).
+            let mut exit_watch = exited.clone();
+            let exit = async move { exit_watch.wait_for(Option::is_some).await.ok().and_then(|e| e.clone()) };
+            let why = tokio::select! {
+                exit = exit => exit,
+                why = broken => {
+                    // A broken connection usually means the program died: say how, if so.
+                    let exit = async move { exited.wait_for(Option::is_some).await.ok().and_then(|e| e.clone()) };
+                    match tokio::time::timeout(Duration::from_secs(1), exit).await {
+                        Ok(Some(exit)) => Some(exit),
+                        _ => return format!("the connection to the plugin process (pid {pid}) broke: {why}"),
+                    }
+                }
+            };
+            let exit = why.unwrap_or_else(|| "went away".to_owned());
             format!("the plugin process (pid {pid}) {exit}{}", tail.render())
         }))
     }

@@ -20,7 +20,8 @@ pub fn die_with_parent(command: &mut Command) {
                 if rustix::process::getppid() != Some(parent) {
                     // The host died between fork and prctl: the signal will never come.
                     // Failing here makes the child exit before exec.
-                    return Err(std::io::Error::other("the host exited before the plugin started"));
+                    // (No allocation between fork and exec: an errno-only error.)
+                    return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error()));
                 }
                 Ok(())
             });

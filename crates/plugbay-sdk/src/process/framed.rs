@@ -58,7 +58,12 @@ async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Serv
         }
         let (service, writer) = (service.clone(), writer.clone());
         tokio::spawn(async move {
-            let (reply_kind, reply) = match dispatch(&*service, kind, &body).await {
+            // A panic in a handler must still answer the host: run it as a task of its own.
+            let handled = tokio::spawn(async move { dispatch(&*service, kind, &body).await }).await;
+            let handled = handled.unwrap_or_else(|error| {
+                Err(tonic::Status::internal(format!("the plugin panicked while serving a request: {error}")))
+            });
+            let (reply_kind, reply) = match handled {
                 Ok(reply) => (REPLY_OK, reply),
                 Err(status) => {
                     let mut reply = (status.code() as i32).to_le_bytes().to_vec();

@@ -45,6 +45,15 @@ macro_rules! rpc {
 }
 
 impl PluginClient {
+    /// Resolves, with the reason, when the connection breaks for good (framed only: a gRPC
+    /// channel reconnects, and the program's exit is watched separately).
+    pub(super) fn closed(&self) -> super::BoxFuture<'static, String> {
+        match self {
+            PluginClient::Grpc(_) => Box::pin(std::future::pending()),
+            PluginClient::Framed(client) => Box::pin(client.closed()),
+        }
+    }
+
     rpc!(describe, framed::DESCRIBE, pb::DescribeRequest, pb::DescribeResponse);
     rpc!(init, framed::INIT, pb::InitRequest, pb::InitResponse);
     rpc!(call, framed::CALL, pb::CallRequest, pb::CallResponse);

@@ -44,9 +44,11 @@ pub(super) struct FramedClient {
 }
 
 struct Inner {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
+    /// Set, with the reason, when the connection is gone.
+    closed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 #[derive(Default)]
@@ -77,9 +79,10 @@ impl FramedClient {
     pub(super) async fn connect(path: &Path) -> std::io::Result<FramedClient> {
         let (reader, writer) = tokio::net::UnixStream::connect(path).await?.into_split();
         let inner = Arc::new(Inner {
-            writer: tokio::sync::Mutex::new(writer),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
+            closed: tokio::sync::watch::channel(None).0,
         });
         tokio::spawn(read_replies(reader, Arc::downgrade(&inner)));
         Ok(FramedClient { inner })
@@ -113,10 +116,55 @@ impl FramedClient {
         let timeout_ms = timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
         frame.extend_from_slice(&timeout_ms.to_le_bytes());
         request.encode(&mut frame).map_err(|error| tonic::Status::internal(error.to_string()))?;
-        self.inner.writer.lock().await.write_all(&frame).await.map_err(transport_error)?;
-        let body = reply.await.map_err(|_| transport_error("the connection closed"))??;
+        self.send(frame).await?;
+        let body = match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, reply).await {
+                Ok(reply) => reply,
+                Err(_) => return Err(tonic::Status::cancelled("Timeout expired")),
+            },
+            None => reply.await,
+        };
+        let body = body.map_err(|_| transport_error("the connection closed"))??;
         Response::decode(&body[..])
             .map_err(|error| tonic::Status::internal(format!("the plugin sent a malformed reply: {error}")))
+    }
+}
+
+impl FramedClient {
+    /// Writes one frame whole, even if the caller stops waiting midway: a frame cut in half
+    /// would desynchronise the connection for every other call. Small frames go out in one
+    /// non-blocking write on the caller's task; the rest, if any, is finished by a task of
+    /// its own that holds the writer until done.
+    async fn send(&self, frame: Vec<u8>) -> Result<(), tonic::Status> {
+        let mut writer = self.inner.writer.clone().lock_owned().await;
+        let mut written = 0;
+        while written < frame.len() {
+            match writer.try_write(&frame[written..]) {
+                Ok(n) => written += n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => return Err(transport_error(error)),
+            }
+        }
+        if written == frame.len() {
+            return Ok(());
+        }
+        let finish = tokio::spawn(async move { writer.write_all(&frame[written..]).await });
+        match finish.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(transport_error(error)),
+            Err(error) => Err(transport_error(error)),
+        }
+    }
+
+    /// Resolves, with the reason, once the connection is gone (never for a live one).
+    pub(super) fn closed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut closed = self.inner.closed.subscribe();
+        async move {
+            match closed.wait_for(Option::is_some).await {
+                Ok(why) => why.clone().unwrap_or_default(),
+                Err(_) => "the connection closed".to_owned(),
+            }
+        }
     }
 }
 
@@ -154,10 +202,13 @@ async fn read_replies(mut reader: OwnedReadHalf, inner: std::sync::Weak<Inner>) 
         }
     };
     if let Some(inner) = inner.upgrade() {
-        let mut pending = inner.pending.lock();
-        pending.closed = Some(why.clone());
-        for (_, waiter) in pending.calls.drain() {
-            let _ = waiter.send(Err(transport_error(&why)));
+        {
+            let mut pending = inner.pending.lock();
+            pending.closed = Some(why.clone());
+            for (_, waiter) in pending.calls.drain() {
+                let _ = waiter.send(Err(transport_error(&why)));
+            }
         }
+        inner.closed.send_replace(Some(why));
     }
 }
