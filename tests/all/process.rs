@@ -309,19 +309,11 @@ async fn environment_is_cleared_but_for_allowed_names_and_stdin_is_null() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c10_output_flood_never_blocks_the_plugin() {
     let dir = PluginsDir::new();
-    dir.add_process_fixture("");
-    let folder = dir.path().join("fixture");
-    // A wrapper that floods stderr with binary and escapes, then runs the fixture.
-    let wrapper = folder.join("flood.sh");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\n(head -c 20000000 /dev/urandom; head -c 1048576 /dev/zero | tr '\\0' x; printf '\\033[2J\\033[31mred') >&2\nexec ./process-fixture\n",
-    )
-    .unwrap();
-    plugbay_testkit::set_executable(&wrapper);
-    let manifest =
-        std::fs::read_to_string(folder.join("plugin.toml")).unwrap().replace("process-fixture", "flood.sh");
-    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    // A wrapper that floods stderr with binary, a 1 MiB line and escapes, then runs the fixture.
+    dir.add_wrapped_process_fixture(
+        "",
+        "(head -c 20000000 /dev/urandom; head -c 1048576 /dev/zero | tr '\\0' x; printf '\\033[2J\\033[31mred') >&2\nexec ./process-fixture",
+    );
     let host = host_over(&dir).await;
     assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
     assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
@@ -330,20 +322,11 @@ async fn c10_output_flood_never_blocks_the_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c13_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     let dir = PluginsDir::new();
-    dir.add_process_fixture("\n[process]\nshutdown_grace_ms = 300\n");
-    let folder = dir.path().join("fixture");
     // The wrapper ignores TERM and keeps running after the fixture exits.
-    let wrapper = folder.join("stubborn.sh");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\ntrap '' TERM\n./process-fixture\necho $$ > stubborn.pid\nsleep 3600\n",
-    )
-    .unwrap();
-    plugbay_testkit::set_executable(&wrapper);
-    let manifest = std::fs::read_to_string(folder.join("plugin.toml"))
-        .unwrap()
-        .replace("\"process-fixture\"", "\"stubborn.sh\"");
-    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let folder = dir.add_wrapped_process_fixture(
+        "\n[process]\nshutdown_grace_ms = 300\n",
+        "trap '' TERM\n./process-fixture\necho $$ > stubborn.pid\nsleep 3600",
+    );
     let host = host_over(&dir).await;
     assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
     let started = Instant::now();
@@ -357,15 +340,8 @@ async fn c13_program_ignoring_sigterm_is_killed_after_the_grace_period() {
 #[test]
 fn f6_host_killed_leaves_no_plugin_process() {
     let dir = PluginsDir::new();
-    let folder = dir.add_process_fixture("");
     // The plugin records its pid, then the host (a child `plugbay call`) blocks in a call.
-    let wrapper = folder.join("record.sh");
-    std::fs::write(&wrapper, "#!/bin/sh\necho $$ > plugin.pid\nexec ./process-fixture\n").unwrap();
-    plugbay_testkit::set_executable(&wrapper);
-    let manifest = std::fs::read_to_string(folder.join("plugin.toml"))
-        .unwrap()
-        .replace("\"process-fixture\"", "\"record.sh\"");
-    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let folder = dir.add_wrapped_process_fixture("", "echo $$ > plugin.pid\nexec ./process-fixture");
     let mut host = std::process::Command::new(plugbay_testkit::plugbay_binary())
         .args(["call", "fixture@1", "sleep", "60000", "--plugins"])
         .arg(dir.path())
@@ -390,15 +366,8 @@ fn f6_host_killed_leaves_no_plugin_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_directory_and_sockets_are_removed_when_the_plugin_stops() {
     let dir = PluginsDir::new();
-    let folder = dir.add_process_fixture("");
-    let wrapper = folder.join("record.sh");
-    std::fs::write(&wrapper, "#!/bin/sh\necho \"$PLUGBAY_SOCKET\" > socket.path\nexec ./process-fixture\n")
-        .unwrap();
-    plugbay_testkit::set_executable(&wrapper);
-    let manifest = std::fs::read_to_string(folder.join("plugin.toml"))
-        .unwrap()
-        .replace("\"process-fixture\"", "\"record.sh\"");
-    std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    let folder =
+        dir.add_wrapped_process_fixture("", "echo \"$PLUGBAY_SOCKET\" > socket.path\nexec ./process-fixture");
     let host = host_over(&dir).await;
     let socket =
         std::path::PathBuf::from(std::fs::read_to_string(folder.join("socket.path")).unwrap().trim());

@@ -339,6 +339,20 @@ impl PluginsDir {
         folder
     }
 
+    /// The process fixture run through a shell wrapper: `script` is the wrapper's body
+    /// (it runs in the plugin folder; `./process-fixture` is the fixture program). For
+    /// tests that need to record, flood or ignore signals around the real plugin.
+    pub fn add_wrapped_process_fixture(&self, extra: &str, script: &str) -> PathBuf {
+        let folder = self.add_process_fixture(extra);
+        let wrapper = folder.join("wrapper.sh");
+        std::fs::write(&wrapper, format!("#!/bin/sh\n{script}\n")).expect("write the wrapper");
+        set_executable(&wrapper);
+        let manifest = std::fs::read_to_string(folder.join("plugin.toml")).expect("the fixture manifest");
+        std::fs::write(folder.join("plugin.toml"), manifest.replace("\"process-fixture\"", "\"wrapper.sh\""))
+            .expect("write the manifest");
+        folder
+    }
+
     /// A process plugin `name` whose program is the shell `script` (made executable),
     /// providing `misbehave@1` = [`go`], for handshake and hygiene faults.
     pub fn add_script_plugin(&self, name: &str, script: &str, extra: &str) -> PathBuf {
