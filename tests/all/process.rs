@@ -79,6 +79,10 @@ async fn replicas_share_the_calls() {
         pids.insert(fixture_pid(&host).await);
     }
     assert_eq!(pids.len(), 3, "three processes served: {pids:?}");
+    host.stop("fixture").await.unwrap();
+    for pid in pids {
+        assert!(!pid_alive(pid), "replica {pid} stopped with the plugin");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

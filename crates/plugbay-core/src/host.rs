@@ -710,13 +710,22 @@ impl HostInner {
             (status.id.clone(), std::mem::take(&mut status.slots))
         };
         self.scheduler.remove(&id);
+        // Every replica stops taking calls at once, and all share one drain deadline.
+        for slot in &slots {
+            slot.close();
+        }
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         let mut still_running = 0;
         for slot in &slots {
-            still_running += slot.drain(self.config.drain_timeout).await;
+            still_running += slot.drain(deadline).await;
         }
+        // Replicas shut down side by side, each within its own grace period.
+        let mut shutdowns = tokio::task::JoinSet::new();
         for slot in &slots {
-            slot.instance.shutdown().await;
+            let slot = slot.clone();
+            shutdowns.spawn(async move { slot.instance.shutdown().await });
         }
+        while shutdowns.join_next().await.is_some() {}
         let reason = if still_running == 0 {
             "drained".to_owned()
         } else {

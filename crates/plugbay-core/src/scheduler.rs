@@ -68,11 +68,15 @@ impl Slot {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Stops taking calls and waits up to `timeout` for those in flight; returns how many
-    /// are still running when it gives up (0 when drained).
-    pub(crate) async fn drain(&self, timeout: std::time::Duration) -> usize {
+    /// Stops taking new calls (calls already counted in go on).
+    pub(crate) fn close(&self) {
         self.accepting.store(false, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + timeout;
+    }
+
+    /// Closes the slot and waits until `deadline` for the calls in flight; returns how many
+    /// are still running when it gives up (0 when drained).
+    pub(crate) async fn drain(&self, deadline: tokio::time::Instant) -> usize {
+        self.close();
         loop {
             let idle = self.idle.notified();
             let running = self.in_flight();
