@@ -258,8 +258,7 @@ fn build_rust_plugins(root: &Path, debug: bool) -> Result<Vec<PathBuf>> {
     Ok(artifacts)
 }
 
-/// The parts of a `plugin.toml` the assembly needs, read as plain TOML (the host's
-/// manifest module does the full validation when it loads the plugin).
+/// The parts of a `plugin.toml` the assembly needs (validated by the host's parser).
 #[derive(Debug)]
 struct Manifest {
     /// The example's folder, which holds the `plugin.toml`.
@@ -276,40 +275,36 @@ struct Manifest {
 }
 
 impl Manifest {
-    fn path(dir: &Path) -> PathBuf {
-        dir.join("plugin.toml")
-    }
-
     /// Reads `dir/plugin.toml`, which must be for the `runtime` xtask builds it as.
     fn read(dir: &Path, runtime: &str) -> Result<Manifest> {
-        let path = Manifest::path(dir);
-        let text =
-            fs::read_to_string(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        let table: toml::Table = toml::from_str(&text)
-            .map_err(|error| format!("{} is not valid TOML: {error}", path.display()))?;
-        let field = |name: &str| -> Result<String> {
-            table
-                .get("plugin")
-                .and_then(|plugin| plugin.get(name))
-                .and_then(toml::Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{}: [plugin].{name} is missing or not a string", path.display()))
-        };
-        let (id, version, entry, declared) =
-            (field("id")?, field("version")?, field("entry")?, field("runtime")?);
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(format!("{}: [plugin].id {id:?} must be made of [a-z0-9-]", path.display()));
-        }
+        Manifest::read_file(dir, "plugin.toml", runtime)
+    }
+
+    /// Reads and fully validates the manifest `file` in `dir` with the host's own parser,
+    /// so an example never ships a manifest the host would refuse.
+    fn read_file(dir: &Path, file: &str, runtime: &str) -> Result<Manifest> {
+        let path = dir.join(file);
+        let bytes = fs::read(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let manifest =
+            plugbay_core::Manifest::parse(&bytes, &path, None).map_err(|error| error.to_string())?;
+        let declared = manifest.plugin.runtime.as_str();
         if declared != runtime {
             return Err(format!(
                 "{}: [plugin].runtime is {declared:?}; xtask assembles this example as a {runtime} plugin",
                 path.display()
             ));
         }
-        if entry.is_empty() || entry.contains(['/', '\\']) || entry.starts_with('.') {
+        let entry = manifest.plugin.entry;
+        if entry.contains(['/', '\\']) || entry.starts_with('.') {
             return Err(format!("{}: [plugin].entry {entry:?} must be a plain file name", path.display()));
         }
-        Ok(Manifest { dir: dir.to_path_buf(), id, version, entry, runtime: declared })
+        Ok(Manifest {
+            dir: dir.to_path_buf(),
+            id: manifest.plugin.id,
+            version: manifest.plugin.version.to_string(),
+            entry,
+            runtime: declared.to_owned(),
+        })
     }
 
     /// The artifact's file name in the plugin folder: for a native plugin the entry plus the
@@ -345,7 +340,7 @@ impl Staging {
     fn folder(&self, manifest: &Manifest) -> Result<PathBuf> {
         let folder = self.dir.join(&manifest.id);
         fs::create_dir(&folder).map_err(|error| format!("cannot create {}: {error}", folder.display()))?;
-        copy(&Manifest::path(&manifest.dir), &folder.join("plugin.toml"))?;
+        copy(&manifest.dir.join("plugin.toml"), &folder.join("plugin.toml"))?;
         Ok(folder)
     }
 
@@ -436,7 +431,7 @@ fn process_builds(root: &Path, cwd: &Path, out: &Path, debug: bool) -> Result<()
     let staging = Staging::create(out)?;
     let mut built = Vec::new();
     for (build, program) in RUST_PROCESS_BUILDS.iter().zip(&programs) {
-        let manifest = read_process_manifest(&root.join(build.dir), build.manifest)?;
+        let manifest = Manifest::read_file(&root.join(build.dir), build.manifest, "process")?;
         let folder = staging.dir.join(&manifest.id);
         fs::create_dir(&folder).map_err(|error| format!("cannot create {}: {error}", folder.display()))?;
         copy(&manifest.dir.join(build.manifest), &folder.join("plugin.toml"))?;
@@ -490,35 +485,6 @@ fn build_process_program(root: &Path, build: &ProcessBuild, debug: bool) -> Resu
         return Err(format!("cargo build of the process program {} failed ({status})", build.program));
     }
     executable.ok_or_else(|| format!("cargo reported no program {} for {}", build.package, build.program))
-}
-
-/// Reads the process build's manifest `file` in the example folder `dir`, as
-/// [`Manifest::read`] reads `plugin.toml`; `[plugin].runtime` must be `process`.
-fn read_process_manifest(dir: &Path, file: &str) -> Result<Manifest> {
-    let path = dir.join(file);
-    let text =
-        fs::read_to_string(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|error| format!("{} is not valid TOML: {error}", path.display()))?;
-    let field = |name: &str| -> Result<String> {
-        table
-            .get("plugin")
-            .and_then(|plugin| plugin.get(name))
-            .and_then(toml::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{}: [plugin].{name} is missing or not a string", path.display()))
-    };
-    let (id, version, entry, runtime) = (field("id")?, field("version")?, field("entry")?, field("runtime")?);
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(format!("{}: [plugin].id {id:?} must be made of [a-z0-9-]", path.display()));
-    }
-    if runtime != "process" {
-        return Err(format!("{}: [plugin].runtime is {runtime:?}, not \"process\"", path.display()));
-    }
-    if entry.is_empty() || entry.contains(['/', '\\']) || entry.starts_with('.') {
-        return Err(format!("{}: [plugin].entry {entry:?} must be a plain file name", path.display()));
-    }
-    Ok(Manifest { dir: dir.to_path_buf(), id, version, entry, runtime })
 }
 
 /// `python3` (the one on `PATH`, which is also what runs the plugin, through its
