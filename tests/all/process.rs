@@ -440,3 +440,16 @@ async fn b5_framed_program_that_never_answers_describe_fails_at_the_start_timeou
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert_canary_answers(&host).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_loops_through_the_host_are_bounded_for_process_plugins() {
+    let (_dir, host) = fixture_host("").await;
+    // The default max_call_depth is 16; one program may hold 4 x 16 calls through the host.
+    let mut request = json!("bottom");
+    for _ in 0..80 {
+        request = json!({"target": "fixture@1", "method": "invoke", "payload": request});
+    }
+    let error = host.invoke(json_call("fixture@1", "invoke", request)).await.unwrap_err();
+    assert_error(&error, Code::ResourceExhausted, &["a call loop?"]);
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok(), "the plugin still serves");
+}

@@ -826,6 +826,10 @@ impl HostCallbacks for HostLink {
         result
     }
 
+    fn max_call_depth(&self) -> u32 {
+        self.0.upgrade().map_or(1, |host| host.config.max_call_depth)
+    }
+
     fn invoke_async(&self, _plugin: &str, call: Call) -> crate::runtime::BoxFuture<'static, Result<Payload>> {
         let host = self.host();
         Box::pin(async move { Host { inner: host? }.invoke(call).await })

@@ -3,6 +3,7 @@
 //! plugin cannot speak for another.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -25,6 +26,23 @@ struct State {
     plugin: String,
     /// Set when the instance is initialised; until then callbacks answer `unavailable`.
     callbacks: OnceLock<Arc<dyn HostCallbacks>>,
+    /// `Invoke`s from this program still in flight. A process plugin that calls itself
+    /// (directly or in a ring) holds one more per level, so this bounds recursion through
+    /// the host, as well as a program flooding the host with calls.
+    invokes: AtomicU32,
+}
+
+/// `Invoke`s one program may have in flight through the host: [`MAX_INVOKES_PER_DEPTH`]
+/// times the host's `max_call_depth`.
+const MAX_INVOKES_PER_DEPTH: u32 = 4;
+
+/// Counts one `Invoke` out when dropped.
+struct InvokeGuard<'a>(&'a AtomicU32);
+
+impl Drop for InvokeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Server {
@@ -33,7 +51,11 @@ impl Server {
         let listener = tokio::net::UnixListener::bind(path).map_err(|error| {
             Error::internal(format!("cannot listen for host callbacks on {}: {error}", path.display()))
         })?;
-        let state = Arc::new(State { plugin: plugin.to_owned(), callbacks: OnceLock::new() });
+        let state = Arc::new(State {
+            plugin: plugin.to_owned(),
+            callbacks: OnceLock::new(),
+            invokes: AtomicU32::new(0),
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let service = HostServiceServer::new(Callbacks(state.clone()))
             .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
@@ -127,6 +149,20 @@ impl HostService for Callbacks {
         &self,
         request: tonic::Request<pb::InvokeRequest>,
     ) -> std::result::Result<tonic::Response<pb::InvokeResponse>, tonic::Status> {
+        let callbacks = self.callbacks()?;
+        let limit = callbacks.max_call_depth().saturating_mul(MAX_INVOKES_PER_DEPTH);
+        let _counted = InvokeGuard(&self.0.invokes);
+        let in_flight = self.0.invokes.fetch_add(1, Ordering::SeqCst) + 1;
+        if in_flight > limit {
+            return Err(status(Error::new(
+                crate::error::Code::ResourceExhausted,
+                format!(
+                    "plugin {} has {in_flight} calls through the host in flight, more than {limit} \
+                     ({MAX_INVOKES_PER_DEPTH} x max_call_depth): a call loop?",
+                    self.0.plugin
+                ),
+            )));
+        }
         let request = request.into_inner();
         let call = Call {
             target: Target::parse(&request.target),
@@ -134,7 +170,7 @@ impl HostService for Callbacks {
             payload: Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type)),
             deadline: None,
         };
-        let response = self.callbacks()?.invoke_async(&self.0.plugin, call).await.map_err(status)?;
+        let response = callbacks.invoke_async(&self.0.plugin, call).await.map_err(status)?;
         Ok(tonic::Response::new(pb::InvokeResponse {
             payload: response.bytes.to_vec(),
             content_type: response.content_type.as_str().to_owned(),
