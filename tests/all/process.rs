@@ -453,3 +453,23 @@ async fn call_loops_through_the_host_are_bounded_for_process_plugins() {
     assert_error(&error, Code::ResourceExhausted, &["a call loop?"]);
     assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok(), "the plugin still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_a_plugin_started_die_with_it() {
+    let dir = PluginsDir::new();
+    // The wrapper leaves a helper running in the plugin's process group, then becomes the plugin.
+    let folder =
+        dir.add_wrapped_process_fixture("", "sleep 3600 &\necho $! > helper.pid\nexec ./process-fixture");
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
+    let helper: u32 = std::fs::read_to_string(folder.join("helper.pid")).unwrap().trim().parse().unwrap();
+    assert!(pid_alive(helper));
+    host.stop("fixture").await.unwrap();
+    for _ in 0..100 {
+        if !pid_alive(helper) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!pid_alive(helper), "the helper the plugin started was killed with it");
+}

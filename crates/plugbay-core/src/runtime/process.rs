@@ -68,7 +68,7 @@ impl Runtime for ProcessRuntime {
                 Ok(Ok(description)) => description,
                 Ok(Err(error)) if error.code() != Code::DeadlineExceeded => {
                     started.running.kill();
-                    return Err(with_exit(error, &started.running).await);
+                    return Err(started.running.explain(error).await);
                 }
                 Ok(Err(_)) | Err(_) => {
                     started.running.kill();
@@ -76,7 +76,7 @@ impl Runtime for ProcessRuntime {
                         "describe did not answer within {} ms",
                         timeout.as_millis()
                     ));
-                    return Err(with_exit(error, &started.running).await);
+                    return Err(started.running.explain(error).await);
                 }
             };
             Ok(Arc::new(ProcessLoaded { spec, description, first: Mutex::new(Some(started)) })
@@ -127,7 +127,7 @@ impl Spec {
             Ok(Ok(client)) => Ok(Started { running, client, callbacks, start_timeout: self.start_timeout() }),
             Ok(Err(error)) => {
                 running.kill();
-                Err(with_exit(error, &running).await)
+                Err(running.explain(error).await)
             }
             Err(_) => {
                 running.kill();
@@ -136,17 +136,10 @@ impl Spec {
                      the program was killed",
                     self.start_timeout().as_millis()
                 ));
-                Err(with_exit(error, &running).await)
+                Err(running.explain(error).await)
             }
         }
     }
-}
-
-/// Adds the program's exit status and stderr tail to an error.
-async fn with_exit(error: Error, running: &Running) -> Error {
-    let exit = running.wait_exit(Duration::from_millis(500)).await;
-    let exit = exit.map(|exit| format!(" (it {exit})")).unwrap_or_default();
-    Error::new(error.code(), format!("{}{exit}{}", error.message(), running.stderr.render()))
 }
 
 async fn connect_and_check_health(running: &Running) -> Result<PluginClient> {
@@ -256,13 +249,13 @@ impl Loaded for ProcessLoaded {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => {
                     started.running.kill();
-                    return Err(with_exit(from_status(status), &started.running).await);
+                    return Err(started.running.explain(from_status(status)).await);
                 }
                 Err(_) => {
                     started.running.kill();
                     let error =
                         Error::unavailable(format!("init did not answer within {} ms", timeout.as_millis()));
-                    return Err(with_exit(error, &started.running).await);
+                    return Err(started.running.explain(error).await);
                 }
             }
             Ok(Arc::new(ProcessInstance {

@@ -1,4 +1,4 @@
-//! What runs in a plugin's child process between `fork` and `exec`.
+//! A plugin child process: what runs in it between `fork` and `exec`, and watching it exit.
 #![allow(unsafe_code)]
 
 use std::process::Command;
@@ -29,4 +29,16 @@ pub fn die_with_parent(command: &mut Command) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = command;
+}
+
+/// Waits until the process behind `pidfd` has exited, without reaping it (its pid, and so
+/// its process group id, stay reserved until it is reaped).
+#[cfg(target_os = "linux")]
+pub async fn exited(pidfd: std::os::fd::OwnedFd) {
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+    // SAFETY: the `OwnedFd` moves into the `AsyncFd`, so the descriptor stays open and
+    // refers to the same pidfd until the `AsyncFd` is dropped; nothing else can close it.
+    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }) else { return };
+    let _ = fd.readable().await;
 }

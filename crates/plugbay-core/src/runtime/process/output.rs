@@ -20,6 +20,9 @@ const TAIL_LINES: usize = 20;
 #[derive(Default)]
 pub(crate) struct Tail {
     lines: Mutex<VecDeque<String>>,
+    /// Set once the stream has been read to its end.
+    ended: tokio::sync::Notify,
+    ended_flag: std::sync::atomic::AtomicBool,
 }
 
 impl Tail {
@@ -29,6 +32,21 @@ impl Tail {
             lines.pop_front();
         }
         lines.push_back(line.to_owned());
+    }
+
+    /// Waits, at most `limit`, until the stream has been read to its end (so a message
+    /// about an exited program includes its last words).
+    pub(crate) async fn settle(&self, limit: Duration) {
+        let ended = self.ended.notified();
+        if self.ended_flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, ended).await;
+    }
+
+    fn end(&self) {
+        self.ended_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.ended.notify_waiters();
     }
 
     /// The kept lines, oldest first, joined for a message (`""` when none).
@@ -141,6 +159,9 @@ pub(crate) async fn pump<R: AsyncRead + Unpin>(
         logged += 1;
         let cut = if line.cut { " [cut]" } else { "" };
         tracing::info!(plugin = %plugin, stream, "{}{cut}", line.text);
+    }
+    if let Some(tail) = &tail {
+        tail.end();
     }
 }
 

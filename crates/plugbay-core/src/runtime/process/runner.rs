@@ -184,7 +184,17 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
     let tail = Arc::new(Tail::default());
     tokio::spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
     let (exit_sender, exited) = watch::channel(None);
+    let group_watch = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
     tokio::spawn(async move {
+        // When the program exits, processes it started in its group die with it. The
+        // group is signalled before the program is reaped, while its pid (the group id)
+        // cannot have been reused.
+        if let Some(fd) = group_watch {
+            sandbox::child::exited(fd).await;
+            if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+        }
         let status = child.wait().await;
         let _ = exit_sender.send(Some(describe_exit(status)));
     });
@@ -211,9 +221,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
         Ok(()) => Ok(running),
         Err(error) => {
             running.kill();
-            let exit = running.wait_exit(Duration::from_secs(1)).await;
-            let exit = exit.map(|exit| format!(" (it {exit})")).unwrap_or_default();
-            Err(Error::new(error.code(), format!("{}{exit}{}", error.message(), running.stderr.render())))
+            Err(running.explain(error).await)
         }
     }
 }
@@ -253,6 +261,17 @@ impl Running {
             Ok(Ok(exit)) => exit.clone(),
             _ => self.exited.borrow().clone(),
         }
+    }
+
+    /// Adds how the program ended (once it has) and its last stderr lines to `error`.
+    pub(crate) async fn explain(&self, error: Error) -> Error {
+        let exit = self.wait_exit(Duration::from_secs(1)).await;
+        self.stderr.settle(Duration::from_millis(250)).await;
+        let exit = match exit {
+            Some(exit) if !error.message().contains(&exit) => format!(" (it {exit})"),
+            _ => String::new(),
+        };
+        Error::new(error.code(), format!("{}{exit}{}", error.message(), self.stderr.render()))
     }
 
     /// Whether the program is still running.
