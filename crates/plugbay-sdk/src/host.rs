@@ -111,7 +111,8 @@ impl Host {
         }
     }
 
-    /// Writes a log line, tagged with this plugin's id by the host.
+    /// Writes a log line, tagged with this plugin's id by the host. It never waits for the
+    /// host: in a process plugin lines are queued (and dropped when 1024 are pending).
     pub fn log(&self, level: LogLevel, message: &str) {
         match &self.backend {
             // SAFETY: the table is valid (see `from_raw`) and `message` outlives the call.

@@ -113,18 +113,20 @@ async fn run_async<P: Plugin>() -> Result<(), String> {
 /// The host API over the host's callback socket, connected on first use (most plugins
 /// never call back, and a start should not pay for a connection it does not need).
 pub(crate) struct ProcessHost {
-    socket: PathBuf,
-    client: OnceCell<HostServiceClient<Channel>>,
+    connection: Arc<Connection>,
+    /// Log lines on their way to the host: logging never waits for the host (a full queue
+    /// drops the line).
+    logs: tokio::sync::mpsc::Sender<pb::LogRequest>,
     handle: tokio::runtime::Handle,
 }
 
-impl ProcessHost {
-    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
-        // Plugin code runs on blocking threads (see `Service::blocking`), never on a
-        // runtime worker, so blocking on the runtime here is allowed.
-        self.handle.block_on(future)
-    }
+/// The connection to the host's callback socket, made on first use.
+struct Connection {
+    socket: PathBuf,
+    client: OnceCell<HostServiceClient<Channel>>,
+}
 
+impl Connection {
     /// The client, connecting the first time.
     async fn client(&self) -> Result<HostServiceClient<Channel>, tonic::Status> {
         self.client
@@ -145,6 +147,37 @@ impl ProcessHost {
             .await
             .cloned()
     }
+}
+
+/// Log lines queued for the host before new ones are dropped.
+const LOG_QUEUE: usize = 1024;
+
+impl ProcessHost {
+    /// A host API for the callback socket at `socket`; log lines are sent in order by a
+    /// task on `handle`.
+    fn new(socket: PathBuf, handle: tokio::runtime::Handle) -> ProcessHost {
+        let connection = Arc::new(Connection { socket, client: OnceCell::new() });
+        let (logs, mut queue) = tokio::sync::mpsc::channel::<pb::LogRequest>(LOG_QUEUE);
+        let sender = connection.clone();
+        handle.spawn(async move {
+            while let Some(line) = queue.recv().await {
+                if let Ok(mut client) = sender.client().await {
+                    let _ = client.log(line).await;
+                }
+            }
+        });
+        ProcessHost { connection, logs, handle }
+    }
+
+    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        // Plugin code runs on blocking threads (see `Service::blocking`), never on a
+        // runtime worker, so blocking on the runtime here is allowed.
+        self.handle.block_on(future)
+    }
+
+    async fn client(&self) -> Result<HostServiceClient<Channel>, tonic::Status> {
+        self.connection.client().await
+    }
 
     pub(crate) fn log(&self, level: LogLevel, message: &str) {
         let level = match level {
@@ -155,7 +188,7 @@ impl ProcessHost {
             LogLevel::Trace => pb::log_request::Level::Trace,
         };
         let request = pb::LogRequest { level: level as i32, message: message.to_owned() };
-        let _ = self.block_on(async { self.client().await?.log(request).await });
+        let _ = self.logs.try_send(request);
     }
 
     pub(crate) fn publish(
@@ -262,11 +295,7 @@ impl<P: Plugin> PluginService for Service<P> {
         request: tonic::Request<pb::InitRequest>,
     ) -> Result<tonic::Response<pb::InitResponse>, tonic::Status> {
         let config = request.into_inner().config;
-        let host = Host::process(Arc::new(ProcessHost {
-            socket: self.host_socket.clone(),
-            client: OnceCell::new(),
-            handle: self.handle.clone(),
-        }));
+        let host = Host::process(Arc::new(ProcessHost::new(self.host_socket.clone(), self.handle.clone())));
         let plugin = Self::blocking(move || P::init(host, &config)).await?;
         self.plugin.set(plugin).map_err(|_| tonic::Status::failed_precondition("init was called twice"))?;
         Ok(tonic::Response::new(pb::InitResponse {}))
