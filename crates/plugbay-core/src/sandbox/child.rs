@@ -1,44 +1,66 @@
-//! A plugin child process: what runs in it between `fork` and `exec`, and watching it exit.
+//! Watching a plugin child process exit, and reaping it.
 #![allow(unsafe_code)]
 
-use std::process::Command;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
-/// Makes `command`'s child die with the host: it gets SIGKILL when the thread that spawned
-/// it exits (so spawn from a thread that lives as long as the host), and exits at once if
-/// the host already died before the signal was armed.
-pub fn die_with_parent(command: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        let parent = rustix::process::getpid();
-        // SAFETY: the hook runs in the forked child before exec and only makes two raw
-        // system calls (prctl, getppid) and `_exit`, all async-signal-safe; it allocates
-        // nothing and takes no lock.
-        unsafe {
-            command.pre_exec(move || {
-                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-                if rustix::process::getppid() != Some(parent) {
-                    // The host died between fork and prctl: the signal will never come.
-                    // Failing here makes the child exit before exec.
-                    // (No allocation between fork and exec: an errno-only error.)
-                    return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error()));
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
-}
+/// How a reaped process ended.
+pub type ExitStatus = rustix::process::WaitIdStatus;
 
 /// Waits until the process behind `pidfd` has exited, without reaping it (its pid, and so
 /// its process group id, stay reserved until it is reaped).
 #[cfg(target_os = "linux")]
-pub async fn exited(pidfd: std::os::fd::OwnedFd) {
+pub async fn exited(pidfd: OwnedFd) {
     use tokio::io::Interest;
     use tokio::io::unix::AsyncFd;
     // SAFETY: the `OwnedFd` moves into the `AsyncFd`, so the descriptor stays open and
     // refers to the same pidfd until the `AsyncFd` is dropped; nothing else can close it.
     let Ok(fd) = (unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }) else { return };
     let _ = fd.readable().await;
+}
+
+/// Reaps the process behind `pidfd`, waiting at most `limit` for it to exit. `None` if it
+/// is still running after that (or was reaped already).
+pub fn reap(pidfd: &OwnedFd, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let mut poll = [rustix::event::PollFd::new(pidfd, rustix::event::PollFlags::IN)];
+    let timeout = rustix::event::Timespec::try_from(limit)
+        .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
+    rustix::event::poll(&mut poll, Some(&timeout))?;
+    Ok(rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+    )?)
+}
+
+/// Describes how a process ended, in words (`exited with exit status: 1`, `was killed by
+/// signal 11 (SIGSEGV)`).
+pub fn describe(status: &ExitStatus) -> String {
+    match (status.terminating_signal(), status.exit_status()) {
+        (Some(signal), _) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+        (None, Some(code)) => format!("exited with exit status: {code}"),
+        (None, None) => "ended".into(),
+    }
+}
+
+/// The usual name of a signal number.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => "a signal",
+    }
 }

@@ -3,23 +3,24 @@
 //! Hygiene every program gets: stdin is `/dev/null`; the environment is cleared but for
 //! the manifest's `permissions.env` and the handshake variables; its own process group;
 //! SIGKILL when the host dies (armed by a long-lived spawner thread, since the kernel ties
-//! the signal to the thread that forked); stdout and stderr read continuously; signals sent
+//! the signal to the thread that started the child); stdout and stderr read continuously; signals sent
 //! through a pidfd, so a reused pid is never hit; its private directory (mode 0700, holding
 //! both sockets) removed when it stops.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::runtime::process::handshake::{self, PLUGIN_COOKIE, Transport};
 use crate::runtime::process::output::{self, LineReader, Tail};
 use crate::sandbox;
+use crate::sandbox::spawn::{Launch, Started};
 
 /// How a program ended, in words (`exit status: 1`, `signal: 11 (SIGSEGV)`).
 pub(crate) type ExitDescription = String;
@@ -84,7 +85,7 @@ impl Sockets {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The thread that forks every plugin program. It never exits, so the parent-death signal
+/// The thread that starts every plugin program. It never exits, so the parent-death signal
 /// armed in the child fires only when the host process dies.
 fn spawner() -> &'static mpsc::Sender<Job> {
     static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
@@ -102,50 +103,51 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-async fn spawn_on_spawner(mut command: Command) -> std::io::Result<Child> {
-    let handle = tokio::runtime::Handle::current();
+async fn start_on_spawner(launch: Launch) -> std::io::Result<Started> {
     let (reply, answer) = oneshot::channel();
     let job: Job = Box::new(move || {
-        let _runtime = handle.enter();
-        let _ = reply.send(command.spawn());
+        let _ = reply.send(launch.start());
     });
     spawner().send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
     answer.await.map_err(|_| std::io::Error::other("the spawner thread dropped the request"))?
 }
 
-/// The usual name of a signal number.
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        31 => "SIGSYS",
-        _ => "a signal",
+/// Reaps the program when it exits: kills what is left of its process group first (while
+/// its pid, the group id, is still reserved), then publishes how it ended. If the task is
+/// dropped first (the runtime shuts down), the drop kills and reaps, so no zombie remains.
+struct Reaper {
+    pid: rustix::process::Pid,
+    pidfd: OwnedFd,
+    reaped: bool,
+}
+
+impl Reaper {
+    async fn run(mut self, exit_sender: watch::Sender<Option<ExitDescription>>) {
+        if let Ok(watch) = self.pidfd.try_clone() {
+            sandbox::child::exited(watch).await;
+        }
+        let _ = rustix::process::kill_process_group(self.pid, rustix::process::Signal::KILL);
+        let exit = self.reap(Duration::from_secs(1));
+        let _ = exit_sender.send(Some(exit));
+    }
+
+    fn reap(&mut self, limit: Duration) -> ExitDescription {
+        self.reaped = true;
+        match sandbox::child::reap(&self.pidfd, limit) {
+            Ok(Some(status)) => sandbox::child::describe(&status),
+            Ok(None) => "ended, but could not be reaped".into(),
+            Err(error) => format!("could not be waited for: {error}"),
+        }
     }
 }
 
-fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> ExitDescription {
-    match status {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt;
-            match status.signal() {
-                Some(signal) => format!("was killed by signal {signal} ({})", signal_name(signal)),
-                None => format!("exited with {status}"),
-            }
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process_group(self.pid, rustix::process::Signal::KILL);
+            self.reap(Duration::from_secs(1));
         }
-        Err(error) => format!("could not be waited for: {error}"),
     }
 }
 
@@ -154,57 +156,45 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> ExitDescr
 /// killed and the error says why, with its exit status and last stderr lines when known.
 pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Duration) -> Result<Running> {
     let plugin: Arc<str> = Arc::from(program.plugin);
-    let mut command = Command::new(&program.program);
-    command
-        .args(program.args)
-        .current_dir(program.folder)
-        .env_clear()
-        .envs(program.env.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value))))
-        .env("PLUGBAY_PLUGIN_COOKIE", PLUGIN_COOKIE)
-        .env("PLUGBAY_PROTOCOL_VERSIONS", handshake::offered_versions())
-        .env("PLUGBAY_TRANSPORTS", handshake::offered_transports(program.transports))
-        .env("PLUGBAY_SOCKET", &sockets.plugin)
-        .env("PLUGBAY_HOST_SOCKET", &sockets.host)
-        .env("PLUGBAY_PLUGIN_ID", program.plugin)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    sandbox::child::die_with_parent(command.as_std_mut());
-    let mut child = spawn_on_spawner(command).await.map_err(|error| {
+    let versions = handshake::offered_versions();
+    let transports = handshake::offered_transports(program.transports);
+    let allowed = program.env.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value)));
+    let allowed: Vec<(OsString, OsString)> = allowed.map(|(name, value)| (name.into(), value)).collect();
+    let handshake_env = [
+        ("PLUGBAY_PLUGIN_COOKIE", OsStr::new(PLUGIN_COOKIE)),
+        ("PLUGBAY_PROTOCOL_VERSIONS", OsStr::new(&versions)),
+        ("PLUGBAY_TRANSPORTS", OsStr::new(&transports)),
+        ("PLUGBAY_SOCKET", sockets.plugin.as_os_str()),
+        ("PLUGBAY_HOST_SOCKET", sockets.host.as_os_str()),
+        ("PLUGBAY_PLUGIN_ID", OsStr::new(program.plugin)),
+    ];
+    let env = allowed
+        .iter()
+        .map(|(name, value)| (name.as_os_str(), value.as_os_str()))
+        .chain(handshake_env.iter().map(|(name, value)| (OsStr::new(*name), *value)));
+    let cannot_start = |error: std::io::Error| {
         Error::precondition(format!("cannot start {}: {error}", program.program.display()))
             .with_field("plugin.entry")
-    })?;
-    let pid = child.id().unwrap_or(0);
-    let pidfd = rustix::process::Pid::from_raw(pid as i32)
-        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok());
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
+    };
+    let launch = Launch::new(&program.program, program.args.iter().map(OsStr::new), env, program.folder)
+        .map_err(cannot_start)?;
+    let started = start_on_spawner(launch).await.map_err(cannot_start)?;
+    let pid = started.pid;
+    let pidfd = started.pidfd.try_clone().ok();
+    let stdout = pipe::Receiver::from_owned_fd(started.stdout).map_err(cannot_start)?;
+    let stderr = pipe::Receiver::from_owned_fd(started.stderr).map_err(cannot_start)?;
     let tail = Arc::new(Tail::default());
     tokio::spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
     let (exit_sender, exited) = watch::channel(None);
-    let group_watch = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
-    tokio::spawn(async move {
-        // When the program exits, processes it started in its group die with it. The
-        // group is signalled before the program is reaped, while its pid (the group id)
-        // cannot have been reused.
-        if let Some(fd) = group_watch {
-            sandbox::child::exited(fd).await;
-            if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            }
-        }
-        let status = child.wait().await;
-        let _ = exit_sender.send(Some(describe_exit(status)));
-    });
+    let reaper = Reaper { pid, pidfd: started.pidfd, reaped: false };
+    tokio::spawn(reaper.run(exit_sender));
     let mut running = Running {
         plugin: plugin.clone(),
         socket: sockets.plugin,
         transport: Transport::Grpc,
         exited,
         stderr: tail,
-        pid,
+        pid: pid.as_raw_nonzero().get() as u32,
         pidfd,
         _dir: sockets.dir,
     };
@@ -227,7 +217,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
 }
 
 /// Reads the handshake line, checks it and the socket, then forwards the rest of stdout.
-async fn read_handshake(running: &mut Running, stdout: ChildStdout, offered: &[Transport]) -> Result<()> {
+async fn read_handshake(running: &mut Running, stdout: pipe::Receiver, offered: &[Transport]) -> Result<()> {
     let mut lines = LineReader::new(stdout);
     let line = lines
         .next_line()
