@@ -12,4 +12,5 @@ mod manifests;
 mod native;
 mod process;
 mod python;
+mod supervision;
 mod support;

@@ -177,7 +177,17 @@ async fn init_config_reaches_the_plugin_and_init_errors_fail_it() {
     config.plugin_config.insert("fixture".into(), b"fail".to_vec());
     let failing = Host::build(config).unwrap();
     failing.load_all().await;
-    assert_failed(&failing, "fixture", Code::FailedPrecondition, &["init refused: config says fail"]);
+    // The default restart policy (on-failure) tries again after a backoff; the error stays
+    // visible meanwhile and a crash report records it.
+    let info = info(&failing, "fixture");
+    assert_eq!(info.state, State::BackingOff, "{info:?}");
+    let error = info.error.expect("the init error is kept");
+    assert_eq!(error.code, Code::FailedPrecondition);
+    assert!(error.message.contains("init refused: config says fail"), "{}", error.message);
+    let crashes = failing.crashes(Some("fixture"));
+    assert_eq!(crashes.len(), 1, "{crashes:?}");
+    assert!(crashes[0].reason.contains("init refused"), "{crashes:?}");
+    assert!(crashes[0].action.starts_with("restart 1 of 5 in"), "{crashes:?}");
 }
 
 // ---- A5: artifacts that are not loadable libraries ----

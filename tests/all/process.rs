@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::support::{assert_canary_answers, assert_error, assert_failed, host_over, info, json_call};
 
 /// A plugins folder with the process fixture (with `extra` manifest lines) and the canary.
-async fn fixture_host(extra: &str) -> (PluginsDir, Host) {
+/// A host with the canary and the process fixture (`extra` appended to its manifest).
+pub(crate) async fn fixture_host(extra: &str) -> (PluginsDir, Host) {
     let dir = PluginsDir::new();
     dir.add_process_fixture(extra);
     dir.add_canary();
@@ -18,7 +19,8 @@ async fn fixture_host(extra: &str) -> (PluginsDir, Host) {
     (dir, host)
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether process `pid` is alive (a zombie is not).
+pub(crate) fn pid_alive(pid: u32) -> bool {
     // A zombie is dead for our purpose: read its state.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
@@ -26,7 +28,8 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
-async fn fixture_pid(host: &Host) -> u32 {
+/// The pid of the fixture process that answers the next call.
+pub(crate) async fn fixture_pid(host: &Host) -> u32 {
     host.invoke(json_call("fixture@1", "pid", json!(null))).await.unwrap().to_json().unwrap()
 }
 
@@ -108,24 +111,26 @@ async fn stop_shuts_the_program_down_and_is_safe_twice() {
 }
 
 async fn crash_mid_call(method: &str, payload: serde_json::Value, fragment: &str) {
-    let (_dir, host) = fixture_host("").await;
+    let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 10\n").await;
     let pid = fixture_pid(&host).await;
     let started = Instant::now();
     let error = host.invoke(json_call("fixture@1", method, payload)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "the failure is immediate, not a timeout");
     assert_error(&error, Code::Unavailable, &["plugin fixture", fragment]);
     assert_canary_answers(&host).await;
-    // The plugin is marked failed with the reason, and no process is left.
-    for _ in 0..100 {
-        if info(&host, "fixture").state == State::Failed {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_failed(&host, "fixture", Code::Unavailable, &[fragment]);
+    // The default policy (on-failure) restarts it: a new process answers.
+    let restarted = crate::supervision::wait_for_new_pid(&host, pid).await;
     assert!(!pid_alive(pid));
-    let error = host.invoke(json_call("fixture@1", "echo", json!(1))).await.unwrap_err();
-    assert_eq!(error.code(), Code::NotFound, "{error}");
+    assert_ne!(restarted, pid);
+    assert_eq!(info(&host, "fixture").restarts, 1);
+    // The crash report says why and lists the fatal call (its size, never its bytes).
+    let crashes = host.crashes(Some("fixture"));
+    assert_eq!(crashes.len(), 1, "{crashes:?}");
+    assert!(crashes[0].reason.contains(fragment), "{crashes:?}");
+    let fatal =
+        crashes[0].last_calls.iter().find(|call| call.method == method).expect("the fatal call is listed");
+    assert!(["in flight", "unavailable"].contains(&fatal.outcome.as_str()), "{crashes:?}");
+    assert_canary_answers(&host).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,10 +194,13 @@ async fn b7_oversized_response_is_resource_exhausted() {
 
 // ---- handshake faults (B3, B4, C6) ----
 
+/// A host with the canary and a script plugin `bad` that is not restarted (unless `extra`
+/// has a `[restart]` table), so a failed start stays `failed`.
 async fn script_host(script: &str, extra: &str) -> (PluginsDir, Host) {
     let dir = PluginsDir::new();
     dir.add_canary();
-    dir.add_script_plugin("bad", script, extra);
+    let no_restart = if extra.contains("[restart]") { "" } else { "\n[restart]\npolicy = \"never\"\n" };
+    dir.add_script_plugin("bad", script, &format!("{extra}{no_restart}"));
     let host = host_over(&dir).await;
     (dir, host)
 }

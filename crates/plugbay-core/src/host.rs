@@ -22,6 +22,9 @@ use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{Artifact, CallOutcome, HostCallbacks, InstanceContext, Loaded, LogLevel, Runtime};
 use crate::safe_fs;
 use crate::scheduler::{Scheduler, Slot};
+use crate::supervisor::{self, CrashLog, CrashReport, FailureWindow};
+
+mod supervise;
 
 /// The plugin container. Cheap to clone (all clones share one host).
 ///
@@ -49,6 +52,8 @@ struct HostInner {
     process: ProcessRuntime,
     scheduler: Scheduler,
     bus: Bus,
+    /// Crash reports, newest last.
+    crashes: CrashLog,
     /// Every plugin folder the host knows, by folder path (ids may clash; folders cannot).
     plugins: Mutex<BTreeMap<PathBuf, Arc<PluginEntry>>>,
     /// The host's own tokio runtime, when it was built outside one.
@@ -74,6 +79,10 @@ struct PluginStatus {
     loaded: Option<Arc<dyn Loaded>>,
     /// The routable instances (several for process plugins with replicas).
     slots: Vec<Arc<Slot>>,
+    /// Failures within the `[restart]` window, for the crash-loop check.
+    failures: FailureWindow,
+    /// Restarts the supervisor made since the plugin was loaded by hand.
+    restarts: u32,
 }
 
 /// A failure as data: its code and the whole message with its context.
@@ -108,6 +117,13 @@ pub struct PluginInfo {
     pub capabilities: Vec<String>,
     /// Why it is not running, when it failed.
     pub error: Option<ErrorInfo>,
+    /// Running instances (replicas).
+    pub instances: usize,
+    /// Restarts the supervisor made since the plugin was last loaded or started by hand.
+    pub restarts: u32,
+    /// In-process calls seen running past their timeout since the instance started (they
+    /// cannot be pre-empted; see [`Host::invoke`]).
+    pub stuck_calls: u64,
 }
 
 /// The outcome of loading a plugins folder: who loaded and who did not, and why.
@@ -150,10 +166,12 @@ impl Host {
             process: ProcessRuntime,
             scheduler: Scheduler::new(),
             bus,
+            crashes: CrashLog::default(),
             plugins: Mutex::new(BTreeMap::new()),
             owned_runtime: Mutex::new(owned_runtime),
         });
         handle.spawn(deliver_to_plugins(Arc::downgrade(&inner), deliveries));
+        handle.spawn(supervise::watch_stuck_calls(Arc::downgrade(&inner)));
         Ok(Host { inner })
     }
 
@@ -200,6 +218,11 @@ impl Host {
         let entry = self.inner.entry_for(folder, &name);
         let _operation = entry.operation.lock().await;
         {
+            let mut status = entry.status.lock();
+            status.failures.clear();
+            status.restarts = 0;
+        }
+        {
             let state = entry.status.lock().state;
             if matches!(state, State::Running | State::Initialized | State::Loaded | State::Draining) {
                 return Err(Error::precondition(format!("the plugin is already {state}")).with_plugin(&name));
@@ -212,7 +235,19 @@ impl Host {
             Ok(id) => Ok(id),
             Err(error) => {
                 let error = error.with_plugin(entry.status.lock().id.clone());
+                // Failing to start an instance (init, a crash or hang at start) is what
+                // restart policies are for; a bad manifest or artifact is not.
+                let instance_failed = {
+                    let status = entry.status.lock();
+                    let process =
+                        status.manifest.as_ref().is_some_and(|m| m.plugin.runtime == RuntimeKind::Process);
+                    status.state == State::Loaded
+                        || (status.state == State::Discovered && process && error.code() == Code::Unavailable)
+                };
                 self.inner.fail(&entry, &error);
+                if instance_failed {
+                    self.inner.after_start_failure(&entry, &error);
+                }
                 Err(error)
             }
         }
@@ -220,39 +255,36 @@ impl Host {
 
     /// Calls a method on a capability or a plugin and waits for the response.
     ///
-    /// Native calls run on the caller's thread (no hand-off) and cannot be pre-empted: a
-    /// deadline is checked before the call starts, not during it.
+    /// The call's deadline is the caller's ([`Call::deadline`]) or the plugin's
+    /// `limits.timeout_ms` (else [`HostConfig::default_timeout`]), whichever comes first.
+    /// Process calls are cancelled at the deadline and the caller gets `deadline_exceeded`
+    /// at once. Native calls run on the caller's thread (no hand-off) and cannot be
+    /// pre-empted: the caller waits until the plugin returns, then gets
+    /// `deadline_exceeded` (the late response is discarded) if the deadline passed; while
+    /// such a call runs past the plugin's timeout the instance is "stuck": no new calls are
+    /// routed to it, and [`PluginInfo::stuck_calls`] counts it.
+    ///
+    /// With `limits.max_concurrency`, that many calls run at once per instance and as many
+    /// wait; more get `resource_exhausted` at once. When the instance serving a call dies
+    /// and the method is listed in the manifest's `[retry] idempotent`, the call is retried
+    /// once on another running instance; otherwise never.
     ///
     /// # Errors
-    /// `not_found` (no such capability or plugin), `unavailable` (stopped or stopping),
-    /// `permission_denied` (method not in `[provides]`), `deadline_exceeded`, or the
-    /// plugin's own error; each names the plugin and the method.
+    /// `not_found` (no such capability or plugin), `unavailable` (stopped, stopping, or
+    /// the instance died), `permission_denied` (method not in `[provides]`),
+    /// `deadline_exceeded`, `resource_exhausted`, or the plugin's own error; each names
+    /// the plugin and the method.
     pub async fn invoke(&self, call: Call) -> Result<Payload> {
         let slot = self.inner.route(&call.target, &call.method)?;
-        let _in_flight = slot.enter()?;
-        let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
-        if call.deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
-            return Err(context(Error::new(
-                Code::DeadlineExceeded,
-                "the deadline passed before the call started",
-            )));
-        }
-        let deadline = call.deadline.map(|deadline| deadline.instant());
-        match slot.instance.call(&call.method, &call.payload, deadline) {
-            CallOutcome::Done(result) => result.map_err(context),
-            CallOutcome::Pending(future) => {
-                let timeout = match call.deadline {
-                    Some(deadline) => deadline.remaining(),
-                    None => self.inner.timeout_of(&slot),
-                };
-                match tokio::time::timeout(timeout, future).await {
-                    Ok(result) => result.map_err(context),
-                    Err(_) => Err(context(Error::new(
-                        Code::DeadlineExceeded,
-                        format!("no response within {} ms", timeout.as_millis()),
-                    ))),
-                }
+        let result = self.inner.call_slot(&slot, &call).await;
+        match result {
+            Err(error) if self.inner.may_retry(&slot, &call.method, &error) => {
+                // The instance died under an idempotent call: once more, elsewhere.
+                let Some(other) = self.inner.route_elsewhere(&call, &slot) else { return Err(error) };
+                tracing::debug!(plugin = %slot.plugin, method = %call.method, "retrying on another instance: {error}");
+                self.inner.call_slot(&other, &call).await
             }
+            result => result,
         }
     }
 
@@ -370,6 +402,13 @@ impl Host {
         bus::check_topic(&event.topic)?;
         self.inner.bus.publish(event)
     }
+
+    /// Crash reports (instances that died, failed their health checks or failed to start
+    /// under a restart policy), oldest first; only `plugin`'s when given. The host keeps
+    /// the last [`supervisor::CRASH_LOG_CAPACITY`].
+    pub fn crashes(&self, plugin: Option<&str>) -> Vec<CrashReport> {
+        self.inner.crashes.list(plugin)
+    }
 }
 
 impl Drop for HostInner {
@@ -455,6 +494,14 @@ impl PluginEntry {
             state: status.state,
             capabilities: manifest.map(|m| m.provides.keys().cloned().collect()).unwrap_or_default(),
             error: status.error.clone(),
+            instances: status.slots.len(),
+            restarts: status.restarts,
+            stuck_calls: status
+                .slots
+                .iter()
+                .filter_map(|slot| slot.watch.as_ref())
+                .map(|watch| watch.stuck_total.load(std::sync::atomic::Ordering::Relaxed))
+                .sum(),
         }
     }
 }
@@ -480,6 +527,8 @@ impl HostInner {
                 error: None,
                 loaded: None,
                 slots: Vec::new(),
+                failures: FailureWindow::default(),
+                restarts: 0,
             }),
         });
         plugins.insert(folder.to_path_buf(), entry.clone());
@@ -515,7 +564,8 @@ impl HostInner {
             let from = status.state;
             from.transition(to).map_err(|error| error.with_plugin(status.id.clone()))?;
             status.state = to;
-            if to != State::Failed {
+            // The last error stays visible through restarts and quarantine.
+            if to == State::Running {
                 status.error = None;
             }
             (status.id.clone(), from)
@@ -632,6 +682,16 @@ impl HostInner {
         }
     }
 
+    /// What a new instance of plugin `id` gets.
+    fn instance_context(&self, id: &str) -> InstanceContext {
+        InstanceContext {
+            plugin: Arc::from(id),
+            config: self.config.plugin_config.get(id).cloned().unwrap_or_default(),
+            callbacks: Arc::new(HostLink(self.me.clone())),
+            max_payload_bytes: self.config.max_payload_bytes,
+        }
+    }
+
     /// (Loaded | Stopped) -> Initialized -> Running.
     async fn instantiate(self: &HostInner, entry: &Arc<PluginEntry>) -> Result<()> {
         let (loaded, manifest, id) = {
@@ -641,23 +701,19 @@ impl HostInner {
         let (Some(loaded), Some(manifest)) = (loaded, manifest) else {
             return Err(Error::precondition("the plugin is not loaded").with_plugin(id));
         };
-        let context = InstanceContext {
-            plugin: Arc::from(id.as_str()),
-            config: self.config.plugin_config.get(&id).cloned().unwrap_or_default(),
-            callbacks: Arc::new(HostLink(self.me.clone())),
-            max_payload_bytes: self.config.max_payload_bytes,
-        };
+        let context = self.instance_context(&id);
         let replicas = match manifest.plugin.runtime {
             RuntimeKind::Process => manifest.process.replicas as usize,
             _ => 1,
         };
         let mut slots = Vec::with_capacity(replicas);
-        for _ in 0..replicas {
+        for index in 0..replicas {
             match loaded.instantiate(context.clone()).await {
                 Ok(instance) => slots.push(Arc::new(Slot::new(
                     instance,
                     manifest.clone(),
                     entry.folder.join(MANIFEST_FILE),
+                    index,
                 ))),
                 Err(error) => {
                     for slot in &slots {
@@ -671,35 +727,9 @@ impl HostInner {
         entry.status.lock().slots = slots.clone();
         self.scheduler.insert(&id, slots.clone());
         for slot in &slots {
-            self.watch_for_death(entry, slot);
+            self.supervise(entry, slot);
         }
         self.transition(entry, State::Running, "routing calls to it")
-    }
-
-    /// When an instance dies on its own (a process exits), takes the plugin out of routing
-    /// and marks it failed with the reason; calls in flight on it have already failed.
-    fn watch_for_death(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>) {
-        let Some(died) = slot.instance.died() else { return };
-        let (host, entry, slot) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
-        tokio::spawn(async move {
-            let reason = died.await;
-            let (Some(host), Some(slot)) = (host.upgrade(), slot.upgrade()) else { return };
-            let routed = entry.status.lock().slots.iter().any(|s| Arc::ptr_eq(s, &slot));
-            if !routed {
-                return; // stopped on purpose
-            }
-            let id = entry.status.lock().id.clone();
-            let _operation = entry.operation.lock().await;
-            if !entry.status.lock().slots.iter().any(|s| Arc::ptr_eq(s, &slot)) {
-                return;
-            }
-            host.scheduler.remove(&id);
-            let slots = std::mem::take(&mut entry.status.lock().slots);
-            for other in slots.iter().filter(|s| !Arc::ptr_eq(s, &slot)) {
-                other.instance.shutdown().await;
-            }
-            host.fail(&entry, &Error::unavailable(reason).with_plugin(id));
-        });
     }
 
     /// Running -> Draining -> Stopped.
@@ -770,19 +800,79 @@ impl HostInner {
     fn invoke_sync(&self, call: &Call) -> Result<Payload> {
         let slot = self.route(&call.target, &call.method)?;
         let _in_flight = slot.enter()?;
-        if call.deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
-            return Err(Error::new(Code::DeadlineExceeded, "the deadline passed before the call started")
-                .with_plugin(&*slot.plugin)
-                .with_method(&call.method));
-        }
-        let deadline = call.deadline.map(|deadline| deadline.instant());
-        match slot.instance.call(&call.method, &call.payload, deadline) {
-            CallOutcome::Done(result) => {
-                result.map_err(|e| e.with_plugin(&*slot.plugin).with_method(&call.method))
-            }
+        let _permit = slot.try_admit()?;
+        let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
+        let budget = self.budget(&slot, call).map_err(context)?;
+        let started_ms = supervisor::coarse_now_ms();
+        match slot.instance.call(&call.method, &call.payload, None) {
+            CallOutcome::Done(result) => overrun(started_ms, budget).map_or(result, Err).map_err(context),
             CallOutcome::Pending(_) => Err(not_synchronous(&slot)),
         }
     }
+
+    /// How long a call may take: the caller's deadline or the plugin's timeout, whichever
+    /// comes first. `deadline_exceeded` when the caller's deadline already passed.
+    fn budget(&self, slot: &Slot, call: &Call) -> Result<std::time::Duration> {
+        let timeout = self.timeout_of(slot);
+        match call.deadline.map(|deadline| deadline.remaining()) {
+            Some(remaining) if remaining.is_zero() => {
+                Err(Error::new(Code::DeadlineExceeded, "the deadline passed before the call started"))
+            }
+            Some(remaining) => Ok(remaining.min(timeout)),
+            None => Ok(timeout),
+        }
+    }
+
+    /// One call on one instance, under its concurrency limit and deadline.
+    async fn call_slot(&self, slot: &Arc<Slot>, call: &Call) -> Result<Payload> {
+        let _in_flight = slot.enter()?;
+        let _permit = slot.admit().await?;
+        let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
+        let budget = self.budget(slot, call).map_err(context)?;
+        if slot.watch.is_some() {
+            // In-process: runs here, now; cannot be pre-empted.
+            let started_ms = supervisor::coarse_now_ms();
+            return match slot.instance.call(&call.method, &call.payload, None) {
+                CallOutcome::Done(result) => overrun(started_ms, budget).map_or(result, Err).map_err(context),
+                CallOutcome::Pending(future) => future.await.map_err(context),
+            };
+        }
+        let started = std::time::Instant::now();
+        let record = slot.recent.start(&call.method, call.payload.bytes.len());
+        let result = match slot.instance.call(&call.method, &call.payload, Some(started + budget)) {
+            CallOutcome::Done(result) => result,
+            CallOutcome::Pending(future) => match tokio::time::timeout(budget, future).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::new(
+                    Code::DeadlineExceeded,
+                    format!("no response within {} ms; the call was cancelled", budget.as_millis()),
+                )),
+            },
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.code().as_str(),
+        };
+        slot.recent.finish(record, started.elapsed().as_micros() as u64, outcome);
+        result.map_err(context)
+    }
+}
+
+/// `deadline_exceeded` when an in-process call that started at `started_ms` (coarse clock)
+/// returned after its `budget`. Measured on the coarse clock, so only overruns beyond its
+/// resolution (a few ms) are reported: a response is never discarded by mistake.
+fn overrun(started_ms: u64, budget: std::time::Duration) -> Option<Error> {
+    let took = supervisor::coarse_now_ms().saturating_sub(started_ms);
+    let budget_ms = budget.as_millis() as u64;
+    (took > budget_ms + supervisor::coarse_resolution_ms()).then(|| {
+        Error::new(
+            Code::DeadlineExceeded,
+            format!(
+                "the call returned after about {took} ms, past its deadline of {budget_ms} ms; \
+                 in-process calls cannot be pre-empted, so the caller waited and the late response was discarded"
+            ),
+        )
+    })
 }
 
 /// The host as plugins' callbacks see it.

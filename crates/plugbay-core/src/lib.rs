@@ -45,6 +45,7 @@ pub mod runtime;
 pub mod safe_fs;
 pub mod sandbox;
 mod scheduler;
+pub mod supervisor;
 
 pub use bus::{Event, LifecycleChange};
 pub use call::{Call, ContentType, Deadline, Payload, Target};

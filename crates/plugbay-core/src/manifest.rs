@@ -68,6 +68,10 @@ pub struct Manifest {
     pub permissions: Permissions,
     /// `[restart]`: what the host does when the plugin fails. Default: see [`Restart`].
     pub restart: Restart,
+    /// `[health]`: periodic health checks of process plugins. Default: see [`Health`].
+    pub health: Health,
+    /// `[retry]`: which methods may be retried on another instance. Default: none.
+    pub retry: Retry,
     /// `[load]`: when the plugin is loaded. Default: at startup.
     pub load: Load,
     /// `[process]`: settings of the process runtime (ignored by the others). Default: see
@@ -175,12 +179,51 @@ pub struct Restart {
     pub max_restarts: u32,
     /// The window, in seconds, over which restarts are counted, 1 to 86 400. Default: 60.
     pub window_s: u64,
+    /// Milliseconds before the first restart, 0 to 600 000; each further restart within
+    /// the window waits twice as long (with up to 50% random jitter). Default: 100.
+    pub backoff_ms: u64,
+    /// The longest wait between restarts, in milliseconds, 0 to 3 600 000. Default: 30 000.
+    pub backoff_max_ms: u64,
 }
 
 impl Default for Restart {
     fn default() -> Restart {
-        Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 }
+        Restart {
+            policy: RestartPolicy::OnFailure,
+            max_restarts: 5,
+            window_s: 60,
+            backoff_ms: 100,
+            backoff_max_ms: 30_000,
+        }
     }
+}
+
+/// The `[health]` table: how the host checks that a running process plugin still answers.
+/// A plugin that fails `failures` checks in a row is killed and restarted under its
+/// `[restart]` policy. In-process runtimes (native, wasm) are not checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// Milliseconds between checks, 0 (no checks) or 10 to 3 600 000. Default: 5 000.
+    pub interval_ms: u64,
+    /// Milliseconds one check may take, 1 to 600 000. Default: 1 000.
+    pub timeout_ms: u64,
+    /// Failed checks in a row that make the plugin unhealthy, 1 to 100. Default: 3.
+    pub failures: u32,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { interval_ms: 5_000, timeout_ms: 1_000, failures: 3 }
+    }
+}
+
+/// The `[retry]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Methods that are safe to run twice: when the instance serving such a call dies, the
+    /// host retries the call once on another running instance. Every name must be a method
+    /// in `[provides]`. Default: none (a call is never retried).
+    pub idempotent: Vec<String>,
 }
 
 /// When the host restarts a plugin.
@@ -457,6 +500,10 @@ struct RawManifest {
     #[serde(default)]
     restart: RawRestart,
     #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
     load: RawLoad,
     #[serde(default)]
     process: RawProcess,
@@ -503,6 +550,22 @@ struct RawRestart {
     policy: Option<String>,
     max_restarts: Option<i64>,
     window_s: Option<i64>,
+    backoff_ms: Option<i64>,
+    backoff_max_ms: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawHealth {
+    interval_ms: Option<i64>,
+    timeout_ms: Option<i64>,
+    failures: Option<i64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a table")]
+struct RawRetry {
+    idempotent: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -748,6 +811,74 @@ impl Context<'_> {
             )?),
         };
 
+        let number = |table: &'static str,
+                      name: &'static str,
+                      value: Option<i64>,
+                      min: u32,
+                      max: u32,
+                      default: u64| {
+            match value {
+                None => Ok(default),
+                Some(value) => {
+                    self.check(&[Key(table), Key(name)], At::Value, in_range(value, min, max)).map(u64::from)
+                }
+            }
+        };
+        let backoff_ms =
+            number("restart", "backoff_ms", raw.restart.backoff_ms, 0, 600_000, defaults.backoff_ms)?;
+        let backoff_max_ms = number(
+            "restart",
+            "backoff_max_ms",
+            raw.restart.backoff_max_ms,
+            0,
+            3_600_000,
+            defaults.backoff_max_ms,
+        )?;
+        let health_defaults = Health::default();
+        let interval_ms = number(
+            "health",
+            "interval_ms",
+            raw.health.interval_ms,
+            0,
+            3_600_000,
+            health_defaults.interval_ms,
+        )?;
+        if (1..10).contains(&interval_ms) {
+            return Err(self.error(
+                &[Key("health"), Key("interval_ms")],
+                At::Value,
+                invalid(format!("{interval_ms} is too short; use 0 (no checks) or 10 to 3600000")),
+            ));
+        }
+        let health = Health {
+            interval_ms,
+            timeout_ms: number(
+                "health",
+                "timeout_ms",
+                raw.health.timeout_ms,
+                1,
+                600_000,
+                health_defaults.timeout_ms,
+            )?,
+            failures: number(
+                "health",
+                "failures",
+                raw.health.failures,
+                1,
+                100,
+                u64::from(health_defaults.failures),
+            )? as u32,
+        };
+        for (index, method) in raw.retry.idempotent.iter().enumerate() {
+            if !raw.provides.values().any(|methods| methods.contains(method)) {
+                return Err(self.error(
+                    &[Key("retry"), Key("idempotent"), Index(index)],
+                    At::Value,
+                    invalid(format!("method {} is not listed in [provides]", quote(method))),
+                ));
+            }
+        }
+
         let process_defaults = ProcessSettings::default();
         let setting =
             |name: &'static str, value: Option<i64>, min: u32, max: u32, default: u64| -> Result<u64> {
@@ -811,7 +942,9 @@ impl Context<'_> {
                 network: raw.permissions.network,
                 env: raw.permissions.env,
             },
-            restart: Restart { policy, max_restarts, window_s },
+            restart: Restart { policy, max_restarts, window_s, backoff_ms, backoff_max_ms },
+            health,
+            retry: Retry { idempotent: raw.retry.idempotent },
             load: Load { lazy: raw.load.lazy },
             process,
         })

@@ -223,4 +223,22 @@ pub trait Instance: Send + Sync {
     fn died(&self) -> Option<BoxFuture<'static, String>> {
         None
     }
+
+    /// For instances that can stop answering while alive (a process): one health check
+    /// that must succeed within `timeout`. `None` when the runtime has nothing to check.
+    fn check_health(&self, timeout: std::time::Duration) -> Option<BoxFuture<'_, Result<()>>> {
+        let _ = timeout;
+        None
+    }
+
+    /// Whether the instance is still alive (a process that has not exited). In-process
+    /// instances always are.
+    fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Ends the instance at once, without a graceful shutdown (an unhealthy process is
+    /// killed, stopped or not). Its [`Instance::died`] future then resolves. The default
+    /// does nothing.
+    fn kill(&self) {}
 }

@@ -5,15 +5,16 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::call::Target;
-use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::error::{Code, Error, Result};
+use crate::manifest::{Manifest, RuntimeKind};
 use crate::runtime::Instance;
+use crate::supervisor::{self, RecentCalls};
 
 /// A routable instance of a plugin, with its in-flight accounting.
 pub(crate) struct Slot {
@@ -25,18 +26,111 @@ pub(crate) struct Slot {
     pub(crate) manifest: Arc<Manifest>,
     /// `plugins/<id>/plugin.toml`, for messages.
     pub(crate) manifest_path: PathBuf,
+    /// Which replica of the plugin this is (0-based), for reports.
+    pub(crate) index: usize,
+    /// Its last calls, for crash reports (async calls only: in-process calls that crash
+    /// take the host with them, and recording them would slow the fast path).
+    pub(crate) recent: RecentCalls,
+    /// Watches calls that run on the caller's thread (native), which cannot be pre-empted.
+    pub(crate) watch: Option<CallWatch>,
+    /// `limits.max_concurrency`, when set.
+    limit: Option<ConcurrencyLimit>,
     in_flight: AtomicUsize,
     accepting: AtomicBool,
     idle: Notify,
 }
 
+/// How many calls at once a [`CallWatch`] tracks; more concurrent calls run untracked.
+const WATCHED_CALLS: usize = 16;
+/// The bit of a watch cell that says its call was already counted as stuck.
+const COUNTED: u64 = 1 << 63;
+
+/// Start times of the calls running on an in-process instance, so a watchdog can see a
+/// call that overran its timeout while it still runs. Entering costs one coarse clock read
+/// and one compare-and-swap; no thread hand-off.
+#[derive(Default)]
+pub(crate) struct CallWatch {
+    /// Coarse start time in ms + 1 of each tracked call (plus [`COUNTED`]); 0 = free.
+    started: [AtomicU64; WATCHED_CALLS],
+    /// Whether a call has run past the timeout (no new calls are routed here meanwhile).
+    stuck: AtomicBool,
+    /// Calls seen stuck since the instance started (a metric).
+    pub(crate) stuck_total: AtomicU64,
+}
+
+impl CallWatch {
+    fn claim(&self, now_ms: u64) -> Option<usize> {
+        let first = thread_hint() % WATCHED_CALLS;
+        (0..WATCHED_CALLS).map(|step| (first + step) % WATCHED_CALLS).find(|&cell| {
+            self.started[cell].compare_exchange(0, now_ms + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        })
+    }
+
+    /// Marks the instance stuck while any tracked call has run `timeout_ms` or longer;
+    /// returns how many calls newly crossed that line (each call is counted once).
+    pub(crate) fn check(&self, now_ms: u64, timeout_ms: u64) -> u64 {
+        let (mut stuck, mut newly) = (0, 0);
+        for cell in &self.started {
+            let value = cell.load(Ordering::Acquire);
+            if value == 0 || now_ms.saturating_sub((value & !COUNTED) - 1) < timeout_ms {
+                continue;
+            }
+            stuck += 1;
+            let first_time = value & COUNTED == 0
+                && cell.compare_exchange(value, value | COUNTED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+            newly += u64::from(first_time);
+        }
+        self.stuck.store(stuck > 0, Ordering::Release);
+        self.stuck_total.fetch_add(newly, Ordering::Relaxed);
+        newly
+    }
+
+    /// Whether a call is stuck on this instance now.
+    pub(crate) fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::Acquire)
+    }
+}
+
+/// A small per-thread number, to spread threads over the watch cells.
+fn thread_hint() -> usize {
+    thread_local! {
+        static HINT: usize = {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        };
+    }
+    HINT.with(|hint| *hint)
+}
+
+/// `limits.max_concurrency`: that many calls run at once, as many more wait; the rest are
+/// refused with `resource_exhausted` at once.
+struct ConcurrencyLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+    waiting: AtomicUsize,
+}
+
 impl Slot {
-    pub(crate) fn new(instance: Arc<dyn Instance>, manifest: Arc<Manifest>, manifest_path: PathBuf) -> Slot {
+    pub(crate) fn new(
+        instance: Arc<dyn Instance>,
+        manifest: Arc<Manifest>,
+        manifest_path: PathBuf,
+        index: usize,
+    ) -> Slot {
+        let limit = manifest.limits.max_concurrency.map(|max| ConcurrencyLimit {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max: max as usize,
+            waiting: AtomicUsize::new(0),
+        });
         Slot {
             plugin: Arc::from(manifest.plugin.id.as_str()),
             instance,
+            watch: (manifest.plugin.runtime == RuntimeKind::Native).then(CallWatch::default),
             manifest,
             manifest_path,
+            index,
+            recent: RecentCalls::default(),
+            limit,
             in_flight: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             idle: Notify::new(),
@@ -49,7 +143,8 @@ impl Slot {
             return Err(self.draining_error());
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let guard = InFlight(self);
+        let watched = self.watch.as_ref().and_then(|watch| watch.claim(supervisor::coarse_now_ms()));
+        let guard = InFlight { slot: self, watched };
         // Re-check after counting in: a drain that began in between sees our count or we
         // see its flag, never neither.
         if !self.accepting.load(Ordering::SeqCst) {
@@ -57,6 +152,45 @@ impl Slot {
             return Err(self.draining_error());
         }
         Ok(guard)
+    }
+
+    /// Takes a concurrency permit when `limits.max_concurrency` is set: at once if one is
+    /// free, else waits in a queue as long as the limit; `resource_exhausted` when the
+    /// queue is full too.
+    pub(crate) async fn admit(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        let Some(limit) = &self.limit else { return Ok(None) };
+        if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        if limit.waiting.fetch_add(1, Ordering::AcqRel) >= limit.max {
+            limit.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.too_busy());
+        }
+        let permit = limit.permits.clone().acquire_owned().await;
+        limit.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map(Some).map_err(|_| self.draining_error())
+    }
+
+    /// [`Slot::admit`] without waiting (for synchronous calls).
+    pub(crate) fn try_admit(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        let Some(limit) = &self.limit else { return Ok(None) };
+        limit.permits.clone().try_acquire_owned().map(Some).map_err(|_| self.too_busy())
+    }
+
+    fn too_busy(&self) -> Error {
+        let max = self.manifest.limits.max_concurrency.unwrap_or_default();
+        Error::new(
+            Code::ResourceExhausted,
+            format!(
+                "{max} calls are running and {max} waiting (limits.max_concurrency = {max}); try again later"
+            ),
+        )
+        .with_plugin(&*self.plugin)
+    }
+
+    /// Whether the instance has a call stuck past its timeout (no new calls go to it).
+    pub(crate) fn is_stuck(&self) -> bool {
+        self.watch.as_ref().is_some_and(CallWatch::is_stuck)
     }
 
     fn draining_error(&self) -> Error {
@@ -115,13 +249,20 @@ impl Slot {
 }
 
 /// One call counted in on a slot; counted out on drop.
-pub(crate) struct InFlight<'a>(&'a Slot);
+pub(crate) struct InFlight<'a> {
+    slot: &'a Slot,
+    /// The watch cell holding this call's start time.
+    watched: Option<usize>,
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let before = self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if before == 1 && !self.0.accepting.load(Ordering::SeqCst) {
-            self.0.idle.notify_waiters();
+        if let (Some(cell), Some(watch)) = (self.watched, &self.slot.watch) {
+            watch.started[cell].store(0, Ordering::Release);
+        }
+        let before = self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if before == 1 && !self.slot.accepting.load(Ordering::SeqCst) {
+            self.slot.idle.notify_waiters();
         }
     }
 }
@@ -175,6 +316,15 @@ impl RoutingTable {
     }
 }
 
+/// The error when every instance that could serve a call has one stuck past its timeout.
+fn all_stuck(slot: &Slot) -> Error {
+    Error::unavailable(
+        "every instance that could serve this call is still running a call past its timeout \
+         (in-process calls cannot be pre-empted); no new calls go to it until that call returns",
+    )
+    .with_plugin(&*slot.plugin)
+}
+
 /// Picks instances for calls.
 pub(crate) struct Scheduler {
     table: ArcSwap<RoutingTable>,
@@ -205,8 +355,8 @@ impl Scheduler {
                         "no running plugin provides capability {capability:?}"
                     )));
                 };
-                let mut in_turn = providers.in_turn();
-                let first = in_turn.next().expect("a capability in the table has a provider");
+                let mut in_turn = providers.in_turn().filter(|slot| !slot.is_stuck());
+                let Some(first) = in_turn.next() else { return Err(all_stuck(&providers.slots[0])) };
                 if first.allows(Some(capability), method) {
                     return Ok(first.clone());
                 }
@@ -220,7 +370,9 @@ impl Scheduler {
                 let Some(providers) = table.plugins.get(id.as_str()) else {
                     return Err(Error::not_found(format!("plugin {id:?} is not running")).with_plugin(id));
                 };
-                let slot = providers.in_turn().next().expect("a plugin in the table has an instance");
+                let Some(slot) = providers.in_turn().find(|slot| !slot.is_stuck()) else {
+                    return Err(all_stuck(&providers.slots[0]));
+                };
                 if slot.allows(None, method) { Ok(slot.clone()) } else { Err(slot.not_listed(None, method)) }
             }
         }

@@ -248,7 +248,7 @@ pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> S
 /// The Rust fixture's `[provides]`.
 pub const FIXTURE_METHODS: &[&str] = &[
     "echo", "panic", "segfault", "invoke", "publish", "events", "big", "sleep", "config", "abort", "exit",
-    "pid",
+    "pid", "exit_if",
 ];
 
 /// Makes a file executable (mode 0755).
@@ -327,6 +327,16 @@ impl PluginsDir {
     /// The Rust fixture as plugin `fixture` (its describe says id `fixture`).
     pub fn add_fixture(&self) -> PathBuf {
         self.add_rust("native-fixture", "fixture", None)
+    }
+
+    /// The native Rust fixture as `fixture`, with `extra` appended to its manifest (e.g. a
+    /// `[limits]` table).
+    pub fn add_fixture_with(&self, extra: &str) -> PathBuf {
+        let folder = self.add_fixture();
+        let manifest = folder.join("plugin.toml");
+        let text = std::fs::read_to_string(&manifest).expect("the fixture manifest");
+        std::fs::write(&manifest, format!("{text}\n{extra}")).expect("extend the fixture manifest");
+        folder
     }
 
     /// The Rust fixture as process plugin `fixture` (same methods as the native one), with

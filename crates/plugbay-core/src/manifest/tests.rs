@@ -106,7 +106,9 @@ fn full_manifest_parses_to_the_expected_values() {
             network: false,
             env: vec!["TZ".into()],
         },
-        restart: Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 },
+        restart: Restart::default(),
+        health: Health::default(),
+        retry: Retry::default(),
         load: Load { lazy: false },
         process: ProcessSettings::default(),
     };
@@ -124,7 +126,18 @@ fn minimal_manifest_takes_the_defaults() {
     assert!(manifest.labels.is_empty());
     assert_eq!(manifest.limits, Limits::default());
     assert_eq!(manifest.permissions, Permissions::default());
-    assert_eq!(manifest.restart, Restart { policy: RestartPolicy::OnFailure, max_restarts: 5, window_s: 60 });
+    assert_eq!(
+        manifest.restart,
+        Restart {
+            policy: RestartPolicy::OnFailure,
+            max_restarts: 5,
+            window_s: 60,
+            backoff_ms: 100,
+            backoff_max_ms: 30_000
+        }
+    );
+    assert_eq!(manifest.health, Health { interval_ms: 5_000, timeout_ms: 1_000, failures: 3 });
+    assert!(manifest.retry.idempotent.is_empty());
     assert_eq!(manifest.load, Load { lazy: false });
     assert_eq!(
         manifest.process,
@@ -135,6 +148,53 @@ fn minimal_manifest_takes_the_defaults() {
             args: vec![],
             transport: ProcessTransport::Auto
         }
+    );
+}
+
+#[test]
+fn health_retry_and_backoff_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}[provides]\n\"fixture@1\" = [\"echo\", \"get\"]\n[restart]\nbackoff_ms = 0\nbackoff_max_ms = 50\n\
+         [health]\ninterval_ms = 0\ntimeout_ms = 20\nfailures = 2\n[retry]\nidempotent = [\"get\"]\n"
+    );
+    let manifest = parse(&text).unwrap();
+    assert_eq!((manifest.restart.backoff_ms, manifest.restart.backoff_max_ms), (0, 50));
+    assert_eq!(manifest.health, Health { interval_ms: 0, timeout_ms: 20, failures: 2 });
+    assert_eq!(manifest.retry.idempotent, ["get"]);
+    expect_error(
+        &format!("{MINIMAL}[provides]\n\"fixture@1\" = [\"echo\"]\n[retry]\nidempotent = [\"put\"]\n"),
+        Code::InvalidArgument,
+        Some("retry.idempotent[0]"),
+        true,
+        "method \"put\" is not listed in [provides]",
+    );
+    expect_error(
+        &format!("{MINIMAL}[health]\ninterval_ms = 5\n"),
+        Code::InvalidArgument,
+        Some("health.interval_ms"),
+        true,
+        "too short",
+    );
+    expect_error(
+        &format!("{MINIMAL}[health]\nfailures = 0\n"),
+        Code::InvalidArgument,
+        Some("health.failures"),
+        true,
+        "1 to 100",
+    );
+    expect_error(
+        &format!("{MINIMAL}[restart]\nbackoff_ms = -1\n"),
+        Code::InvalidArgument,
+        Some("restart.backoff_ms"),
+        true,
+        "0 to 600000",
+    );
+    expect_error(
+        &format!("{MINIMAL}[health]\nperiod = 1\n"),
+        Code::InvalidArgument,
+        Some("health.period"),
+        true,
+        "period",
     );
 }
 

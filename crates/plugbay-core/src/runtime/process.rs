@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::plugin_service_client::PluginServiceClient;
+use plugbay_proto::tonic_health::pb::HealthCheckRequest;
+use plugbay_proto::tonic_health::pb::health_check_response::ServingStatus;
+use plugbay_proto::tonic_health::pb::health_client::HealthClient;
+use tonic::transport::Channel;
 
 use crate::bus::Event;
 use crate::call::{ContentType, Payload};
@@ -96,6 +100,9 @@ struct Spec {
 struct Started {
     running: Running,
     client: PluginClient,
+    /// The gRPC health client (gRPC transport only; framed plugins are checked with
+    /// Describe).
+    health: Option<HealthClient<Channel>>,
     callbacks: callbacks::Server,
     /// Passed on as the deadline of Describe and Init.
     start_timeout: Duration,
@@ -124,7 +131,9 @@ impl Spec {
         let deadline = tokio::time::Instant::now() + self.start_timeout();
         let running = runner::start(program, sockets, self.start_timeout()).await?;
         match tokio::time::timeout_at(deadline, connect_and_check_health(&running)).await {
-            Ok(Ok(client)) => Ok(Started { running, client, callbacks, start_timeout: self.start_timeout() }),
+            Ok(Ok((client, health))) => {
+                Ok(Started { running, client, health, callbacks, start_timeout: self.start_timeout() })
+            }
             Ok(Err(error)) => {
                 running.kill();
                 Err(running.explain(error).await)
@@ -142,20 +151,22 @@ impl Spec {
     }
 }
 
-async fn connect_and_check_health(running: &Running) -> Result<PluginClient> {
+async fn connect_and_check_health(
+    running: &Running,
+) -> Result<(PluginClient, Option<HealthClient<Channel>>)> {
     if running.transport == Transport::Framed {
         // The framed transport has no health service: the plugin listens before it prints
         // the handshake, and Describe (next) answers once it serves.
         let client = framed::FramedClient::connect(&running.socket).await.map_err(|error| {
             Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
         })?;
-        return Ok(PluginClient::Framed(client));
+        return Ok((PluginClient::Framed(client), None));
     }
     let channel = plugbay_proto::connect_unix(&running.socket).await.map_err(|error| {
         Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
     })?;
-    let mut health = plugbay_proto::tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let request = plugbay_proto::tonic_health::pb::HealthCheckRequest { service: SERVICE_NAME.to_owned() };
+    let mut health = HealthClient::new(channel.clone());
+    let request = HealthCheckRequest { service: SERVICE_NAME.to_owned() };
     let mut last;
     loop {
         if !running.is_running() {
@@ -164,9 +175,7 @@ async fn connect_and_check_health(running: &Running) -> Result<PluginClient> {
         match health.check(request.clone()).await {
             Ok(response) => {
                 let status = response.into_inner().status;
-                if status
-                    == plugbay_proto::tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-                {
+                if status == ServingStatus::Serving as i32 {
                     break;
                 }
                 last = format!("status {status}");
@@ -176,11 +185,10 @@ async fn connect_and_check_health(running: &Running) -> Result<PluginClient> {
         tracing::trace!(plugin = %running.plugin, "waiting for health: {last}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(PluginClient::Grpc(
-        PluginServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    ))
+    let client = PluginServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    Ok((PluginClient::Grpc(client), Some(health)))
 }
 
 /// A gRPC status from a plugin as a plugbay error (unknown codes become `internal`).
@@ -398,6 +406,51 @@ impl Instance for ProcessInstance {
                 })
                 .await;
         })
+    }
+
+    fn check_health(&self, timeout: Duration) -> Option<BoxFuture<'_, Result<()>>> {
+        Some(Box::pin(async move {
+            let check = async {
+                match &self.started.health {
+                    Some(health) => {
+                        let request = HealthCheckRequest { service: SERVICE_NAME.to_owned() };
+                        let response = health.clone().check(request).await.map_err(from_status)?;
+                        let status = response.into_inner().status;
+                        if status != ServingStatus::Serving as i32 {
+                            return Err(Error::unavailable(format!(
+                                "health reports {:?}",
+                                ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown)
+                            )));
+                        }
+                        Ok(())
+                    }
+                    // The framed transport has no health service: Describe answers when
+                    // the plugin serves.
+                    None => self
+                        .started
+                        .client
+                        .describe(pb::DescribeRequest {}, Some(timeout))
+                        .await
+                        .map(drop)
+                        .map_err(from_status),
+                }
+            };
+            match tokio::time::timeout(timeout, check).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::new(
+                    Code::DeadlineExceeded,
+                    format!("no health answer within {} ms", timeout.as_millis()),
+                )),
+            }
+        }))
+    }
+
+    fn kill(&self) {
+        self.started.running.kill();
+    }
+
+    fn is_alive(&self) -> bool {
+        self.started.running.is_running()
     }
 
     fn died(&self) -> Option<BoxFuture<'static, String>> {

@@ -1,0 +1,272 @@
+//! The host's side of supervision: watching instances (death, health, stuck calls),
+//! restarting them under their `[restart]` policy with backoff, quarantining a plugin that
+//! keeps failing, and writing crash reports. The decisions themselves are in
+//! [`crate::supervisor`].
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::{HostInner, PluginEntry};
+use crate::bus::Event;
+use crate::call::{Call, Payload};
+use crate::error::{Code, Error};
+use crate::lifecycle::State;
+use crate::manifest::{Health, MANIFEST_FILE};
+use crate::scheduler::Slot;
+use crate::supervisor::{self, ALERT_TOPIC, Alert, CrashReport, Verdict};
+
+/// How often the stuck-call watchdog looks at in-process instances.
+const STUCK_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Looks at every routed in-process instance every [`STUCK_CHECK_EVERY`] and marks those
+/// with a call running past the plugin's timeout as stuck (the scheduler skips them), until
+/// the host is dropped.
+pub(super) async fn watch_stuck_calls(host: Weak<HostInner>) {
+    let mut ticks = tokio::time::interval(STUCK_CHECK_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(host) = host.upgrade() else { return };
+        let now_ms = supervisor::coarse_now_ms();
+        let table = host.scheduler.snapshot();
+        for slot in table.slots() {
+            let Some(watch) = &slot.watch else { continue };
+            let timeout_ms = host.timeout_of(slot).as_millis() as u64;
+            let newly = watch.check(now_ms, timeout_ms);
+            if newly > 0 {
+                tracing::warn!(
+                    plugin = %slot.plugin,
+                    "{newly} call(s) have run past the timeout of {timeout_ms} ms; no new calls go to this instance until they return"
+                );
+            }
+        }
+    }
+}
+
+/// Resolves, with the reason, once `failures` health checks in a row failed. Never
+/// resolves for instances without health checks, or while checks are off.
+async fn unhealthy(slot: Weak<Slot>, health: Health) -> String {
+    if health.interval_ms == 0 {
+        return std::future::pending().await;
+    }
+    let (interval, timeout) =
+        (Duration::from_millis(health.interval_ms), Duration::from_millis(health.timeout_ms));
+    let mut failed = 0;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(slot) = slot.upgrade() else { return std::future::pending().await };
+        let Some(check) = slot.instance.check_health(timeout) else { return std::future::pending().await };
+        match check.await {
+            Ok(()) => failed = 0,
+            Err(error) => {
+                failed += 1;
+                tracing::warn!(plugin = %slot.plugin, "health check {failed}/{} failed: {error}", health.failures);
+                if failed >= health.failures {
+                    return format!(
+                        "failed {failed} health checks in a row (every {} ms, {} ms each; last: {}); the process was killed",
+                        health.interval_ms,
+                        health.timeout_ms,
+                        error.message()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl HostInner {
+    /// Watches an instance that can die or hang on its own (a process): when it exits, or
+    /// fails its health checks (then it is killed, SIGCONT first so a stopped one dies),
+    /// the supervisor takes over.
+    pub(super) fn supervise(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>) {
+        let Some(died) = slot.instance.died() else { return };
+        let (host, entry, watched) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
+        let health = slot.manifest.health.clone();
+        tokio::spawn(async move {
+            let reason = tokio::select! {
+                reason = died => reason,
+                reason = unhealthy(watched.clone(), health) => {
+                    if let Some(slot) = watched.upgrade() {
+                        slot.instance.kill();
+                    }
+                    reason
+                }
+            };
+            let (Some(host), Some(slot)) = (host.upgrade(), watched.upgrade()) else { return };
+            host.instance_ended(&entry, &slot, reason).await;
+        });
+    }
+
+    /// An instance ended on its own: out of routing at once, a crash report, then restart,
+    /// quarantine or failure as the plugin's `[restart]` says.
+    async fn instance_ended(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>, reason: String) {
+        let _operation = entry.operation.lock().await;
+        let (id, remaining) = {
+            let mut status = entry.status.lock();
+            if !status.slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
+                return; // stopped on purpose, or already handled
+            }
+            status.slots.retain(|s| !Arc::ptr_eq(s, slot));
+            (status.id.clone(), status.slots.clone())
+        };
+        if remaining.is_empty() {
+            self.scheduler.remove(&id);
+        } else {
+            self.scheduler.insert(&id, remaining.clone());
+        }
+        let clean = supervisor::is_clean_exit(&reason);
+        let error = Error::unavailable(reason).with_plugin(&id);
+        self.after_failure(entry, Some(slot), &error, clean, remaining.is_empty());
+    }
+
+    /// The plugin's first start failed in an instance (init error, crash at start): the
+    /// policy decides whether to try again. The plugin is already `failed`.
+    pub(super) fn after_start_failure(&self, entry: &Arc<PluginEntry>, error: &Error) {
+        self.after_failure(entry, None, error, false, true);
+    }
+
+    /// Records the failure, writes the crash report, and acts on the verdict. `slot` is the
+    /// instance that ended (for its replica number and last calls), `None` when none
+    /// started; `last` says no instance of the plugin is left.
+    fn after_failure(
+        &self,
+        entry: &Arc<PluginEntry>,
+        slot: Option<&Arc<Slot>>,
+        error: &Error,
+        clean: bool,
+        last: bool,
+    ) {
+        let Some(manifest) = entry.status.lock().manifest.clone() else { return };
+        let restart = &manifest.restart;
+        let verdict = supervisor::restarts(restart.policy, clean)
+            .then(|| entry.status.lock().failures.record(Instant::now(), restart, supervisor::jitter()));
+        let action = match verdict {
+            None if clean => format!("not restarted: it exited cleanly (policy {})", restart.policy),
+            None => format!("not restarted (policy {})", restart.policy),
+            Some(Verdict::Restart { attempt, delay }) => {
+                format!("restart {attempt} of {} in {} ms", restart.max_restarts, delay.as_millis())
+            }
+            Some(Verdict::Quarantine { failures }) => {
+                format!("quarantined after {failures} failures within {} s", restart.window_s)
+            }
+        };
+        let id = manifest.plugin.id.clone();
+        tracing::warn!(plugin = %id, "{}; {action}", error.message());
+        self.crashes.push(CrashReport {
+            time_ms: supervisor::unix_ms(),
+            plugin: id.clone(),
+            instance: slot.map_or(0, |slot| slot.index),
+            reason: error.message().to_owned(),
+            last_calls: slot.map(|slot| slot.recent.snapshot()).unwrap_or_default(),
+            action,
+        });
+        match verdict {
+            Some(Verdict::Quarantine { failures }) => self.quarantine(entry, error, failures),
+            Some(Verdict::Restart { attempt, delay }) if last => {
+                self.fail(entry, error);
+                self.back_off(entry, attempt, delay);
+            }
+            Some(Verdict::Restart { delay, .. }) => {
+                let index = slot.map_or(0, |slot| slot.index);
+                self.replace_instance(entry, index, delay);
+            }
+            None if last => self.fail(entry, error),
+            None => {}
+        }
+    }
+
+    /// Failed -> Quarantined: no more attempts; an alert event says why.
+    fn quarantine(&self, entry: &Arc<PluginEntry>, error: &Error, failures: usize) {
+        self.fail(entry, error);
+        let window = entry.status.lock().manifest.as_ref().map_or(0, |m| m.restart.window_s);
+        let reason = format!(
+            "{failures} failures within {window} s (more than [restart] max_restarts); last: {}",
+            error.message()
+        );
+        let plugin = entry.status.lock().id.clone();
+        if self.transition(entry, State::Quarantined, reason.clone()).is_ok() {
+            let alert = Alert { plugin, kind: "quarantined".into(), reason };
+            let payload = Payload::json(&alert).unwrap_or_default();
+            let _ = self.bus.publish(Event::new(ALERT_TOPIC, "quarantined", payload, "host"));
+        }
+    }
+
+    /// Failed -> BackingOff, then after `delay` a fresh start from the folder (unless an
+    /// operator acted meanwhile).
+    fn back_off(&self, entry: &Arc<PluginEntry>, attempt: u32, delay: Duration) {
+        let reason = format!("restart {attempt} in {} ms", delay.as_millis());
+        if self.transition(entry, State::BackingOff, reason).is_err() {
+            return;
+        }
+        let (host, entry) = (self.me.clone(), entry.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(host) = host.upgrade() else { return };
+            let _operation = entry.operation.lock().await;
+            if entry.status.lock().state != State::BackingOff {
+                return; // started, stopped or unloaded by hand meanwhile
+            }
+            if host.transition(&entry, State::Discovered, format!("restart {attempt}")).is_err() {
+                return;
+            }
+            entry.status.lock().restarts += 1;
+            let name = entry.status.lock().id.clone();
+            if let Err(error) = host.bring_up(&entry, &name).await {
+                let error = error.with_plugin(&name);
+                host.fail(&entry, &error);
+                host.after_failure(&entry, None, &error, false, true);
+            }
+        });
+    }
+
+    /// After `delay`, starts a new instance in place of replica `index` while the others
+    /// keep serving.
+    fn replace_instance(&self, entry: &Arc<PluginEntry>, index: usize, delay: Duration) {
+        let (host, entry) = (self.me.clone(), entry.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(host) = host.upgrade() else { return };
+            let _operation = entry.operation.lock().await;
+            let (state, loaded, manifest, id) = {
+                let status = entry.status.lock();
+                (status.state, status.loaded.clone(), status.manifest.clone(), status.id.clone())
+            };
+            let (State::Running, Some(loaded), Some(manifest)) = (state, loaded, manifest) else { return };
+            entry.status.lock().restarts += 1;
+            match loaded.instantiate(host.instance_context(&id)).await {
+                Ok(instance) => {
+                    let slot =
+                        Arc::new(Slot::new(instance, manifest, entry.folder.join(MANIFEST_FILE), index));
+                    let slots = {
+                        let mut status = entry.status.lock();
+                        status.slots.push(slot.clone());
+                        status.slots.clone()
+                    };
+                    host.scheduler.insert(&id, slots);
+                    host.supervise(&entry, &slot);
+                    tracing::info!(plugin = %id, "instance {index} restarted");
+                }
+                Err(error) => {
+                    let last = entry.status.lock().slots.is_empty();
+                    host.after_failure(&entry, None, &error.with_plugin(&id), false, last);
+                }
+            }
+        });
+    }
+
+    /// Whether a failed call may run again elsewhere: its instance died under it and the
+    /// manifest lists the method as idempotent.
+    pub(super) fn may_retry(&self, slot: &Slot, method: &str, error: &Error) -> bool {
+        error.code() == Code::Unavailable
+            && !slot.instance.is_alive()
+            && slot.manifest.retry.idempotent.iter().any(|m| m == method)
+    }
+
+    /// Another live instance for `call` than `failed`, if the scheduler has one.
+    pub(super) fn route_elsewhere(&self, call: &Call, failed: &Arc<Slot>) -> Option<Arc<Slot>> {
+        let providers = self.scheduler.snapshot().slots().count().max(1);
+        (0..providers.min(8))
+            .filter_map(|_| self.route(&call.target, &call.method).ok())
+            .find(|slot| !Arc::ptr_eq(slot, failed) && slot.instance.is_alive())
+    }
+}

@@ -1,0 +1,309 @@
+//! Supervision: restart policies, crash-loop quarantine, health checks, deadlines for every
+//! runtime, concurrency limits, idempotent retries, crash reports. Each test keeps the
+//! canary (a native plugin) answering throughout.
+
+use std::time::{Duration, Instant};
+
+use plugbay_core::supervisor::{ALERT_TOPIC, Alert};
+use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
+use plugbay_testkit::PluginsDir;
+use serde_json::json;
+
+use crate::process::{fixture_host, fixture_pid as pid_of, pid_alive as alive};
+use crate::support::{assert_canary_answers, assert_error, host_over, info, json_call};
+
+/// Waits (up to 10 s) until the fixture answers from a process other than `old`; returns
+/// the new pid.
+pub async fn wait_for_new_pid(host: &Host, old: u32) -> u32 {
+    let started = Instant::now();
+    loop {
+        if let Ok(reply) = host.invoke(json_call("fixture@1", "pid", json!(null))).await {
+            let pid: u32 = reply.to_json().unwrap();
+            if pid != old {
+                return pid;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not restarted: {:?}", info(host, "fixture"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (up to 10 s) until `id` is in `state`.
+async fn wait_for_state(host: &Host, id: &str, state: State) {
+    let started = Instant::now();
+    while info(host, id).state != state {
+        assert!(started.elapsed() < Duration::from_secs(10), "never {state}: {:?}", info(host, id));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c1_policy_never_leaves_a_crashed_plugin_failed() {
+    let (_dir, host) = fixture_host("[restart]\npolicy = \"never\"\n").await;
+    let error = host.invoke(json_call("fixture@1", "exit", json!(1))).await.unwrap_err();
+    assert_error(&error, Code::Unavailable, &["exit status: 1"]);
+    wait_for_state(&host, "fixture", State::Failed).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(info(&host, "fixture").state, State::Failed, "no restart under policy never");
+    assert_eq!(host.crashes(Some("fixture"))[0].action, "not restarted (policy never)");
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_does_not_restart_a_clean_exit_but_always_does() {
+    let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 1\n").await;
+    let _ = host.invoke(json_call("fixture@1", "exit", json!(0))).await.unwrap_err();
+    wait_for_state(&host, "fixture", State::Failed).await;
+    assert!(host.crashes(Some("fixture"))[0].action.contains("exited cleanly"));
+
+    let (_dir, host) = fixture_host("[restart]\npolicy = \"always\"\nbackoff_ms = 1\n").await;
+    let pid = pid_of(&host).await;
+    let _ = host.invoke(json_call("fixture@1", "exit", json!(0))).await.unwrap_err();
+    wait_for_new_pid(&host, pid).await;
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c12_crashing_in_init_every_time_ends_quarantined_after_exactly_max_restarts() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("[restart]\nmax_restarts = 3\nbackoff_ms = 1\nbackoff_max_ms = 4\n");
+    dir.add_canary();
+    let mut config = HostConfig::with_plugin_dir(dir.path());
+    config.plugin_config.insert("fixture".into(), b"fail".to_vec());
+    let host = Host::build(config).unwrap();
+    let mut events = host.subscribe();
+    host.load_all().await;
+    wait_for_state(&host, "fixture", State::Quarantined).await;
+    let listed = info(&host, "fixture");
+    assert_eq!(listed.restarts, 3, "{listed:?}");
+    let error = listed.error.expect("the reason stays visible");
+    assert!(error.message.contains("init refused: config says fail"), "{}", error.message);
+    let crashes = host.crashes(Some("fixture"));
+    assert_eq!(crashes.len(), 4, "the first start and 3 restarts: {crashes:?}");
+    assert!(crashes[3].action.starts_with("quarantined after 4 failures"), "{crashes:?}");
+    // An alert event says why.
+    let alert = loop {
+        let event = events.recv().await.unwrap();
+        if event.topic == ALERT_TOPIC {
+            break event.payload.to_json::<Alert>().unwrap();
+        }
+    };
+    assert_eq!((alert.plugin.as_str(), alert.kind.as_str()), ("fixture", "quarantined"));
+    assert!(alert.reason.contains("init refused"), "{alert:?}");
+    // No more attempts...
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(host.crashes(Some("fixture")).len(), 4);
+    assert_canary_answers(&host).await;
+    // ...until an operator starts it: the quarantine is lifted and the count starts over.
+    let _ = host.start("fixture").await;
+    assert_ne!(info(&host, "fixture").state, State::Quarantined);
+    wait_for_state(&host, "fixture", State::Quarantined).await;
+    assert_eq!(host.crashes(Some("fixture")).len(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c6_hanging_at_start_counts_toward_max_restarts() {
+    let dir = PluginsDir::new();
+    dir.add_canary();
+    dir.add_script_plugin(
+        "bad",
+        "echo $$ >> pids; exec sleep 3600",
+        "\n[process]\nstart_timeout_ms = 200\n[restart]\nmax_restarts = 1\nbackoff_ms = 1\n",
+    );
+    let host = host_over(&dir).await;
+    wait_for_state(&host, "bad", State::Quarantined).await;
+    let crashes = host.crashes(Some("bad"));
+    assert_eq!(crashes.len(), 2, "{crashes:?}");
+    assert!(
+        crashes.iter().all(|c| c.reason.contains("no handshake within the start timeout")),
+        "{crashes:?}"
+    );
+    let pids = std::fs::read_to_string(dir.path().join("bad/pids")).unwrap();
+    assert_eq!(pids.lines().count(), 2, "started twice: {pids}");
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c5_stopped_plugin_fails_its_health_checks_and_is_replaced() {
+    let (_dir, host) = fixture_host(
+        "[health]\ninterval_ms = 50\ntimeout_ms = 100\nfailures = 2\n[restart]\nbackoff_ms = 1\n",
+    )
+    .await;
+    let pid = pid_of(&host).await;
+    let stopped = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(stopped, rustix::process::Signal::STOP).unwrap();
+    let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    while !stat().split(") ").nth(1).is_some_and(|rest| rest.starts_with('T')) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // A call meanwhile ends at its deadline, promptly.
+    let started = Instant::now();
+    let call = json_call("fixture@1", "echo", json!(1)).with_timeout(Duration::from_millis(100));
+    assert_eq!(host.invoke(call).await.unwrap_err().code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_canary_answers(&host).await;
+    let restarted = wait_for_new_pid(&host, pid).await;
+    assert_ne!(restarted, pid);
+    let crashes = host.crashes(Some("fixture"));
+    assert!(crashes[0].reason.contains("failed 2 health checks in a row"), "{crashes:?}");
+    // SIGCONT went before SIGKILL: the stopped process is gone, not left stopped.
+    assert!(!alive(pid), "the stopped process was killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c5_process_call_past_its_deadline_is_cancelled_promptly_and_the_plugin_serves_on() {
+    let (_dir, host) = fixture_host("[limits]\ntimeout_ms = 200\n").await;
+    // The plugin's timeout applies when the caller sets no deadline...
+    let started = Instant::now();
+    let error = host.invoke(json_call("fixture@1", "sleep", json!(5_000))).await.unwrap_err();
+    assert_error(&error, Code::DeadlineExceeded, &["200 ms"]);
+    assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+    // ...and the caller's when it is sooner.
+    let started = Instant::now();
+    let call = json_call("fixture@1", "sleep", json!(5_000)).with_timeout(Duration::from_millis(50));
+    assert_eq!(host.invoke(call).await.unwrap_err().code(), Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_millis(1_000), "{:?}", started.elapsed());
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_call_past_its_deadline_is_reported_and_its_instance_skipped_while_stuck() {
+    let dir = PluginsDir::new();
+    dir.add_fixture_with("[limits]\ntimeout_ms = 100\n");
+    dir.add_canary();
+    let host = host_over(&dir).await;
+    let slow = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = host.invoke(json_call("fixture@1", "sleep", json!(600))).await;
+            (result, started.elapsed())
+        })
+    };
+    // While the call runs past the timeout, the instance takes no new calls.
+    let started = Instant::now();
+    let refused = loop {
+        let error = host.invoke(json_call("fixture@1", "echo", json!(1))).await;
+        if let Err(error) = error {
+            break error;
+        }
+        assert!(started.elapsed() < Duration::from_millis(500), "never marked stuck");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_error(&refused, Code::Unavailable, &["past its timeout"]);
+    assert_eq!(info(&host, "fixture").stuck_calls, 1);
+    assert_canary_answers(&host).await;
+    // The caller waited for the plugin (it cannot be pre-empted), then got deadline_exceeded.
+    let (result, took) = slow.await.unwrap();
+    assert!(took >= Duration::from_millis(600), "{took:?}");
+    assert_error(&result.unwrap_err(), Code::DeadlineExceeded, &["cannot be pre-empted", "100 ms"]);
+    // Once it returned, the instance serves again.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c11_max_concurrency_queues_as_many_and_refuses_the_rest_at_once() {
+    let (_dir, host) = fixture_host("[limits]\nmax_concurrency = 2\n").await;
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let host = host.clone();
+        slow.push(tokio::spawn(
+            async move { host.invoke(json_call("fixture@1", "sleep", json!(400))).await },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let error = host.invoke(json_call("fixture@1", "echo", json!(1))).await.unwrap_err();
+    assert_error(&error, Code::ResourceExhausted, &["max_concurrency = 2"]);
+    assert!(started.elapsed() < Duration::from_millis(50), "refused at once: {:?}", started.elapsed());
+    for call in slow {
+        assert!(call.await.unwrap().is_ok(), "the running and the queued calls complete");
+    }
+    // Permits came back (also from calls that ended at their deadline).
+    let call = json_call("fixture@1", "sleep", json!(1_000)).with_timeout(Duration::from_millis(50));
+    assert!(host.invoke(call).await.is_err());
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+    assert_canary_answers(&host).await;
+}
+
+/// Calls `exit_if` (which kills replica `victim`) until one call lands on the victim;
+/// returns that call's result.
+async fn call_until_victim_dies(host: &Host, victim: u32) -> Result<Payload, plugbay_core::Error> {
+    for _ in 0..4 {
+        let result = host.invoke(json_call("fixture@1", "exit_if", json!(victim))).await;
+        if result.is_err() || !alive(victim) {
+            return result;
+        }
+        result.expect("the other replica answers");
+    }
+    panic!("the victim replica never got a call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_method_is_retried_once_on_another_replica() {
+    let (_dir, host) = fixture_host(
+        "[process]\nreplicas = 2\n[retry]\nidempotent = [\"exit_if\"]\n[restart]\nbackoff_ms = 5000\n",
+    )
+    .await;
+    let victim = pid_of(&host).await;
+    let answer = call_until_victim_dies(&host, victim).await.expect("retried on the other replica");
+    let survivor: u32 = answer.to_json().unwrap();
+    assert_ne!(survivor, victim);
+    assert_eq!(info(&host, "fixture").state, State::Running, "one replica still serves");
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_method_is_never_retried() {
+    let (_dir, host) = fixture_host("[process]\nreplicas = 2\n[restart]\nbackoff_ms = 5000\n").await;
+    let victim = pid_of(&host).await;
+    let error = call_until_victim_dies(&host, victim).await.unwrap_err();
+    assert_error(&error, Code::Unavailable, &["exit status: 3"]);
+    // The other replica keeps serving while the dead one waits for its restart.
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+    assert_eq!(info(&host, "fixture").instances, 1);
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_is_replaced_while_the_others_serve() {
+    let (_dir, host) = fixture_host("[process]\nreplicas = 2\n[restart]\nbackoff_ms = 1\n").await;
+    let victim = pid_of(&host).await;
+    let _ = call_until_victim_dies(&host, victim).await;
+    let started = Instant::now();
+    while info(&host, "fixture").instances < 2 || info(&host, "fixture").restarts < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", info(&host, "fixture"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listed = info(&host, "fixture");
+    assert_eq!((listed.state, listed.restarts), (State::Running, 1), "{listed:?}");
+    let crash = &host.crashes(Some("fixture"))[0];
+    assert!(crash.action.starts_with("restart 1 of 5"), "{crash:?}");
+    let pids: std::collections::BTreeSet<u32> = futures_pids(&host).await;
+    assert!(!pids.contains(&victim) && pids.len() == 2, "{pids:?}");
+}
+
+async fn futures_pids(host: &Host) -> std::collections::BTreeSet<u32> {
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        pids.insert(pid_of(host).await);
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_bytes_never_reach_crash_reports() {
+    let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 1\n").await;
+    let secret = Call::new("fixture@1", "echo", Payload::bytes(&b"top secret"[..]));
+    host.invoke(secret).await.unwrap();
+    let _ = host.invoke(json_call("fixture@1", "exit", json!(2))).await;
+    let started = Instant::now();
+    while host.crashes(None).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "no crash report");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = serde_json::to_string(&host.crashes(None)).unwrap();
+    assert!(report.contains("\"payload_bytes\":10") && !report.contains("top secret"), "{report}");
+}
