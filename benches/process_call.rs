@@ -16,6 +16,9 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use plugbay_core::{Call, Host, HostConfig, Payload};
 use plugbay_testkit::PluginsDir;
 
+mod common;
+use common::report;
+
 const SIZES: [usize; 2] = [64, 4096];
 /// Round trips timed one by one for the percentile summary.
 const SAMPLES: usize = 20_000;
@@ -67,20 +70,6 @@ impl Drop for RawPeer {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         let _ = self.child.wait();
     }
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
-}
-
-fn report(name: &str, samples: Vec<Duration>) {
-    let (p50, p99) = percentiles(samples);
-    println!(
-        "percentiles {name:<40} p50 {:>8.1} us   p99 {:>8.1} us",
-        p50.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
-    );
 }
 
 fn round_trips(c: &mut Criterion) {

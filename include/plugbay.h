@@ -160,6 +160,18 @@ typedef struct plugbay_plugin_v1 {
     /* Release a buffer the plugin allocated (any of plugbay_output_t's). `instance` is the
      * instance the buffer came from, or NULL for buffers from describe and failed inits. */
     void (*free_buf)(void *instance, plugbay_buf_t buf);
+
+    /* ---- Optional, appended in ABI 1 as a compatible extension. The host uses these
+     * only when struct_size covers them and they are not NULL; a plugin built against an
+     * older header simply has no snapshots. ---- */
+
+    /* Write the instance's state, in any format the plugin likes, into out->payload. The
+     * host keeps the last snapshot (taken on a graceful stop and every
+     * [restart] snapshot_interval_ms) and hands it to restore on the next instance. */
+    plugbay_status_t (*snapshot)(void *instance, plugbay_output_t *out);
+    /* Load a state written by snapshot into a fresh instance (called after init, before
+     * any call). */
+    plugbay_status_t (*restore)(void *instance, plugbay_str_t state, plugbay_output_t *out);
 } plugbay_plugin_v1_t;
 
 /* The one symbol a native plugin exports. */

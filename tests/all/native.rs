@@ -311,6 +311,19 @@ async fn b2_null_function_pointer_is_refused_before_any_call() {
 }
 
 #[tokio::test]
+async fn table_from_before_the_optional_fields_loads_and_a_shorter_one_is_refused() {
+    // A plugin built against the header before snapshot/restore were appended.
+    let (_dir, host) =
+        host_with_c_fixture("older", &["-DTABLE_SIZE=offsetof(plugbay_plugin_v1_t, snapshot)"]).await;
+    let reply = host.invoke(Call::new("cfix@1", "echo", Payload::bytes(&b"still here"[..]))).await.unwrap();
+    assert_eq!(&reply.bytes[..], b"still here");
+    host.stop("older").await.unwrap();
+    host.start("older").await.unwrap();
+    let (_dir, host) = host_with_c_fixture("short", &["-DTABLE_SIZE=40"]).await;
+    assert_failed(&host, "short", Code::FailedPrecondition, &["table is 40 bytes, smaller than the"]);
+}
+
+#[tokio::test]
 async fn b2_bad_descriptions_are_refused() {
     let cases: [(&str, &str, &str); 2] = [
         ("badutf8", "-DDESCRIBE_BAD_UTF8", "not UTF-8"),

@@ -307,3 +307,56 @@ async fn payload_bytes_never_reach_crash_reports() {
     let report = serde_json::to_string(&host.crashes(None)).unwrap();
     assert!(report.contains("\"payload_bytes\":10") && !report.contains("top secret"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_store_comes_back_with_its_data_after_sigkill() {
+    let dir = PluginsDir::new();
+    dir.add_kv_store_process("");
+    dir.add_canary();
+    // The example's own manifest takes a snapshot every second; wait that out once.
+    let host = host_over(&dir).await;
+    let kv = |method: &str, body: serde_json::Value| Call::new("kv@1", method, Payload::json(&body).unwrap());
+    host.invoke(kv("put", json!({"key": "answer", "value": 42}))).await.unwrap();
+    host.invoke(kv("put", json!({"key": "colour", "value": "teal"}))).await.unwrap();
+    let pid: u32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.contains("kv-store-process") && cmd.contains(dir.path().to_str().unwrap())
+            })
+        })
+        .expect("the kv-store process runs");
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let target = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(target, rustix::process::Signal::KILL).unwrap();
+    // The restarted process answers with the data of the last snapshot.
+    let started = Instant::now();
+    let value = loop {
+        if let Ok(reply) = host.invoke(kv("get", json!({"key": "answer"}))).await {
+            break reply.to_json::<serde_json::Value>().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", info(&host, "kv-store"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(value["value"], 42, "{value}");
+    assert!(!alive(pid));
+    assert_eq!(info(&host, "kv-store").restarts, 1);
+    let keys = host.invoke(kv("list", json!({}))).await.unwrap().to_json::<serde_json::Value>().unwrap();
+    assert_eq!(keys["keys"], json!(["answer", "colour"]));
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_stop_and_start_through_the_snapshot_taken_on_stop() {
+    let dir = PluginsDir::new();
+    dir.add_rust("kv-store", "kv-store", None);
+    let host = host_over(&dir).await;
+    let kv = |method: &str, body: serde_json::Value| Call::new("kv@1", method, Payload::json(&body).unwrap());
+    host.invoke(kv("put", json!({"key": "k", "value": "native"}))).await.unwrap();
+    host.stop("kv-store").await.unwrap();
+    host.start("kv-store").await.unwrap();
+    let reply = host.invoke(kv("get", json!({"key": "k"}))).await.unwrap();
+    assert_eq!(reply.to_json::<serde_json::Value>().unwrap()["value"], "native");
+}

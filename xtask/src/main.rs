@@ -20,7 +20,7 @@
 //! generates from `proto/` (they are not checked in). When `python3` cannot import `grpc`,
 //! `grpc_tools` and `grpc_health`, it is skipped with a warning, and the others are built.
 //!
-//! The Rust examples that come both ways (`text-tools`) are also built as process plugins:
+//! The Rust examples that come both ways (`text-tools`, `kv-store`) are also built as process plugins:
 //! the program from `--features process`, assembled in a second tree, `<out>-process/<id>/`
 //! (default `<workspace>/target/plugins-process`), with the example's `plugin-process.toml`
 //! as `plugin.toml`. A second tree, because the native and the process build share one
@@ -397,12 +397,20 @@ fn set_executable(path: &Path) -> Result<()> {
 /// The Rust examples that are also built as process plugins, from the same source: the
 /// cargo package, its folder under the workspace, the manifest of the process build in that
 /// folder, and the program (a `[[bin]]` of the package that needs its `process` feature).
-const RUST_PROCESS_BUILDS: &[ProcessBuild] = &[ProcessBuild {
-    package: "text-tools",
-    dir: "examples/plugins/text-tools",
-    manifest: "plugin-process.toml",
-    program: "text-tools-process",
-}];
+const RUST_PROCESS_BUILDS: &[ProcessBuild] = &[
+    ProcessBuild {
+        package: "text-tools",
+        dir: "examples/plugins/text-tools",
+        manifest: "plugin-process.toml",
+        program: "text-tools-process",
+    },
+    ProcessBuild {
+        package: "kv-store",
+        dir: "examples/plugins/kv-store",
+        manifest: "plugin-process.toml",
+        program: "kv-store-process",
+    },
+];
 
 /// One Rust example built as a process plugin: see [`RUST_PROCESS_BUILDS`].
 #[derive(Debug)]

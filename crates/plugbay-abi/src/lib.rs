@@ -9,7 +9,8 @@
 //! # The contract in one paragraph
 //! A plugin library exports one symbol, [`ENTRY_SYMBOL`] (`plugbay_plugin_v1`), a function
 //! returning a pointer to a [`PluginV1`] table: its ABI version, its own size, flags, and
-//! six function pointers (describe, init, call, on_event, shutdown, free_buf). The host
+//! six function pointers (describe, init, call, on_event, shutdown, free_buf), then two
+//! optional ones (snapshot, restore) that a table of the older, shorter size does not have. The host
 //! hands every instance a [`HostApiV1`] table (log, publish, invoke, free_buf). Bytes cross
 //! as borrowed [`Str`] or owned [`Buf`] pairs; an owned buffer is released by the side that
 //! allocated it. Fallible functions return a [`Status`] and put a message in
@@ -240,6 +241,10 @@ pub type OnEventFn =
 pub type ShutdownFn = unsafe extern "C" fn(instance: *mut c_void);
 /// `free_buf(instance, buf)` for buffers the plugin allocated.
 pub type FreeBufFn = unsafe extern "C" fn(instance: *mut c_void, buf: Buf);
+/// `snapshot(instance, out)`: the instance's state as bytes in `out.payload`.
+pub type SnapshotFn = unsafe extern "C" fn(instance: *mut c_void, out: *mut Output) -> Status;
+/// `restore(instance, state, out)`: loads a snapshot into a fresh instance.
+pub type RestoreFn = unsafe extern "C" fn(instance: *mut c_void, state: Str, out: *mut Output) -> Status;
 
 /// The plugin's table (`plugbay_plugin_v1_t`).
 ///
@@ -268,6 +273,21 @@ pub struct PluginV1 {
     pub shutdown: Option<ShutdownFn>,
     /// Releases a buffer the plugin allocated.
     pub free_buf: Option<FreeBufFn>,
+    /// Optional (present when `struct_size` covers it): writes the instance's state.
+    pub snapshot: Option<SnapshotFn>,
+    /// Optional (present when `struct_size` covers it): loads a state into a new instance.
+    pub restore: Option<RestoreFn>,
+}
+
+impl PluginV1 {
+    /// `struct_size` of a table without the optional snapshot/restore fields (plugins
+    /// built against the first ABI 1 header).
+    pub const BASE_SIZE: usize = core::mem::offset_of!(PluginV1, snapshot);
+
+    /// Whether a table of `struct_size` bytes has the snapshot/restore fields.
+    pub fn has_snapshots(&self) -> bool {
+        self.struct_size as usize >= core::mem::size_of::<PluginV1>()
+    }
 }
 
 // SAFETY: the table is immutable after the plugin builds it and its function pointers are
@@ -315,6 +335,8 @@ pub fn layout_facts() -> impl Iterator<Item = (&'static str, &'static str, usize
         ("plugbay_plugin_v1_t", "on_event", offset_of!(PluginV1, on_event)),
         ("plugbay_plugin_v1_t", "shutdown", offset_of!(PluginV1, shutdown)),
         ("plugbay_plugin_v1_t", "free_buf", offset_of!(PluginV1, free_buf)),
+        ("plugbay_plugin_v1_t", "snapshot", offset_of!(PluginV1, snapshot)),
+        ("plugbay_plugin_v1_t", "restore", offset_of!(PluginV1, restore)),
     ]
     .into_iter()
 }

@@ -54,6 +54,8 @@ struct HostInner {
     bus: Bus,
     /// Crash reports, newest last.
     crashes: CrashLog,
+    /// The last state snapshot of each plugin that takes them, by id.
+    snapshots: Mutex<std::collections::HashMap<String, bytes::Bytes>>,
     /// Every plugin folder the host knows, by folder path (ids may clash; folders cannot).
     plugins: Mutex<BTreeMap<PathBuf, Arc<PluginEntry>>>,
     /// The host's own tokio runtime, when it was built outside one.
@@ -167,6 +169,7 @@ impl Host {
             scheduler: Scheduler::new(),
             bus,
             crashes: CrashLog::default(),
+            snapshots: Mutex::new(std::collections::HashMap::new()),
             plugins: Mutex::new(BTreeMap::new()),
             owned_runtime: Mutex::new(owned_runtime),
         });
@@ -708,7 +711,11 @@ impl HostInner {
         };
         let mut slots = Vec::with_capacity(replicas);
         for index in 0..replicas {
-            match loaded.instantiate(context.clone()).await {
+            let instance = match loaded.instantiate(context.clone()).await {
+                Ok(instance) => self.restore_into(&id, instance).await,
+                Err(error) => Err(error),
+            };
+            match instance {
                 Ok(instance) => slots.push(Arc::new(Slot::new(
                     instance,
                     manifest.clone(),
@@ -729,6 +736,9 @@ impl HostInner {
         for slot in &slots {
             self.supervise(entry, slot);
         }
+        if let Some(first) = slots.first() {
+            self.snapshot_periodically(entry, first);
+        }
         self.transition(entry, State::Running, "routing calls to it")
     }
 
@@ -748,6 +758,9 @@ impl HostInner {
         let mut still_running = 0;
         for slot in &slots {
             still_running += slot.drain(deadline).await;
+        }
+        if let Some(first) = slots.first() {
+            self.take_snapshot(&id, first).await;
         }
         // Replicas shut down side by side, each within its own grace period.
         let mut shutdowns = tokio::task::JoinSet::new();

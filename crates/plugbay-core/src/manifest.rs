@@ -184,6 +184,10 @@ pub struct Restart {
     pub backoff_ms: u64,
     /// The longest wait between restarts, in milliseconds, 0 to 3 600 000. Default: 30 000.
     pub backoff_max_ms: u64,
+    /// For plugins that take snapshots of their state: milliseconds between snapshots,
+    /// 0 (only on a graceful stop) or 10 to 86 400 000. The host keeps the last snapshot
+    /// and restores it into the next instance, after a crash too. Default: 0.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for Restart {
@@ -194,6 +198,7 @@ impl Default for Restart {
             window_s: 60,
             backoff_ms: 100,
             backoff_max_ms: 30_000,
+            snapshot_interval_ms: 0,
         }
     }
 }
@@ -552,6 +557,7 @@ struct RawRestart {
     window_s: Option<i64>,
     backoff_ms: Option<i64>,
     backoff_max_ms: Option<i64>,
+    snapshot_interval_ms: Option<i64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -834,6 +840,17 @@ impl Context<'_> {
             3_600_000,
             defaults.backoff_max_ms,
         )?;
+        let snapshot_interval_ms =
+            number("restart", "snapshot_interval_ms", raw.restart.snapshot_interval_ms, 0, 86_400_000, 0)?;
+        if (1..10).contains(&snapshot_interval_ms) {
+            return Err(self.error(
+                &[Key("restart"), Key("snapshot_interval_ms")],
+                At::Value,
+                invalid(format!(
+                    "{snapshot_interval_ms} is too short; use 0 (only on stop) or 10 to 86400000"
+                )),
+            ));
+        }
         let health_defaults = Health::default();
         let interval_ms = number(
             "health",
@@ -942,7 +959,14 @@ impl Context<'_> {
                 network: raw.permissions.network,
                 env: raw.permissions.env,
             },
-            restart: Restart { policy, max_restarts, window_s, backoff_ms, backoff_max_ms },
+            restart: Restart {
+                policy,
+                max_restarts,
+                window_s,
+                backoff_ms,
+                backoff_max_ms,
+                snapshot_interval_ms,
+            },
             health,
             retry: Retry { idempotent: raw.retry.idempotent },
             load: Load { lazy: raw.load.lazy },

@@ -231,6 +231,20 @@ pub trait Instance: Send + Sync {
         None
     }
 
+    /// The instance's state as bytes, for the host to keep and hand to
+    /// [`Instance::restore`] on a later instance. `None` when the plugin does not take
+    /// snapshots (the default).
+    fn snapshot(&self) -> BoxFuture<'_, Result<Option<bytes::Bytes>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Loads a state from [`Instance::snapshot`] into this fresh instance, after init and
+    /// before any call. The default ignores it.
+    fn restore(&self, state: bytes::Bytes) -> BoxFuture<'_, Result<()>> {
+        let _ = state;
+        Box::pin(async { Ok(()) })
+    }
+
     /// Whether the instance is still alive (a process that has not exited). In-process
     /// instances always are.
     fn is_alive(&self) -> bool {

@@ -11,7 +11,8 @@ use plugbay_proto::plugin::v1::plugin_service_client::PluginServiceClient;
 use plugbay_proto::plugin::v1::plugin_service_server::{PluginService, PluginServiceServer};
 use plugbay_proto::plugin::v1::{
     CallRequest, CallResponse, DescribeRequest, DescribeResponse, EventRequest, EventResponse, InitRequest,
-    InitResponse, MethodList, ShutdownRequest, ShutdownResponse,
+    InitResponse, MethodList, RestoreRequest, RestoreResponse, ShutdownRequest, ShutdownResponse,
+    SnapshotRequest, SnapshotResponse,
 };
 use plugbay_proto::tonic::transport::Server;
 use plugbay_proto::tonic::{Code, Request, Response, Status};
@@ -60,6 +61,14 @@ impl PluginService for Echo {
 
     async fn shutdown(&self, _: Request<ShutdownRequest>) -> Result<Response<ShutdownResponse>, Status> {
         Ok(Response::new(ShutdownResponse {}))
+    }
+
+    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<SnapshotResponse>, Status> {
+        Err(Status::unimplemented("this plugin keeps no state"))
+    }
+
+    async fn restore(&self, _: Request<RestoreRequest>) -> Result<Response<RestoreResponse>, Status> {
+        Err(Status::unimplemented("this plugin keeps no state"))
     }
 }
 

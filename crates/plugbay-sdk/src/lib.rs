@@ -87,4 +87,29 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 
     /// Called once before the instance is dropped; no call runs during or after it.
     fn shutdown(&self) {}
+
+    /// Whether the plugin keeps state across restarts through [`Plugin::snapshot`] and
+    /// [`Plugin::restore`]. Default `false` (the host never asks).
+    const SNAPSHOTS: bool = false;
+
+    /// The instance's state, in any format. The host keeps the last one (taken on a
+    /// graceful stop and every `[restart] snapshot_interval_ms`) and hands it to
+    /// [`Plugin::restore`] of the next instance, after a crash too. Calls may run
+    /// concurrently with it.
+    ///
+    /// # Errors
+    /// The host logs the error and keeps the previous snapshot.
+    fn snapshot(&self) -> Result<Vec<u8>, PluginError> {
+        Ok(Vec::new())
+    }
+
+    /// Loads a state written by [`Plugin::snapshot`], right after init and before any
+    /// call.
+    ///
+    /// # Errors
+    /// The instance is refused (it does not start) with this error.
+    fn restore(&self, state: &[u8]) -> Result<(), PluginError> {
+        let _ = state;
+        Ok(())
+    }
 }

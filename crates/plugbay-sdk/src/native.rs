@@ -43,6 +43,8 @@ pub const fn table<P: Plugin>() -> PluginV1 {
         on_event: Some(on_event::<P>),
         shutdown: Some(shutdown::<P>),
         free_buf: Some(free_buf),
+        snapshot: if P::SNAPSHOTS { Some(snapshot::<P>) } else { None },
+        restore: if P::SNAPSHOTS { Some(restore::<P>) } else { None },
     }
 }
 
@@ -178,6 +180,31 @@ unsafe extern "C" fn on_event<P: Plugin>(
             }
         };
         plugin.on_event(event)
+    };
+    // SAFETY: the host passes a writable output.
+    unsafe { guarded(out, body) }
+}
+
+unsafe extern "C" fn snapshot<P: Plugin>(instance: *mut c_void, out: *mut RawOutput) -> abi::Status {
+    let body = |out: &mut RawOutput| {
+        // SAFETY: `instance` came from `init::<P>` and is alive until shutdown.
+        let plugin = unsafe { &*instance.cast::<P>() };
+        out.payload = give(plugin.snapshot()?);
+        Ok(())
+    };
+    // SAFETY: the host passes a writable output.
+    unsafe { guarded(out, body) }
+}
+
+unsafe extern "C" fn restore<P: Plugin>(
+    instance: *mut c_void,
+    state: Str,
+    out: *mut RawOutput,
+) -> abi::Status {
+    let body = |_: &mut RawOutput| {
+        // SAFETY: `instance` came from `init::<P>`; `state` is valid for this call.
+        let (plugin, state) = unsafe { (&*instance.cast::<P>(), state.as_bytes()) };
+        plugin.restore(state)
     };
     // SAFETY: the host passes a writable output.
     unsafe { guarded(out, body) }

@@ -357,4 +357,26 @@ impl<P: Plugin> PluginService for Service<P> {
         let _ = self.stop.send(true);
         Ok(tonic::Response::new(pb::ShutdownResponse {}))
     }
+
+    async fn snapshot(
+        &self,
+        _request: tonic::Request<pb::SnapshotRequest>,
+    ) -> Result<tonic::Response<pb::SnapshotResponse>, tonic::Status> {
+        if !P::SNAPSHOTS {
+            return Ok(tonic::Response::new(pb::SnapshotResponse { supported: false, state: Vec::new() }));
+        }
+        let plugin = self.plugin()?;
+        let state = Self::blocking(move || plugin.get().expect("checked by plugin()").snapshot()).await?;
+        Ok(tonic::Response::new(pb::SnapshotResponse { supported: true, state }))
+    }
+
+    async fn restore(
+        &self,
+        request: tonic::Request<pb::RestoreRequest>,
+    ) -> Result<tonic::Response<pb::RestoreResponse>, tonic::Status> {
+        let plugin = self.plugin()?;
+        let state = request.into_inner().state;
+        Self::blocking(move || plugin.get().expect("checked by plugin()").restore(&state)).await?;
+        Ok(tonic::Response::new(pb::RestoreResponse {}))
+    }
 }

@@ -52,6 +52,14 @@ pub fn text_tools_process() -> PathBuf {
     rust_plugin("text-tools").with_file_name(TEXT_TOOLS_PROCESS)
 }
 
+/// The `kv-store` example built as a process plugin (`--features kv-store/process`).
+const KV_STORE_PROCESS: &str = "kv-store-process";
+
+/// Builds (if needed) and returns the process-plugin build of the `kv-store` example.
+pub fn kv_store_process() -> PathBuf {
+    rust_plugin("kv-store").with_file_name(KV_STORE_PROCESS)
+}
+
 /// A manifest for a process plugin running `entry` (a program in the plugin folder).
 pub fn process_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])], extra: &str) -> String {
     native_manifest(id, entry, provides).replace("runtime = \"native\"", "runtime = \"process\"") + extra
@@ -96,6 +104,7 @@ fn build_rust_plugins() -> PathBuf {
         RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
     libraries.push(out.join(PROCESS_FIXTURE));
     libraries.push(out.join(TEXT_TOOLS_PROCESS));
+    libraries.push(out.join(KV_STORE_PROCESS));
     let sources = RUST_PLUGINS
         .iter()
         .map(|(_, dir)| root.join(dir))
@@ -119,6 +128,7 @@ fn build_rust_plugins() -> PathBuf {
         command.arg("-p").arg(name);
     }
     command.args(["--features", "native-fixture/process", "--features", "text-tools/process"]);
+    command.args(["--features", "kv-store/process"]);
     let status = command.status().expect("cargo runs");
     assert!(status.success(), "building the test plugins failed: {status}");
     out
@@ -402,6 +412,18 @@ impl PluginsDir {
         let folder = self.write_manifest("text-tools", manifest);
         std::fs::copy(text_tools_process(), folder.join(TEXT_TOOLS_PROCESS))
             .expect("copy the text-tools-process program");
+        folder
+    }
+
+    /// The `kv-store` example as a process plugin (its `plugin-process.toml`, with `extra`
+    /// appended).
+    pub fn add_kv_store_process(&self, extra: &str) -> PathBuf {
+        let example = workspace_root().join("examples/plugins/kv-store");
+        let manifest = std::fs::read_to_string(example.join("plugin-process.toml"))
+            .expect("the kv-store example's plugin-process.toml");
+        let folder = self.write_manifest("kv-store", format!("{manifest}\n{extra}"));
+        std::fs::copy(kv_store_process(), folder.join(KV_STORE_PROCESS))
+            .expect("copy the kv-store-process program");
         folder
     }
 

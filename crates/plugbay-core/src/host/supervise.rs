@@ -233,7 +233,11 @@ impl HostInner {
             };
             let (State::Running, Some(loaded), Some(manifest)) = (state, loaded, manifest) else { return };
             entry.status.lock().restarts += 1;
-            match loaded.instantiate(host.instance_context(&id)).await {
+            let instance = match loaded.instantiate(host.instance_context(&id)).await {
+                Ok(instance) => host.restore_into(&id, instance).await,
+                Err(error) => Err(error),
+            };
+            match instance {
                 Ok(instance) => {
                     let slot =
                         Arc::new(Slot::new(instance, manifest, entry.folder.join(MANIFEST_FILE), index));
@@ -244,12 +248,74 @@ impl HostInner {
                     };
                     host.scheduler.insert(&id, slots);
                     host.supervise(&entry, &slot);
+                    if index == 0 {
+                        host.snapshot_periodically(&entry, &slot);
+                    }
                     tracing::info!(plugin = %id, "instance {index} restarted");
                 }
                 Err(error) => {
                     let last = entry.status.lock().slots.is_empty();
                     host.after_failure(&entry, None, &error.with_plugin(&id), false, last);
                 }
+            }
+        });
+    }
+
+    /// Restores the plugin's last snapshot (if the host has one) into a fresh instance.
+    pub(super) async fn restore_into(
+        &self,
+        id: &str,
+        instance: Arc<dyn crate::runtime::Instance>,
+    ) -> crate::error::Result<Arc<dyn crate::runtime::Instance>> {
+        let state = self.snapshots.lock().get(id).cloned();
+        if let Some(state) = state {
+            let size = state.len();
+            instance.restore(state).await.map_err(|error| {
+                Error::new(
+                    error.code(),
+                    format!("restoring its last snapshot ({size} bytes) failed: {}", error.message()),
+                )
+            })?;
+            tracing::debug!(plugin = %id, "restored a snapshot of {size} bytes");
+        }
+        Ok(instance)
+    }
+
+    /// Asks the instance for a snapshot and keeps it as the plugin's last one. A failure is
+    /// logged; the previous snapshot stays.
+    pub(super) async fn take_snapshot(&self, id: &str, slot: &Slot) {
+        match slot.instance.snapshot().await {
+            Ok(Some(state)) => {
+                self.snapshots.lock().insert(id.to_owned(), state);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(plugin = %id, "snapshot failed; the previous one is kept: {error}"),
+        }
+    }
+
+    /// Every `[restart] snapshot_interval_ms`, takes a snapshot of `slot` while it is one of
+    /// the plugin's running instances.
+    pub(super) fn snapshot_periodically(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>) {
+        let interval = slot.manifest.restart.snapshot_interval_ms;
+        if interval == 0 {
+            return;
+        }
+        let (host, entry, watched) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(interval));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let (Some(host), Some(slot)) = (host.upgrade(), watched.upgrade()) else { return };
+                let id = {
+                    let status = entry.status.lock();
+                    if !status.slots.iter().any(|s| Arc::ptr_eq(s, &slot)) {
+                        return; // stopped, died or replaced
+                    }
+                    status.id.clone()
+                };
+                host.take_snapshot(&id, &slot).await;
             }
         });
     }

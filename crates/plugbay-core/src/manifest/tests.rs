@@ -133,7 +133,8 @@ fn minimal_manifest_takes_the_defaults() {
             max_restarts: 5,
             window_s: 60,
             backoff_ms: 100,
-            backoff_max_ms: 30_000
+            backoff_max_ms: 30_000,
+            snapshot_interval_ms: 0
         }
     );
     assert_eq!(manifest.health, Health { interval_ms: 5_000, timeout_ms: 1_000, failures: 3 });

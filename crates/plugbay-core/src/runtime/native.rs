@@ -254,15 +254,45 @@ unsafe fn check_table(table: *const PluginV1, path: &Path) -> Result<&'static Pl
     }
     // SAFETY: a version-1 table starts with (version, size); reading the size is in bounds.
     let size = unsafe { table.cast::<u32>().add(1).read_unaligned() } as usize;
-    if size < size_of::<PluginV1>() {
+    if size < PluginV1::BASE_SIZE {
         return Err(Error::precondition(format!(
             "{}: its ABI 1 table is {size} bytes, smaller than the {} the ABI defines",
             shown(path),
-            size_of::<PluginV1>()
+            PluginV1::BASE_SIZE
         )));
     }
-    // SAFETY: version and size say this is a whole v1 table, static in the library.
-    let table: &'static PluginV1 = unsafe { &*table };
+    let table: &'static PluginV1 = if size >= size_of::<PluginV1>() {
+        // SAFETY: version and size say this is a whole v1 table, static in the library.
+        unsafe { &*table }
+    } else {
+        // A table from before the optional fields were appended: copy the part it has and
+        // leave the rest NULL (never read past the plugin's table). The copy lives as long
+        // as the library may be used: leaked, a few dozen bytes per load of such a plugin.
+        let mut copy = PluginV1 {
+            abi_version: 0,
+            struct_size: 0,
+            flags: 0,
+            reserved: 0,
+            describe: None,
+            init: None,
+            call: None,
+            on_event: None,
+            shutdown: None,
+            free_buf: None,
+            snapshot: None,
+            restore: None,
+        };
+        // SAFETY: the plugin's table has at least BASE_SIZE readable bytes (its size says
+        // so); `copy` is a PluginV1, at least that large; the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                table.cast::<u8>(),
+                (&raw mut copy).cast::<u8>(),
+                PluginV1::BASE_SIZE,
+            )
+        };
+        Box::leak(Box::new(copy))
+    };
     let missing = [
         ("describe", table.describe.is_none()),
         ("init", table.init.is_none()),
@@ -589,6 +619,48 @@ impl Instance for NativeInstance {
             if status == abi::STATUS_OK { Ok(Payload::default()) } else { Err(taken.into_error(status)) }
         });
         CallOutcome::Done(result)
+    }
+
+    fn snapshot(&self) -> crate::runtime::BoxFuture<'_, Result<Option<Bytes>>> {
+        let result = self.state_call(|table| {
+            let snapshot = table.snapshot?;
+            // SAFETY: checked table with the optional fields; live instance; `out` is ours.
+            Some(Box::new(move |instance, out: &mut Output| unsafe { snapshot(instance, out) }))
+        });
+        Box::pin(async move { result.transpose().map(|state| state.map(Bytes::from)) })
+    }
+
+    fn restore(&self, state: Bytes) -> crate::runtime::BoxFuture<'_, Result<()>> {
+        let result = self.state_call(|table| {
+            let restore = table.restore?;
+            let state = state.clone();
+            // SAFETY: checked table with the optional fields; live instance; `state` is
+            // borrowed for the call only; `out` is ours.
+            Some(Box::new(move |instance, out: &mut Output| unsafe {
+                restore(instance, Str::from_bytes(&state), out)
+            }))
+        });
+        Box::pin(async move { result.transpose().map(drop) })
+    }
+}
+
+impl NativeInstance {
+    /// Runs an optional state function (snapshot or restore) under the instance's serial
+    /// lock; `None` when the plugin's table has no such function.
+    fn state_call(
+        &self,
+        function: impl FnOnce(&PluginV1) -> Option<Box<dyn FnOnce(*mut c_void, &mut Output) -> abi::Status + '_>>,
+    ) -> Option<Result<Vec<u8>>> {
+        if !self.table.has_snapshots() {
+            return None;
+        }
+        let run = function(self.table)?;
+        Some(self.enter().and_then(|_guard| {
+            let mut out = Output::EMPTY;
+            let status = run(self.instance.0, &mut out);
+            let taken = Taken::take(self.table, self.instance.0, out);
+            if status == abi::STATUS_OK { Ok(taken.payload) } else { Err(taken.into_error(status)) }
+        }))
     }
 }
 

@@ -445,6 +445,30 @@ impl Instance for ProcessInstance {
         }))
     }
 
+    fn snapshot(&self) -> BoxFuture<'_, Result<Option<bytes::Bytes>>> {
+        Box::pin(async move {
+            let timeout = Some(self.started.start_timeout);
+            match self.started.client.snapshot(pb::SnapshotRequest {}, timeout).await {
+                Ok(response) if response.supported => Ok(Some(response.state.into())),
+                Ok(_) => Ok(None),
+                // Plugins in other languages need not implement it.
+                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+                Err(status) => Err(from_status(status)),
+            }
+        })
+    }
+
+    fn restore(&self, state: bytes::Bytes) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let request = pb::RestoreRequest { state: state.to_vec() };
+            match self.started.client.restore(request, Some(self.started.start_timeout)).await {
+                Ok(_) => Ok(()),
+                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
+                Err(status) => Err(from_status(status)),
+            }
+        })
+    }
+
     fn kill(&self) {
         self.started.running.kill();
     }

@@ -95,6 +95,8 @@ async fn dispatch<S: PluginService>(service: &S, kind: u8, body: &[u8]) -> Resul
         3 => service.call(decode(body)?).await?.into_inner().encode_to_vec(),
         4 => service.on_event(decode(body)?).await?.into_inner().encode_to_vec(),
         5 => service.shutdown(decode(body)?).await?.into_inner().encode_to_vec(),
+        6 => service.snapshot(decode(body)?).await?.into_inner().encode_to_vec(),
+        7 => service.restore(decode(body)?).await?.into_inner().encode_to_vec(),
         other => return Err(tonic::Status::unimplemented(format!("unknown request kind {other}"))),
     };
     Ok(reply)

@@ -18,8 +18,11 @@
 //! `{"action": "put" | "delete" | "clear", ...}`. The plugin subscribes to
 //! [`COMMANDS_TOPIC`]: an event there with action `clear` empties the store.
 //!
-//! The state lives in one instance (a `Mutex<BTreeMap>`): it is lost when the instance
-//! shuts down, and each replica of the plugin has its own.
+//! The state lives in one instance (a `Mutex<BTreeMap>`), and each replica of the plugin has
+//! its own. It survives restarts through snapshots: [`Plugin::snapshot`] writes the whole map
+//! as JSON, the host keeps the last one (taken on every graceful stop and every `[restart]
+//! snapshot_interval_ms`) and [`Plugin::restore`] reads it into the next instance, after a
+//! crash too (changes since the last snapshot are lost then).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -240,6 +243,23 @@ impl Plugin for KvStore {
         }
     }
 
+    const SNAPSHOTS: bool = true;
+
+    fn snapshot(&self) -> Result<Vec<u8>, PluginError> {
+        serde_json::to_vec(&*self.entries())
+            .map_err(|error| PluginError::internal(format!("cannot write the snapshot: {error}")))
+    }
+
+    fn restore(&self, state: &[u8]) -> Result<(), PluginError> {
+        let restored: BTreeMap<String, Value> = serde_json::from_slice(state).map_err(|error| {
+            PluginError::invalid_argument(format!("the snapshot is not a JSON object of keys: {error}"))
+        })?;
+        let count = restored.len();
+        *self.entries() = restored;
+        self.host.log(LogLevel::Info, &format!("restored {count} keys from the last snapshot"));
+        Ok(())
+    }
+
     fn on_event(&self, event: Event<'_>) -> Result<(), PluginError> {
         if event.topic != COMMANDS_TOPIC {
             return Err(PluginError::invalid_argument(format!(
@@ -300,6 +320,19 @@ mod tests {
         let methods = METHODS.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ");
         assert!(manifest.contains(&format!("{CAPABILITY:?} = [{methods}]")));
         assert!(manifest.contains(&format!("topics = [{COMMANDS_TOPIC:?}]")));
+    }
+
+    #[test]
+    fn snapshot_restores_into_a_fresh_store() {
+        let first = store();
+        ok(&first, "put", r#"{"key": "a", "value": {"n": 1}}"#);
+        ok(&first, "put", r#"{"key": "b", "value": [true]}"#);
+        let state = first.snapshot().unwrap();
+        let second = store();
+        second.restore(&state).unwrap();
+        assert_eq!(ok(&second, "get", r#"{"key": "a"}"#)["value"], json!({"n": 1}));
+        assert_eq!(ok(&second, "list", "")["keys"], json!(["a", "b"]));
+        assert_eq!(second.restore(b"[1]").unwrap_err().code, ErrorCode::InvalidArgument);
     }
 
     #[test]

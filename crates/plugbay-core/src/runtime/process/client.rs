@@ -59,4 +59,6 @@ impl PluginClient {
     rpc!(call, framed::CALL, pb::CallRequest, pb::CallResponse);
     rpc!(on_event, framed::ON_EVENT, pb::EventRequest, pb::EventResponse);
     rpc!(shutdown, framed::SHUTDOWN, pb::ShutdownRequest, pb::ShutdownResponse);
+    rpc!(snapshot, framed::SNAPSHOT, pb::SnapshotRequest, pb::SnapshotResponse);
+    rpc!(restore, framed::RESTORE, pb::RestoreRequest, pb::RestoreResponse);
 }

@@ -25,6 +25,8 @@ pub(super) const INIT: u8 = 2;
 pub(super) const CALL: u8 = 3;
 pub(super) const ON_EVENT: u8 = 4;
 pub(super) const SHUTDOWN: u8 = 5;
+pub(super) const SNAPSHOT: u8 = 6;
+pub(super) const RESTORE: u8 = 7;
 /// Reply kinds.
 const REPLY_OK: u8 = 0x80;
 const REPLY_ERROR: u8 = 0x81;
