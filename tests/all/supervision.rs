@@ -360,3 +360,20 @@ async fn state_survives_stop_and_start_through_the_snapshot_taken_on_stop() {
     let reply = host.invoke(kv("get", json!({"key": "k"}))).await.unwrap();
     assert_eq!(reply.to_json::<serde_json::Value>().unwrap()["value"], "native");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c5_calls_timing_out_in_a_row_get_the_process_killed_and_restarted() {
+    let (_dir, host) =
+        fixture_host("[limits]\ntimeout_ms = 100\n[health]\nfailures = 3\n[restart]\nbackoff_ms = 1\n").await;
+    let pid = pid_of(&host).await;
+    for _ in 0..3 {
+        let error = host.invoke(json_call("fixture@1", "sleep", json!(10_000))).await.unwrap_err();
+        assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    }
+    let restarted = wait_for_new_pid(&host, pid).await;
+    assert_ne!(restarted, pid);
+    let crash = &host.crashes(Some("fixture"))[0];
+    assert!(crash.reason.starts_with("3 calls in a row ran past their deadline"), "{crash:?}");
+    assert!(crash.reason.contains("SIGKILL"), "{crash:?}");
+    assert_canary_answers(&host).await;
+}

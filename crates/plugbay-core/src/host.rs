@@ -867,6 +867,7 @@ impl HostInner {
             Err(error) => error.code().as_str(),
         };
         slot.recent.finish(record, started.elapsed().as_micros() as u64, outcome);
+        self.count_timeouts(slot, &result);
         result.map_err(context)
     }
 }

@@ -31,6 +31,10 @@ pub(crate) struct Slot {
     /// Its last calls, for crash reports (async calls only: in-process calls that crash
     /// take the host with them, and recording them would slow the fast path).
     pub(crate) recent: RecentCalls,
+    /// Calls in a row that ran past their deadline (process): reset by any answer.
+    pub(crate) timeouts_in_a_row: AtomicU64,
+    /// Why the host killed the instance, when it did (for the crash report).
+    pub(crate) killed_because: parking_lot::Mutex<Option<String>>,
     /// Watches calls that run on the caller's thread (native), which cannot be pre-empted.
     pub(crate) watch: Option<CallWatch>,
     /// `limits.max_concurrency`, when set.
@@ -130,6 +134,8 @@ impl Slot {
             manifest_path,
             index,
             recent: RecentCalls::default(),
+            timeouts_in_a_row: AtomicU64::new(0),
+            killed_because: parking_lot::Mutex::new(None),
             limit,
             in_flight: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),

@@ -84,7 +84,10 @@ impl HostInner {
         let health = slot.manifest.health.clone();
         tokio::spawn(async move {
             let reason = tokio::select! {
-                reason = died => reason,
+                reason = died => match watched.upgrade().and_then(|slot| slot.killed_because.lock().take()) {
+                    Some(why) => format!("{why}: {reason}"),
+                    None => reason,
+                },
                 reason = unhealthy(watched.clone(), health) => {
                     if let Some(slot) = watched.upgrade() {
                         slot.instance.kill();
@@ -318,6 +321,26 @@ impl HostInner {
                 host.take_snapshot(&id, &slot).await;
             }
         });
+    }
+
+    /// Counts calls in a row that ran past their deadline on a process instance; after
+    /// `[health] failures` of them the instance counts as hung: it is killed (SIGCONT,
+    /// SIGKILL) and restarted under its policy. Any answer resets the count.
+    pub(super) fn count_timeouts<T>(&self, slot: &Slot, result: &crate::error::Result<T>) {
+        use std::sync::atomic::Ordering;
+        let timed_out = matches!(result, Err(error) if error.code() == Code::DeadlineExceeded);
+        if !timed_out {
+            slot.timeouts_in_a_row.store(0, Ordering::Relaxed);
+            return;
+        }
+        let count = slot.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = u64::from(slot.manifest.health.failures);
+        if count == limit && slot.instance.died().is_some() {
+            let why = format!("{count} calls in a row ran past their deadline; the process was killed");
+            tracing::warn!(plugin = %slot.plugin, "{why}");
+            *slot.killed_because.lock() = Some(why);
+            slot.instance.kill();
+        }
     }
 
     /// Whether a failed call may run again elsewhere: its instance died under it and the
