@@ -29,6 +29,18 @@ pub struct HostConfig {
     pub max_call_depth: u32,
     /// Configuration bytes handed to a plugin's init, by plugin id. Default: none (empty).
     pub plugin_config: BTreeMap<String, Vec<u8>>,
+    /// Watch [`HostConfig::plugin_dirs`] from [`crate::Host::load_all`] on: a new plugin
+    /// folder is loaded, a removed one unloaded, a changed one reloaded (see
+    /// [`crate::Host::reload`]). Default: `false` for the library (each watcher takes an
+    /// inotify instance; the daemon turns it on).
+    pub watch: bool,
+    /// How long a plugin folder must be quiet (no file event) before a change is acted on,
+    /// so a half-written artifact is not loaded. Default: 100 ms.
+    pub watch_debounce: Duration,
+    /// After a reload switches to a new version, how long the old one is kept ready: a new
+    /// instance that dies within this time rolls the plugin back to the old version.
+    /// Default: 2 s.
+    pub reload_probation: Duration,
 }
 
 impl Default for HostConfig {
@@ -42,6 +54,9 @@ impl Default for HostConfig {
             event_queue: 1024,
             max_call_depth: 16,
             plugin_config: BTreeMap::new(),
+            watch: false,
+            watch_debounce: Duration::from_millis(100),
+            reload_probation: Duration::from_secs(2),
         }
     }
 }
@@ -65,6 +80,10 @@ impl HostConfig {
         positive("max_artifact_bytes", self.max_artifact_bytes > 0, "greater than zero")?;
         positive("event_queue", (1..=1 << 20).contains(&self.event_queue), "between 1 and 1048576")?;
         positive("max_call_depth", (1..=1024).contains(&self.max_call_depth), "between 1 and 1024")?;
+        let debounce = self.watch_debounce;
+        let debounce_ok = (Duration::from_millis(10)..=Duration::from_secs(60)).contains(&debounce);
+        positive("watch_debounce", debounce_ok, "between 10 ms and 60 s")?;
+        positive("reload_probation", self.reload_probation <= Duration::from_secs(3600), "at most 1 hour")?;
         Ok(())
     }
 }

@@ -24,7 +24,10 @@ use crate::safe_fs;
 use crate::scheduler::{Scheduler, Slot};
 use crate::supervisor::{self, CrashLog, CrashReport, FailureWindow};
 
+mod reload;
 mod supervise;
+
+pub use reload::{RELOAD_TOPIC, ReloadEvent};
 
 /// The plugin container. Cheap to clone (all clones share one host).
 ///
@@ -56,6 +59,12 @@ struct HostInner {
     crashes: CrashLog,
     /// The last state snapshot of each plugin that takes them, by id.
     snapshots: Mutex<std::collections::HashMap<String, bytes::Bytes>>,
+    /// Lazy plugins not loaded yet, by the capabilities and `plugin:<id>` that wake them.
+    lazy: Mutex<std::collections::HashMap<String, Arc<PluginEntry>>>,
+    /// The plugins-folder watch, once started.
+    watcher: Mutex<Option<crate::watch::FolderWatch>>,
+    /// The tokio runtime the host's background tasks run on.
+    handle: tokio::runtime::Handle,
     /// Every plugin folder the host knows, by folder path (ids may clash; folders cannot).
     plugins: Mutex<BTreeMap<PathBuf, Arc<PluginEntry>>>,
     /// The host's own tokio runtime, when it was built outside one.
@@ -85,6 +94,12 @@ struct PluginStatus {
     failures: FailureWindow,
     /// Restarts the supervisor made since the plugin was loaded by hand.
     restarts: u32,
+    /// The previous version, kept ready for a while after a reload switched away from it.
+    probation: Option<reload::Probation>,
+    /// Loaded on its first call (`[load] lazy`).
+    lazy: bool,
+    /// Why the last reload failed (the plugin kept serving its previous version).
+    reload_error: Option<ErrorInfo>,
 }
 
 /// A failure as data: its code and the whole message with its context.
@@ -126,6 +141,11 @@ pub struct PluginInfo {
     /// In-process calls seen running past their timeout since the instance started (they
     /// cannot be pre-empted; see [`Host::invoke`]).
     pub stuck_calls: u64,
+    /// Loaded on its first call (`[load] lazy`).
+    pub lazy: bool,
+    /// Why the last reload failed; the plugin kept (or went back to) its previous version.
+    /// Cleared by the next successful reload.
+    pub reload_error: Option<ErrorInfo>,
 }
 
 /// The outcome of loading a plugins folder: who loaded and who did not, and why.
@@ -170,6 +190,9 @@ impl Host {
             bus,
             crashes: CrashLog::default(),
             snapshots: Mutex::new(std::collections::HashMap::new()),
+            lazy: Mutex::new(std::collections::HashMap::new()),
+            watcher: Mutex::new(None),
+            handle: handle.clone(),
             plugins: Mutex::new(BTreeMap::new()),
             owned_runtime: Mutex::new(owned_runtime),
         });
@@ -196,6 +219,10 @@ impl Host {
                 }
             };
             for candidate in candidates {
+                if candidate.problem.is_none() && self.inner.register_lazy(&candidate.folder, &candidate.name)
+                {
+                    continue;
+                }
                 let result = match candidate.problem {
                     Some(problem) => {
                         Err(self.inner.fail_discovery(&candidate.folder, &candidate.name, problem))
@@ -207,6 +234,11 @@ impl Host {
                     Err(error) => report.failed.push(error),
                 }
             }
+        }
+        if self.inner.config.watch
+            && let Err(error) = self.watch()
+        {
+            report.failed.push(error);
         }
         report
     }
@@ -220,40 +252,7 @@ impl Host {
         let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let entry = self.inner.entry_for(folder, &name);
         let _operation = entry.operation.lock().await;
-        {
-            let mut status = entry.status.lock();
-            status.failures.clear();
-            status.restarts = 0;
-        }
-        {
-            let state = entry.status.lock().state;
-            if matches!(state, State::Running | State::Initialized | State::Loaded | State::Draining) {
-                return Err(Error::precondition(format!("the plugin is already {state}")).with_plugin(&name));
-            }
-            if state != State::Discovered {
-                self.inner.transition(&entry, State::Discovered, "loading from its folder")?;
-            }
-        }
-        match self.inner.bring_up(&entry, &name).await {
-            Ok(id) => Ok(id),
-            Err(error) => {
-                let error = error.with_plugin(entry.status.lock().id.clone());
-                // Failing to start an instance (init, a crash or hang at start) is what
-                // restart policies are for; a bad manifest or artifact is not.
-                let instance_failed = {
-                    let status = entry.status.lock();
-                    let process =
-                        status.manifest.as_ref().is_some_and(|m| m.plugin.runtime == RuntimeKind::Process);
-                    status.state == State::Loaded
-                        || (status.state == State::Discovered && process && error.code() == Code::Unavailable)
-                };
-                self.inner.fail(&entry, &error);
-                if instance_failed {
-                    self.inner.after_start_failure(&entry, &error);
-                }
-                Err(error)
-            }
-        }
+        self.inner.load_locked(&entry, &name).await
     }
 
     /// Calls a method on a capability or a plugin and waits for the response.
@@ -278,7 +277,15 @@ impl Host {
     /// `deadline_exceeded`, `resource_exhausted`, or the plugin's own error; each names
     /// the plugin and the method.
     pub async fn invoke(&self, call: Call) -> Result<Payload> {
-        let slot = self.inner.route(&call.target, &call.method)?;
+        let slot = match self.inner.route(&call.target, &call.method) {
+            Ok(slot) => slot,
+            Err(error) => {
+                // A lazy plugin is loaded by its first call.
+                let Some(entry) = self.inner.lazy_entry(&call.target) else { return Err(error) };
+                self.inner.wake(&entry).await?;
+                self.inner.route(&call.target, &call.method)?
+            }
+        };
         let result = self.inner.call_slot(&slot, &call).await;
         match result {
             Err(error) if self.inner.may_retry(&slot, &call.method, &error) => {
@@ -362,7 +369,7 @@ impl Host {
                 let result = self.inner.instantiate(&entry).await;
                 result.inspect_err(|error| self.inner.fail(&entry, error))
             }
-            State::Failed | State::Quarantined | State::Unloaded | State::BackingOff => {
+            State::Failed | State::Quarantined | State::Unloaded | State::BackingOff | State::Discovered => {
                 self.load_folder(&entry.folder).await.map(drop)
             }
             other => {
@@ -379,14 +386,7 @@ impl Host {
     pub async fn unload(&self, id: &str) -> Result<()> {
         let entry = self.inner.find(id)?;
         let _operation = entry.operation.lock().await;
-        if entry.status.lock().state == State::Running {
-            self.inner.stop_entry(&entry).await?;
-        }
-        self.inner.transition(&entry, State::Unloaded, "unloaded on request")?;
-        let mut status = entry.status.lock();
-        status.loaded = None;
-        status.slots.clear();
-        Ok(())
+        self.inner.unload_locked(&entry, "unloaded on request").await
     }
 
     /// A receiver of every event from now on: lifecycle transitions (topic
@@ -505,6 +505,8 @@ impl PluginEntry {
                 .filter_map(|slot| slot.watch.as_ref())
                 .map(|watch| watch.stuck_total.load(std::sync::atomic::Ordering::Relaxed))
                 .sum(),
+            lazy: status.lazy,
+            reload_error: status.reload_error.clone(),
         }
     }
 }
@@ -515,6 +517,58 @@ thread_local! {
 }
 
 impl HostInner {
+    /// Loads (or loads again) `entry` from its folder; the caller holds its operation lock.
+    /// A load by hand (or a changed folder) lifts a quarantine and starts the failure count
+    /// over.
+    async fn load_locked(&self, entry: &Arc<PluginEntry>, name: &str) -> Result<String> {
+        {
+            let mut status = entry.status.lock();
+            status.failures.clear();
+            status.restarts = 0;
+        }
+        {
+            let state = entry.status.lock().state;
+            if matches!(state, State::Running | State::Initialized | State::Loaded | State::Draining) {
+                return Err(Error::precondition(format!("the plugin is already {state}")).with_plugin(name));
+            }
+            if state != State::Discovered {
+                self.transition(entry, State::Discovered, "loading from its folder")?;
+            }
+        }
+        match self.bring_up(entry, name).await {
+            Ok(id) => Ok(id),
+            Err(error) => {
+                let error = error.with_plugin(entry.status.lock().id.clone());
+                // Failing to start an instance (init, a crash or hang at start) is what
+                // restart policies are for; a bad manifest or artifact is not.
+                let instance_failed = {
+                    let status = entry.status.lock();
+                    let process =
+                        status.manifest.as_ref().is_some_and(|m| m.plugin.runtime == RuntimeKind::Process);
+                    status.state == State::Loaded
+                        || (status.state == State::Discovered && process && error.code() == Code::Unavailable)
+                };
+                self.fail(entry, &error);
+                if instance_failed {
+                    self.after_start_failure(entry, &error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops `entry` if it runs, then releases it; the caller holds its operation lock.
+    async fn unload_locked(&self, entry: &PluginEntry, reason: &str) -> Result<()> {
+        if entry.status.lock().state == State::Running {
+            self.stop_entry(entry).await?;
+        }
+        self.transition(entry, State::Unloaded, reason)?;
+        let mut status = entry.status.lock();
+        status.loaded = None;
+        status.slots.clear();
+        Ok(())
+    }
+
     fn entry_for(&self, folder: &Path, name: &str) -> Arc<PluginEntry> {
         let mut plugins = self.plugins.lock();
         if let Some(entry) = plugins.get(folder) {
@@ -532,6 +586,9 @@ impl HostInner {
                 slots: Vec::new(),
                 failures: FailureWindow::default(),
                 restarts: 0,
+                probation: None,
+                lazy: false,
+                reload_error: None,
             }),
         });
         plugins.insert(folder.to_path_buf(), entry.clone());
@@ -614,15 +671,7 @@ impl HostInner {
 
     /// Discovered -> Loaded -> Initialized -> Running.
     async fn bring_up(&self, entry: &Arc<PluginEntry>, name: &str) -> Result<String> {
-        let folder = &entry.folder;
-        let manifest_path = folder.join(MANIFEST_FILE);
-        let bytes = safe_fs::read_beneath(
-            folder,
-            Path::new(MANIFEST_FILE),
-            MAX_MANIFEST_BYTES as u64,
-            Code::InvalidArgument,
-        )?;
-        let manifest = Arc::new(Manifest::parse(&bytes, &manifest_path, Some(name))?);
+        let manifest = read_manifest(&entry.folder, name)?;
         let id = manifest.plugin.id.clone();
         {
             let mut status = entry.status.lock();
@@ -630,6 +679,17 @@ impl HostInner {
             status.manifest = Some(manifest.clone());
         }
         self.refuse_duplicate(entry, &id)?;
+        let (loaded, artifact_path) = self.load_artifact(&entry.folder, &manifest).await?;
+        entry.status.lock().loaded = Some(loaded);
+        self.transition(entry, State::Loaded, format!("{} loaded", artifact_path.display()))?;
+        self.instantiate(entry).await?;
+        Ok(id)
+    }
+
+    /// Reads the artifact `manifest` names beneath `folder` and has its runtime load and
+    /// check it (describe must match the manifest); returns it and its path.
+    async fn load_artifact(&self, folder: &Path, manifest: &Manifest) -> Result<(Arc<dyn Loaded>, PathBuf)> {
+        let manifest_path = folder.join(MANIFEST_FILE);
         let runtime = self.runtime(manifest.plugin.runtime).map_err(|e| e.with_file(&manifest_path))?;
         let artifact_name = match manifest.plugin.runtime {
             RuntimeKind::Native => platform::native_library_file_name(&manifest.plugin.entry),
@@ -644,12 +704,9 @@ impl HostInner {
             safe_fs::check_beneath(folder, relative, limit, Code::ResourceExhausted).map(|()| Vec::new())
         }
         .map_err(|error| error.with_field("plugin.entry"))?;
-        let loaded = runtime.load(Artifact { manifest: &manifest, path: &artifact_path, bytes }).await?;
-        loaded.description().check_against(&manifest).map_err(|error| error.with_file(&artifact_path))?;
-        entry.status.lock().loaded = Some(loaded);
-        self.transition(entry, State::Loaded, format!("{} loaded", artifact_path.display()))?;
-        self.instantiate(entry).await?;
-        Ok(id)
+        let loaded = runtime.load(Artifact { manifest, path: &artifact_path, bytes }).await?;
+        loaded.description().check_against(manifest).map_err(|error| error.with_file(&artifact_path))?;
+        Ok((loaded, artifact_path))
     }
 
     /// A second folder with an id that another folder already uses is refused.
@@ -704,7 +761,23 @@ impl HostInner {
         let (Some(loaded), Some(manifest)) = (loaded, manifest) else {
             return Err(Error::precondition("the plugin is not loaded").with_plugin(id));
         };
-        let context = self.instance_context(&id);
+        let slots = self.start_instances(entry, &id, &*loaded, &manifest).await?;
+        let count = slots.len();
+        self.transition(entry, State::Initialized, format!("init succeeded ({count} instance(s))"))?;
+        self.route_instances(entry, &id, slots);
+        self.transition(entry, State::Running, "routing calls to it")
+    }
+
+    /// Starts the plugin's instances (one, or `[process] replicas`), each restored from the
+    /// last snapshot; on any failure the ones already started are shut down.
+    async fn start_instances(
+        &self,
+        entry: &PluginEntry,
+        id: &str,
+        loaded: &dyn Loaded,
+        manifest: &Arc<Manifest>,
+    ) -> Result<Vec<Arc<Slot>>> {
+        let context = self.instance_context(id);
         let replicas = match manifest.plugin.runtime {
             RuntimeKind::Process => manifest.process.replicas as usize,
             _ => 1,
@@ -712,7 +785,7 @@ impl HostInner {
         let mut slots = Vec::with_capacity(replicas);
         for index in 0..replicas {
             let instance = match loaded.instantiate(context.clone()).await {
-                Ok(instance) => self.restore_into(&id, instance).await,
+                Ok(instance) => self.restore_into(id, instance).await,
                 Err(error) => Err(error),
             };
             match instance {
@@ -730,25 +803,30 @@ impl HostInner {
                 }
             }
         }
-        self.transition(entry, State::Initialized, format!("init succeeded ({replicas} instance(s))"))?;
+        Ok(slots)
+    }
+
+    /// Makes `slots` the plugin's routed instances (replacing any), and watches them.
+    fn route_instances(&self, entry: &Arc<PluginEntry>, id: &str, slots: Vec<Arc<Slot>>) {
         entry.status.lock().slots = slots.clone();
-        self.scheduler.insert(&id, slots.clone());
+        self.scheduler.insert(id, slots.clone());
         for slot in &slots {
             self.supervise(entry, slot);
         }
         if let Some(first) = slots.first() {
             self.snapshot_periodically(entry, first);
         }
-        self.transition(entry, State::Running, "routing calls to it")
     }
 
     /// Running -> Draining -> Stopped.
     async fn stop_entry(&self, entry: &PluginEntry) -> Result<()> {
         self.transition(entry, State::Draining, "stop requested")?;
-        let (id, slots) = {
+        let (id, mut slots, probation) = {
             let mut status = entry.status.lock();
-            (status.id.clone(), std::mem::take(&mut status.slots))
+            (status.id.clone(), std::mem::take(&mut status.slots), status.probation.take())
         };
+        // The version a reload replaced stops too (after the running one's snapshot).
+        let retired = probation.map(|p| p.old_slots().to_vec()).unwrap_or_default();
         self.scheduler.remove(&id);
         // Every replica stops taking calls at once, and all share one drain deadline.
         for slot in &slots {
@@ -762,6 +840,10 @@ impl HostInner {
         if let Some(first) = slots.first() {
             self.take_snapshot(&id, first).await;
         }
+        for slot in &retired {
+            still_running += slot.drain(deadline).await;
+        }
+        slots.extend(retired);
         // Replicas shut down side by side, each within its own grace period.
         let mut shutdowns = tokio::task::JoinSet::new();
         for slot in &slots {
@@ -887,6 +969,17 @@ fn overrun(started_ms: u64, budget: std::time::Duration) -> Option<Error> {
             ),
         )
     })
+}
+
+/// Reads and validates `folder/plugin.toml` (the folder's name must be the id).
+fn read_manifest(folder: &Path, name: &str) -> Result<Arc<Manifest>> {
+    let bytes = safe_fs::read_beneath(
+        folder,
+        Path::new(MANIFEST_FILE),
+        MAX_MANIFEST_BYTES as u64,
+        Code::InvalidArgument,
+    )?;
+    Ok(Arc::new(Manifest::parse(&bytes, &folder.join(MANIFEST_FILE), Some(name))?))
 }
 
 /// The host as plugins' callbacks see it.

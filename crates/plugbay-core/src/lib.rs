@@ -46,6 +46,7 @@ pub mod safe_fs;
 pub mod sandbox;
 mod scheduler;
 pub mod supervisor;
+mod watch;
 
 pub use bus::{Event, LifecycleChange};
 pub use call::{Call, ContentType, Deadline, Payload, Target};

@@ -305,8 +305,18 @@ impl Default for ProcessSettings {
 /// The `[load]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Load {
-    /// `true`: load on the first call instead of at startup. Default: `false`.
+    /// `true`: listed at startup but loaded on the first call to it (concurrent first calls
+    /// cause one load). Default: `false`.
     pub lazy: bool,
+    /// For lazy plugins: unload again after this many milliseconds without a call, 0
+    /// (never) or 100 to 86 400 000. Default: 0.
+    pub idle_timeout_ms: u64,
+    /// A method the host calls on a new version during a reload, before switching to it;
+    /// the reload is rolled back when it fails. Must be listed in `[provides]`. Default:
+    /// none.
+    pub smoke_method: Option<String>,
+    /// The payload of the smoke call (UTF-8 text, e.g. JSON). Default: empty.
+    pub smoke_payload: String,
 }
 
 impl Manifest {
@@ -578,6 +588,9 @@ struct RawRetry {
 #[serde(deny_unknown_fields, default, expecting = "a table")]
 struct RawLoad {
     lazy: bool,
+    idle_timeout_ms: Option<i64>,
+    smoke_method: Option<String>,
+    smoke_payload: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -851,6 +864,23 @@ impl Context<'_> {
                 )),
             ));
         }
+        let idle_timeout_ms = number("load", "idle_timeout_ms", raw.load.idle_timeout_ms, 0, 86_400_000, 0)?;
+        if (1..100).contains(&idle_timeout_ms) {
+            return Err(self.error(
+                &[Key("load"), Key("idle_timeout_ms")],
+                At::Value,
+                invalid(format!("{idle_timeout_ms} is too short; use 0 (never) or 100 to 86400000")),
+            ));
+        }
+        if let Some(method) = &raw.load.smoke_method
+            && !raw.provides.values().any(|methods| methods.contains(method))
+        {
+            return Err(self.error(
+                &[Key("load"), Key("smoke_method")],
+                At::Value,
+                invalid(format!("method {} is not listed in [provides]", quote(method))),
+            ));
+        }
         let health_defaults = Health::default();
         let interval_ms = number(
             "health",
@@ -969,7 +999,12 @@ impl Context<'_> {
             },
             health,
             retry: Retry { idempotent: raw.retry.idempotent },
-            load: Load { lazy: raw.load.lazy },
+            load: Load {
+                lazy: raw.load.lazy,
+                idle_timeout_ms,
+                smoke_method: raw.load.smoke_method,
+                smoke_payload: raw.load.smoke_payload,
+            },
             process,
         })
     }

@@ -33,6 +33,9 @@ pub(crate) struct Slot {
     pub(crate) recent: RecentCalls,
     /// Calls in a row that ran past their deadline (process): reset by any answer.
     pub(crate) timeouts_in_a_row: AtomicU64,
+    /// When the last call started (coarse clock, ms), tracked only for `[load]
+    /// idle_timeout_ms`.
+    last_call: Option<AtomicU64>,
     /// Why the host killed the instance, when it did (for the crash report).
     pub(crate) killed_because: parking_lot::Mutex<Option<String>>,
     /// Watches calls that run on the caller's thread (native), which cannot be pre-empted.
@@ -126,7 +129,10 @@ impl Slot {
             max: max as usize,
             waiting: AtomicUsize::new(0),
         });
+        let last_call =
+            (manifest.load.idle_timeout_ms > 0).then(|| AtomicU64::new(supervisor::coarse_now_ms()));
         Slot {
+            last_call,
             plugin: Arc::from(manifest.plugin.id.as_str()),
             instance,
             watch: (manifest.plugin.runtime == RuntimeKind::Native).then(CallWatch::default),
@@ -149,6 +155,9 @@ impl Slot {
             return Err(self.draining_error());
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if let Some(last_call) = &self.last_call {
+            last_call.store(supervisor::coarse_now_ms(), Ordering::Relaxed);
+        }
         let watched = self.watch.as_ref().and_then(|watch| watch.claim(supervisor::coarse_now_ms()));
         let guard = InFlight { slot: self, watched };
         // Re-check after counting in: a drain that began in between sees our count or we
@@ -206,6 +215,16 @@ impl Slot {
     /// Calls in flight now.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When the last call started (coarse clock, ms); 0 when not tracked.
+    pub(crate) fn last_call_ms(&self) -> u64 {
+        self.last_call.as_ref().map_or(0, |last| last.load(Ordering::Relaxed))
+    }
+
+    /// Takes new calls again (a rolled-back reload's old version).
+    pub(crate) fn reopen(&self) {
+        self.accepting.store(true, Ordering::SeqCst);
     }
 
     /// Stops taking new calls (calls already counted in go on).

@@ -104,14 +104,32 @@ impl HostInner {
     /// quarantine or failure as the plugin's `[restart]` says.
     async fn instance_ended(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>, reason: String) {
         let _operation = entry.operation.lock().await;
-        let (id, remaining) = {
+        let (id, remaining, probation) = {
             let mut status = entry.status.lock();
             if !status.slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
                 return; // stopped on purpose, or already handled
             }
             status.slots.retain(|s| !Arc::ptr_eq(s, slot));
-            (status.id.clone(), status.slots.clone())
+            let on_probation = status.probation.as_ref().is_some_and(|p| p.tries(slot));
+            (
+                status.id.clone(),
+                status.slots.clone(),
+                if on_probation { status.probation.take() } else { None },
+            )
         };
+        if let Some(probation) = probation {
+            // A reload's new version died soon after the switch: back to the old one.
+            self.crashes.push(CrashReport {
+                time_ms: supervisor::unix_ms(),
+                plugin: id.clone(),
+                instance: slot.index,
+                reason: reason.clone(),
+                last_calls: slot.recent.snapshot(),
+                action: "reload rolled back to the previous version".into(),
+            });
+            self.roll_back(entry, probation, &reason);
+            return;
+        }
         if remaining.is_empty() {
             self.scheduler.remove(&id);
         } else {

@@ -109,7 +109,7 @@ fn full_manifest_parses_to_the_expected_values() {
         restart: Restart::default(),
         health: Health::default(),
         retry: Retry::default(),
-        load: Load { lazy: false },
+        load: Load::default(),
         process: ProcessSettings::default(),
     };
     assert_eq!(manifest, expected);
@@ -139,7 +139,7 @@ fn minimal_manifest_takes_the_defaults() {
     );
     assert_eq!(manifest.health, Health { interval_ms: 5_000, timeout_ms: 1_000, failures: 3 });
     assert!(manifest.retry.idempotent.is_empty());
-    assert_eq!(manifest.load, Load { lazy: false });
+    assert_eq!(manifest.load, Load::default());
     assert_eq!(
         manifest.process,
         ProcessSettings {
