@@ -12,5 +12,6 @@ mod manifests;
 mod native;
 mod process;
 mod python;
+mod reload;
 mod supervision;
 mod support;

@@ -286,7 +286,20 @@ impl Host {
                 self.inner.route(&call.target, &call.method)?
             }
         };
-        let result = self.inner.call_slot(&slot, &call).await;
+        let mut slot = slot;
+        let mut result = self.inner.call_slot(&slot, &call).await;
+        // Routed to an instance that closed (a reload switched away from it) before the
+        // call got in: the call never reached it, so it goes to the current one.
+        for _ in 0..3 {
+            match &result {
+                Err(error) if slot.turned_away(error) => {
+                    let Ok(current) = self.inner.route(&call.target, &call.method) else { break };
+                    slot = current;
+                    result = self.inner.call_slot(&slot, &call).await;
+                }
+                _ => break,
+            }
+        }
         match result {
             Err(error) if self.inner.may_retry(&slot, &call.method, &error) => {
                 // The instance died under an idempotent call: once more, elsewhere.

@@ -47,6 +47,9 @@ pub(crate) struct Slot {
     idle: Notify,
 }
 
+/// Why a closed slot refuses a call.
+const DRAINING: &str = "the plugin is stopping and takes no new calls";
+
 /// How many calls at once a [`CallWatch`] tracks; more concurrent calls run untracked.
 const WATCHED_CALLS: usize = 16;
 /// The bit of a watch cell that says its call was already counted as stuck.
@@ -209,7 +212,14 @@ impl Slot {
     }
 
     fn draining_error(&self) -> Error {
-        Error::unavailable("the plugin is stopping and takes no new calls").with_plugin(&*self.plugin)
+        Error::unavailable(DRAINING).with_plugin(&*self.plugin)
+    }
+
+    /// Whether `error` is this slot refusing a call at the door because it closed after the
+    /// call was routed to it (a reload or stop in between): the call never reached the
+    /// plugin, so routing it again is safe.
+    pub(crate) fn turned_away(&self, error: &Error) -> bool {
+        !self.accepting.load(Ordering::SeqCst) && error.message() == DRAINING
     }
 
     /// Calls in flight now.
