@@ -16,6 +16,7 @@ use crate::config::HostConfig;
 use crate::error::{Code, Error, Result};
 use crate::lifecycle::State;
 use crate::manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, RuntimeKind};
+use crate::metrics::{MetricsSnapshot, PluginMetrics, PluginStats, UnroutedStats};
 use crate::platform;
 use crate::runtime::native::NativeRuntime;
 use crate::runtime::process::ProcessRuntime;
@@ -49,6 +50,8 @@ struct HostInner {
     process: ProcessRuntime,
     scheduler: Scheduler,
     bus: Bus,
+    /// Errors of calls that reached no plugin.
+    unrouted: UnroutedStats,
     /// Every plugin folder the host knows, by folder path (ids may clash; folders cannot).
     plugins: Mutex<BTreeMap<PathBuf, Arc<PluginEntry>>>,
     /// The host's own tokio runtime, when it was built outside one.
@@ -74,10 +77,15 @@ struct PluginStatus {
     loaded: Option<Arc<dyn Loaded>>,
     /// The routable instances (several for process plugins with replicas).
     slots: Vec<Arc<Slot>>,
+    /// The call counters, created when the manifest is first read (kept across restarts
+    /// and reloads while the manifest lists the same methods).
+    stats: Option<Arc<PluginStats>>,
+    /// How many times an instance set was started.
+    starts: u64,
 }
 
 /// A failure as data: its code and the whole message with its context.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorInfo {
     /// The error's code.
     pub code: Code,
@@ -92,7 +100,7 @@ impl From<&Error> for ErrorInfo {
 }
 
 /// What the host knows about one plugin.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PluginInfo {
     /// The plugin id (the folder name when the manifest could not be read).
     pub id: String,
@@ -150,6 +158,7 @@ impl Host {
             process: ProcessRuntime,
             scheduler: Scheduler::new(),
             bus,
+            unrouted: UnroutedStats::default(),
             plugins: Mutex::new(BTreeMap::new()),
             owned_runtime: Mutex::new(owned_runtime),
         });
@@ -228,7 +237,22 @@ impl Host {
     /// `permission_denied` (method not in `[provides]`), `deadline_exceeded`, or the
     /// plugin's own error; each names the plugin and the method.
     pub async fn invoke(&self, call: Call) -> Result<Payload> {
-        let slot = self.inner.route(&call.target, &call.method)?;
+        let slot = match self.inner.route(&call.target, &call.method) {
+            Ok(slot) => slot,
+            Err(error) => {
+                self.inner.unrouted.record(error.code());
+                return Err(error);
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = self.invoke_on(&slot, &call).await;
+        slot.stats.record(&call.method, started.elapsed(), result.as_ref().err().map(Error::code));
+        result
+    }
+
+    /// The rest of [`Host::invoke`] once the call is routed: the caller's deadline, capped
+    /// by the plugin's `limits.timeout_ms` (or the host default).
+    async fn invoke_on(&self, slot: &Slot, call: &Call) -> Result<Payload> {
         let _in_flight = slot.enter()?;
         let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
         if call.deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
@@ -241,9 +265,10 @@ impl Host {
         match slot.instance.call(&call.method, &call.payload, deadline) {
             CallOutcome::Done(result) => result.map_err(context),
             CallOutcome::Pending(future) => {
+                let limit = self.inner.timeout_of(slot);
                 let timeout = match call.deadline {
-                    Some(deadline) => deadline.remaining(),
-                    None => self.inner.timeout_of(&slot),
+                    Some(deadline) => deadline.remaining().min(limit),
+                    None => limit,
                 };
                 match tokio::time::timeout(timeout, future).await {
                     Ok(result) => result.map_err(context),
@@ -370,6 +395,85 @@ impl Host {
         bus::check_topic(&event.topic)?;
         self.inner.bus.publish(event)
     }
+
+    /// Loads the plugin folder named `name` from one of [`HostConfig::plugin_dirs`]. The
+    /// name is matched against the folders a scan finds; no path is built from it, so a
+    /// traversal-shaped name (`../etc`) is refused rather than followed.
+    ///
+    /// # Errors
+    /// `invalid_argument` for a name that cannot be a plugin id; `not_found` when no plugins
+    /// folder has a sub-folder of that name; otherwise as [`Host::load_folder`].
+    pub async fn load_by_name(&self, name: &str) -> Result<String> {
+        crate::manifest::validate_id(name)?;
+        for dir in &self.inner.config.plugin_dirs {
+            let Ok(candidates) = catalog::scan(dir) else { continue };
+            if let Some(candidate) = candidates.into_iter().find(|candidate| candidate.name == name) {
+                return match candidate.problem {
+                    Some(problem) => Err(self.inner.fail_discovery(&candidate.folder, name, problem)),
+                    None => self.load_folder(&candidate.folder).await,
+                };
+            }
+        }
+        Err(Error::not_found(format!("no plugin folder named {name:?} in the plugins folders"))
+            .with_plugin(name))
+    }
+
+    /// Reloads a plugin from its folder: unload (draining calls in flight) and load again,
+    /// so a changed manifest or artifact takes effect. Calls arriving in between get
+    /// `unavailable`; the versioned swap without that gap is hot reload's job.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown id; the load error when the folder no longer loads (the
+    /// plugin is then `failed` with it).
+    pub async fn reload(&self, id: &str) -> Result<String> {
+        let entry = self.inner.find(id)?;
+        let state = entry.status.lock().state;
+        if state != State::Unloaded && state != State::Discovered {
+            self.unload(id).await?;
+        }
+        self.load_folder(&entry.folder).await
+    }
+
+    /// Stops every running plugin, each draining its calls in flight (up to
+    /// [`HostConfig::drain_timeout`]), side by side. For a graceful shutdown of the host.
+    pub async fn stop_all(&self) {
+        let running: Vec<String> = self
+            .plugins()
+            .into_iter()
+            .filter(|info| info.state == State::Running)
+            .map(|info| info.id)
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for id in running {
+            let host = self.clone();
+            stops.spawn(async move {
+                if let Err(error) = host.stop(&id).await {
+                    tracing::warn!(plugin = %id, "stop at shutdown failed: {error}");
+                }
+            });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    /// The call counters, states and restarts of every plugin, for an exporter.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let entries: Vec<_> = self.inner.plugins.lock().values().cloned().collect();
+        let mut plugins: Vec<PluginMetrics> = entries
+            .iter()
+            .map(|entry| {
+                let status = entry.status.lock();
+                PluginMetrics {
+                    id: status.id.clone(),
+                    state: status.state,
+                    instances: status.slots.len(),
+                    restarts: status.starts.saturating_sub(1),
+                    methods: status.stats.as_ref().map(|stats| stats.snapshot()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        plugins.sort_by(|a, b| a.id.cmp(&b.id));
+        MetricsSnapshot { plugins, unrouted_errors: MetricsSnapshot::unrouted(&self.inner.unrouted) }
+    }
 }
 
 impl Drop for HostInner {
@@ -480,6 +584,8 @@ impl HostInner {
                 error: None,
                 loaded: None,
                 slots: Vec::new(),
+                stats: None,
+                starts: 0,
             }),
         });
         plugins.insert(folder.to_path_buf(), entry.clone());
@@ -647,6 +753,13 @@ impl HostInner {
             callbacks: Arc::new(HostLink(self.me.clone())),
             max_payload_bytes: self.config.max_payload_bytes,
         };
+        let stats = {
+            let mut status = entry.status.lock();
+            match &status.stats {
+                Some(stats) if stats.matches(&manifest) => stats.clone(),
+                _ => status.stats.insert(Arc::new(PluginStats::for_manifest(&manifest))).clone(),
+            }
+        };
         let replicas = match manifest.plugin.runtime {
             RuntimeKind::Process => manifest.process.replicas as usize,
             _ => 1,
@@ -658,6 +771,7 @@ impl HostInner {
                     instance,
                     manifest.clone(),
                     entry.folder.join(MANIFEST_FILE),
+                    stats.clone(),
                 ))),
                 Err(error) => {
                     for slot in &slots {
@@ -668,7 +782,11 @@ impl HostInner {
             }
         }
         self.transition(entry, State::Initialized, format!("init succeeded ({replicas} instance(s))"))?;
-        entry.status.lock().slots = slots.clone();
+        {
+            let mut status = entry.status.lock();
+            status.slots = slots.clone();
+            status.starts += 1;
+        }
         self.scheduler.insert(&id, slots.clone());
         for slot in &slots {
             self.watch_for_death(entry, slot);

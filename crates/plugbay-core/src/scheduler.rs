@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::call::Target;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::metrics::PluginStats;
 use crate::runtime::Instance;
 
 /// A routable instance of a plugin, with its in-flight accounting.
@@ -25,18 +26,26 @@ pub(crate) struct Slot {
     pub(crate) manifest: Arc<Manifest>,
     /// `plugins/<id>/plugin.toml`, for messages.
     pub(crate) manifest_path: PathBuf,
+    /// The plugin's call counters (shared by its replicas and kept across restarts).
+    pub(crate) stats: Arc<PluginStats>,
     in_flight: AtomicUsize,
     accepting: AtomicBool,
     idle: Notify,
 }
 
 impl Slot {
-    pub(crate) fn new(instance: Arc<dyn Instance>, manifest: Arc<Manifest>, manifest_path: PathBuf) -> Slot {
+    pub(crate) fn new(
+        instance: Arc<dyn Instance>,
+        manifest: Arc<Manifest>,
+        manifest_path: PathBuf,
+        stats: Arc<PluginStats>,
+    ) -> Slot {
         Slot {
             plugin: Arc::from(manifest.plugin.id.as_str()),
             instance,
             manifest,
             manifest_path,
+            stats,
             in_flight: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             idle: Notify::new(),
