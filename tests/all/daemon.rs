@@ -630,3 +630,69 @@ fn the_cli_talks_to_a_running_daemon() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"), "{output:?}");
 }
+
+#[test]
+fn openapi_describes_every_route_with_its_errors() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let document = daemon.get("/openapi.json").json();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."), "{document}");
+    let mut routes: Vec<String> = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            routes.push(format!("{} {path}", method.to_uppercase()));
+            let responses = operation["responses"].as_object().unwrap();
+            let is_v1 = path.starts_with("/v1/");
+            assert!(!is_v1 || responses.contains_key("403"), "{method} {path} documents the Host check");
+        }
+    }
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            "DELETE /v1/plugins/{id}",
+            "GET /healthz",
+            "GET /metrics",
+            "GET /readyz",
+            "GET /v1/events",
+            "GET /v1/plugins",
+            "GET /v1/plugins/{id}",
+            "POST /v1/call/{capability}/{method}",
+            "POST /v1/plugins",
+            "POST /v1/plugins/{id}/{action}",
+        ]
+    );
+    let error = &document["components"]["schemas"]["ApiError"]["properties"];
+    assert!(
+        error["code"].is_object() && error["message"].is_object() && error["plugin"].is_object(),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_python_grpcio_client_calls_through_stubs_generated_from_our_proto() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let client = plugbay_testkit::workspace_root().join("examples/clients/host_client.py");
+    let run = |args: &[&str]| {
+        let output =
+            Command::new("python3").arg(&client).arg(daemon.grpc.to_string()).args(args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["call", "text.transform@1", "upper", "\"from python\""]);
+    assert_eq!(code, Some(0), "{err}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply, serde_json::json!({"content_type": "application/json", "payload": "FROM PYTHON"}));
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"text-tools\"") && out.contains("\"running\""), "{out}");
+    let (code, _, err) = run(&["call", "text.transform@1", "shout", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: PERMISSION_DENIED: "), "{err}");
+    let (_, _, err) = run(&["call", "nothing@1", "x", "1"]);
+    assert!(err.starts_with("error: NOT_FOUND: "), "{err}");
+}

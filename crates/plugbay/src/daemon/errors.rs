@@ -8,9 +8,10 @@ use plugbay_core::{Code, Error};
 use serde::Serialize;
 
 /// An API error: what the JSON body and the gRPC status carry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// The code's name (`not_found`).
+    #[schema(value_type = String)]
     pub code: &'static str,
     /// The whole message with its context.
     pub message: String,
@@ -19,6 +20,7 @@ pub struct ApiError {
     pub plugin: Option<String>,
     /// The HTTP status (not serialised).
     #[serde(skip)]
+    #[schema(ignore)]
     pub status: StatusCode,
 }
 

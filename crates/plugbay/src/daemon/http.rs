@@ -13,18 +13,22 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt as _};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use plugbay_core::{Call, Code, ContentType, Event, Host, Payload, PluginInfo, bus};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{OpenApi as _, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::daemon::auth::bearer_matches;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::errors::ApiError;
 use crate::daemon::metrics;
+use crate::daemon::openapi::ApiDoc;
 use crate::daemon::shutdown::Shutdown;
 
 /// The header that carries a call's deadline in milliseconds.
@@ -45,17 +49,25 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// Every route, behind the guard.
+/// Every route, behind the guard, and `/openapi.json` describing them.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/call/{capability}/{method}", post(call))
-        .route("/v1/plugins", get(list).post(load))
-        .route("/v1/plugins/{id}", get(plugin).delete(unload))
-        .route("/v1/plugins/{id}/{action}", post(action))
-        .route("/v1/events", get(events))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(call))
+        .routes(routes!(list, load))
+        .routes(routes!(plugin, unload))
+        .routes(routes!(action))
+        .routes(routes!(events))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(prometheus))
+        .split_for_parts();
+    let document = Bytes::from(document.to_json().unwrap_or_default());
+    let openapi = move || {
+        let document = document.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+    };
+    router
+        .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -115,6 +127,27 @@ fn host_name(authority: &str) -> &str {
 
 /// `POST /v1/call/{capability}/{method}`: the body and its content type go to the plugin
 /// as they are; the response comes back the same way.
+#[utoipa::path(
+    post,
+    path = "/v1/call/{capability}/{method}",
+    tag = "calls",
+    params(
+        ("capability" = String, Path, description = "A capability (`text.transform@1`) or `plugin:<id>`"),
+        ("method" = String, Path, description = "A method the plugin's manifest lists for it"),
+        ("x-plugbay-timeout-ms" = Option<u64>, Header, description = "Deadline in ms (1 to 86400000), capped by the plugin's timeout"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "Passed to the plugin with its Content-Type"),
+    responses(
+        (status = 200, description = "The plugin's response, with its content type", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "malformed request or deadline", body = ApiError),
+        (status = 403, description = "method not whitelisted, or Host header not allowed", body = ApiError),
+        (status = 404, description = "no such capability or plugin", body = ApiError),
+        (status = 413, description = "body over api.max_body_bytes", body = ApiError),
+        (status = 500, description = "the plugin failed", body = ApiError),
+        (status = 503, description = "plugin stopped, or daemon shutting down", body = ApiError),
+        (status = 504, description = "deadline exceeded", body = ApiError),
+    )
+)]
 async fn call(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -180,11 +213,27 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 }
 
 /// `GET /v1/plugins`.
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses(
+    (status = 200, description = "Every plugin, sorted by id", body = Vec<crate::daemon::openapi::PluginSchema>),
+    (status = 403, description = "Host header not allowed", body = ApiError),
+))]
 async fn list(State(state): State<ApiState>) -> Json<Vec<PluginInfo>> {
     Json(state.host.plugins())
 }
 
 /// `GET /v1/plugins/{id}`.
+#[utoipa::path(get, path = "/v1/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin id")),
+    responses(
+        (status = 200, description = "The plugin", body = crate::daemon::openapi::PluginSchema),
+        (status = 400, description = "malformed request", body = ApiError),
+        (status = 401, description = "token missing or wrong", body = ApiError),
+        (status = 403, description = "Host header not allowed", body = ApiError),
+        (status = 404, description = "no such plugin", body = ApiError),
+        (status = 409, description = "not in a state for this", body = ApiError),
+        (status = 503, description = "shutting down", body = ApiError),
+    )
+)]
 async fn plugin(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -194,7 +243,7 @@ async fn plugin(
 }
 
 /// The body of `POST /v1/plugins`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoadRequest {
     /// The name of the folder in the plugins folder (= the plugin id).
@@ -202,6 +251,18 @@ struct LoadRequest {
 }
 
 /// `POST /v1/plugins` with `{"id": "..."}`: loads that folder of the plugins folder.
+#[utoipa::path(post, path = "/v1/plugins", tag = "plugins", request_body = LoadRequest,
+    responses(
+        (status = 201, description = "Loaded", body = crate::daemon::openapi::PluginSchema),
+        (status = 415, description = "not application/json", body = ApiError),
+        (status = 400, description = "malformed request", body = ApiError),
+        (status = 401, description = "token missing or wrong", body = ApiError),
+        (status = 403, description = "Host header not allowed", body = ApiError),
+        (status = 404, description = "no such plugin", body = ApiError),
+        (status = 409, description = "not in a state for this", body = ApiError),
+        (status = 503, description = "shutting down", body = ApiError),
+    )
+)]
 async fn load(
     State(state): State<ApiState>,
     body: Result<Json<LoadRequest>, JsonRejection>,
@@ -218,6 +279,18 @@ async fn load(
 }
 
 /// `DELETE /v1/plugins/{id}`.
+#[utoipa::path(delete, path = "/v1/plugins/{id}", tag = "plugins",
+    params(("id" = String, Path, description = "The plugin id")),
+    responses(
+        (status = 200, description = "Unloaded", body = crate::daemon::openapi::PluginSchema),
+        (status = 400, description = "malformed request", body = ApiError),
+        (status = 401, description = "token missing or wrong", body = ApiError),
+        (status = 403, description = "Host header not allowed", body = ApiError),
+        (status = 404, description = "no such plugin", body = ApiError),
+        (status = 409, description = "not in a state for this", body = ApiError),
+        (status = 503, description = "shutting down", body = ApiError),
+    )
+)]
 async fn unload(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -228,6 +301,21 @@ async fn unload(
 }
 
 /// `POST /v1/plugins/{id}/{reload|stop|start}`.
+#[utoipa::path(post, path = "/v1/plugins/{id}/{action}", tag = "plugins",
+    params(
+        ("id" = String, Path, description = "The plugin id"),
+        ("action" = String, Path, description = "`reload`, `stop` or `start`"),
+    ),
+    responses(
+        (status = 200, description = "Done; the plugin now", body = crate::daemon::openapi::PluginSchema),
+        (status = 400, description = "malformed request", body = ApiError),
+        (status = 401, description = "token missing or wrong", body = ApiError),
+        (status = 403, description = "Host header not allowed", body = ApiError),
+        (status = 404, description = "no such plugin", body = ApiError),
+        (status = 409, description = "not in a state for this", body = ApiError),
+        (status = 503, description = "shutting down", body = ApiError),
+    )
+)]
 async fn action(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -249,15 +337,16 @@ async fn action(
 }
 
 /// The query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
     /// A topic pattern (`kv.changed`, `kv.*`, `*`). Default: every topic.
     topic: Option<String>,
 }
 
 /// One event as the SSE `data:` line carries it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct EventJson {
     topic: String,
     action: String,
@@ -265,6 +354,7 @@ struct EventJson {
     timestamp_ms: i64,
     content_type: String,
     /// The payload: JSON as it is, other bytes as (lossy) UTF-8 text.
+    #[schema(value_type = Object)]
     payload: serde_json::Value,
 }
 
@@ -285,6 +375,13 @@ impl From<Event> for EventJson {
 
 /// `GET /v1/events[?topic=PATTERN]`: Server-Sent Events, one per bus event, lifecycle
 /// transitions included; the stream ends when the daemon shuts down.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, description = "text/event-stream; each `data:` is one event", body = EventJson, content_type = "text/event-stream"),
+        (status = 400, description = "malformed query", body = ApiError),
+        (status = 403, description = "Host header not allowed", body = ApiError),
+    )
+)]
 async fn events(
     State(state): State<ApiState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -305,11 +402,16 @@ async fn events(
 }
 
 /// `GET /healthz`: the daemon answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive", body = Object)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: the plugins folder was loaded and the daemon is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "ready", body = Object),
+    (status = 503, description = "loading or shutting down", body = ApiError),
+))]
 async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     if state.ready.load(Ordering::Acquire) {
         Ok(Json(serde_json::json!({"status": "ready"})))
@@ -319,6 +421,9 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+))]
 async fn prometheus(State(state): State<ApiState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&state.host.metrics()))
 }

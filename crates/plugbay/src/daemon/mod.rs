@@ -9,6 +9,7 @@ mod errors;
 mod grpc;
 pub mod http;
 mod metrics;
+mod openapi;
 mod serve;
 mod shutdown;
 
