@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::daemon::auth::bearer_matches;
 use crate::daemon::errors::grpc_status;
+use crate::daemon::ops::Operation;
 use crate::daemon::shutdown::Shutdown;
 
 /// A boxed response stream.
@@ -56,6 +57,18 @@ impl HostApiService {
         Ok(())
     }
 
+    /// Runs a plugin operation (token and shutdown checked first); answers the plugin after.
+    async fn manage(
+        &self,
+        request: Request<pb::PluginRequest>,
+        operation: Operation,
+    ) -> Result<Response<pb::Plugin>, Status> {
+        self.admit(&request)?;
+        let id =
+            operation.run(&self.host, &request.into_inner().id).await.map_err(|error| grpc_status(&error))?;
+        self.plugin(&id)
+    }
+
     fn plugin(&self, id: &str) -> Result<Response<pb::Plugin>, Status> {
         let info = self.host.plugin(id).map_err(|error| grpc_status(&error))?;
         Ok(Response::new(plugin_message(info)))
@@ -64,17 +77,17 @@ impl HostApiService {
 
 /// A call from a request; `timeout` from the gRPC deadline or the request's `timeout_ms`.
 fn call_of(request: pb::InvokeRequest, timeout: Option<Duration>) -> Call {
-    let content_type = if request.content_type.is_empty() {
-        ContentType::OCTET_STREAM
-    } else {
-        ContentType::new(request.content_type)
-    };
-    let mut call =
-        Call::new(&request.target, request.method, Payload::with_type(request.payload, content_type));
+    let payload = Payload::with_type(request.payload, content_type_of(request.content_type));
+    let mut call = Call::new(&request.target, request.method, payload);
     if let Some(timeout) = timeout {
         call = call.with_timeout(timeout);
     }
     call
+}
+
+/// A message's content type; empty means `application/octet-stream`.
+fn content_type_of(content_type: String) -> ContentType {
+    if content_type.is_empty() { ContentType::OCTET_STREAM } else { ContentType::new(content_type) }
 }
 
 fn response_of(payload: Payload) -> pb::InvokeResponse {
@@ -190,47 +203,32 @@ impl HostApi for HostApiService {
     }
 
     async fn load_plugin(&self, request: Request<pb::PluginRequest>) -> Result<Response<pb::Plugin>, Status> {
-        self.admit(&request)?;
-        let id =
-            self.host.load_by_name(&request.into_inner().id).await.map_err(|error| grpc_status(&error))?;
-        self.plugin(&id)
+        self.manage(request, Operation::Load).await
     }
 
     async fn unload_plugin(
         &self,
         request: Request<pb::PluginRequest>,
     ) -> Result<Response<pb::Plugin>, Status> {
-        self.admit(&request)?;
-        let id = request.into_inner().id;
-        self.host.unload(&id).await.map_err(|error| grpc_status(&error))?;
-        self.plugin(&id)
+        self.manage(request, Operation::Unload).await
     }
 
     async fn reload_plugin(
         &self,
         request: Request<pb::PluginRequest>,
     ) -> Result<Response<pb::Plugin>, Status> {
-        self.admit(&request)?;
-        let id = request.into_inner().id;
-        self.host.reload(&id).await.map_err(|error| grpc_status(&error))?;
-        self.plugin(&id)
+        self.manage(request, Operation::Reload).await
     }
 
     async fn stop_plugin(&self, request: Request<pb::PluginRequest>) -> Result<Response<pb::Plugin>, Status> {
-        self.admit(&request)?;
-        let id = request.into_inner().id;
-        self.host.stop(&id).await.map_err(|error| grpc_status(&error))?;
-        self.plugin(&id)
+        self.manage(request, Operation::Stop).await
     }
 
     async fn start_plugin(
         &self,
         request: Request<pb::PluginRequest>,
     ) -> Result<Response<pb::Plugin>, Status> {
-        self.admit(&request)?;
-        let id = request.into_inner().id;
-        self.host.start(&id).await.map_err(|error| grpc_status(&error))?;
-        self.plugin(&id)
+        self.manage(request, Operation::Start).await
     }
 
     async fn publish(
@@ -238,17 +236,8 @@ impl HostApi for HostApiService {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let request = request.into_inner();
-        let content_type = if request.content_type.is_empty() {
-            ContentType::OCTET_STREAM
-        } else {
-            ContentType::new(request.content_type)
-        };
-        let event = Event::new(
-            request.topic,
-            request.action,
-            Payload::with_type(request.payload, content_type),
-            "api",
-        );
+        let payload = Payload::with_type(request.payload, content_type_of(request.content_type));
+        let event = Event::new(request.topic, request.action, payload, "api");
         self.host.publish(event).map_err(|error| grpc_status(&error))?;
         Ok(Response::new(pb::PublishResponse {}))
     }

@@ -28,7 +28,8 @@ use crate::daemon::auth::bearer_matches;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::errors::ApiError;
 use crate::daemon::metrics;
-use crate::daemon::openapi::ApiDoc;
+use crate::daemon::openapi::{ApiDoc, PluginErrors};
+use crate::daemon::ops::Operation;
 use crate::daemon::shutdown::Shutdown;
 
 /// The header that carries a call's deadline in milliseconds.
@@ -226,12 +227,7 @@ async fn list(State(state): State<ApiState>) -> Json<Vec<PluginInfo>> {
     params(("id" = String, Path, description = "The plugin id")),
     responses(
         (status = 200, description = "The plugin", body = crate::daemon::openapi::PluginSchema),
-        (status = 400, description = "malformed request", body = ApiError),
-        (status = 401, description = "token missing or wrong", body = ApiError),
-        (status = 403, description = "Host header not allowed", body = ApiError),
-        (status = 404, description = "no such plugin", body = ApiError),
-        (status = 409, description = "not in a state for this", body = ApiError),
-        (status = 503, description = "shutting down", body = ApiError),
+        PluginErrors,
     )
 )]
 async fn plugin(
@@ -255,12 +251,7 @@ struct LoadRequest {
     responses(
         (status = 201, description = "Loaded", body = crate::daemon::openapi::PluginSchema),
         (status = 415, description = "not application/json", body = ApiError),
-        (status = 400, description = "malformed request", body = ApiError),
-        (status = 401, description = "token missing or wrong", body = ApiError),
-        (status = 403, description = "Host header not allowed", body = ApiError),
-        (status = 404, description = "no such plugin", body = ApiError),
-        (status = 409, description = "not in a state for this", body = ApiError),
-        (status = 503, description = "shutting down", body = ApiError),
+        PluginErrors,
     )
 )]
 async fn load(
@@ -274,7 +265,7 @@ async fn load(
         };
         ApiError::new(Code::InvalidArgument, rejection.body_text()).with_status(status)
     })?;
-    let id = state.host.load_by_name(&request.id).await?;
+    let id = Operation::Load.run(&state.host, &request.id).await?;
     Ok((StatusCode::CREATED, Json(state.host.plugin(&id)?)))
 }
 
@@ -283,20 +274,15 @@ async fn load(
     params(("id" = String, Path, description = "The plugin id")),
     responses(
         (status = 200, description = "Unloaded", body = crate::daemon::openapi::PluginSchema),
-        (status = 400, description = "malformed request", body = ApiError),
-        (status = 401, description = "token missing or wrong", body = ApiError),
-        (status = 403, description = "Host header not allowed", body = ApiError),
-        (status = 404, description = "no such plugin", body = ApiError),
-        (status = 409, description = "not in a state for this", body = ApiError),
-        (status = 503, description = "shutting down", body = ApiError),
+        PluginErrors,
     )
 )]
 async fn unload(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PluginInfo>, ApiError> {
-    let id = plugin_id(path)?;
-    state.host.unload(&id).await?;
+    let Path(id) = path.map_err(bad_path)?;
+    let id = Operation::Unload.run(&state.host, &id).await?;
     Ok(Json(state.host.plugin(&id)?))
 }
 
@@ -308,12 +294,7 @@ async fn unload(
     ),
     responses(
         (status = 200, description = "Done; the plugin now", body = crate::daemon::openapi::PluginSchema),
-        (status = 400, description = "malformed request", body = ApiError),
-        (status = 401, description = "token missing or wrong", body = ApiError),
-        (status = 403, description = "Host header not allowed", body = ApiError),
-        (status = 404, description = "no such plugin", body = ApiError),
-        (status = 409, description = "not in a state for this", body = ApiError),
-        (status = 503, description = "shutting down", body = ApiError),
+        PluginErrors,
     )
 )]
 async fn action(
@@ -322,17 +303,13 @@ async fn action(
 ) -> Result<Json<PluginInfo>, ApiError> {
     let Path((id, action)) = path.map_err(bad_path)?;
     plugbay_core::manifest::validate_id(&id)?;
-    match action.as_str() {
-        "reload" => state.host.reload(&id).await.map(drop)?,
-        "stop" => state.host.stop(&id).await?,
-        "start" => state.host.start(&id).await?,
-        other => {
-            return Err(ApiError::new(
-                Code::NotFound,
-                format!("no action {other:?} on a plugin; allowed: reload, stop, start"),
-            ));
-        }
-    }
+    let Some((_, operation)) = Operation::ACTIONS.into_iter().find(|(name, _)| *name == action) else {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("no action {action:?} on a plugin; allowed: reload, stop, start"),
+        ));
+    };
+    let id = operation.run(&state.host, &id).await?;
     Ok(Json(state.host.plugin(&id)?))
 }
 

@@ -3,25 +3,14 @@
 
 use std::fmt::Write as _;
 
-use plugbay_core::metrics::LATENCY_BUCKETS_SECONDS;
+use plugbay_core::metrics::{LATENCY_BUCKETS_SECONDS, PluginMetrics};
 use plugbay_core::{MetricsSnapshot, State};
 
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Every state a plugin can be in, for the one-hot `plugbay_plugin_state` gauge.
-const STATES: [State; 10] = [
-    State::Discovered,
-    State::Loaded,
-    State::Initialized,
-    State::Running,
-    State::Draining,
-    State::Stopped,
-    State::Unloaded,
-    State::Failed,
-    State::BackingOff,
-    State::Quarantined,
-];
+/// A per-plugin series: name, type, help, and the value of one plugin.
+type PerPlugin = (&'static str, &'static str, &'static str, fn(&PluginMetrics) -> u64);
 
 /// Renders the snapshot.
 pub fn render(snapshot: &MetricsSnapshot) -> String {
@@ -32,7 +21,7 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
 
     header(&mut out, "plugbay_plugin_state", "gauge", "1 for the state each plugin is in, 0 for the others.");
     for plugin in &snapshot.plugins {
-        for state in STATES {
+        for state in State::ALL {
             let value = u8::from(plugin.state == state);
             let _ = writeln!(
                 out,
@@ -41,23 +30,22 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             );
         }
     }
-    header(&mut out, "plugbay_plugin_instances", "gauge", "Instances serving calls, per plugin.");
-    for plugin in &snapshot.plugins {
-        let _ = writeln!(
-            out,
-            "plugbay_plugin_instances{{plugin=\"{}\"}} {}",
-            escape(&plugin.id),
-            plugin.instances
-        );
-    }
-    header(&mut out, "plugbay_plugin_restarts_total", "counter", "Starts after the first, per plugin.");
-    for plugin in &snapshot.plugins {
-        let _ = writeln!(
-            out,
-            "plugbay_plugin_restarts_total{{plugin=\"{}\"}} {}",
-            escape(&plugin.id),
-            plugin.restarts
-        );
+    let per_plugin: [PerPlugin; 2] = [
+        ("plugbay_plugin_instances", "gauge", "Instances serving calls, per plugin.", |p: &PluginMetrics| {
+            p.instances as u64
+        }),
+        (
+            "plugbay_plugin_restarts_total",
+            "counter",
+            "Starts after the first, per plugin.",
+            |p: &PluginMetrics| p.restarts,
+        ),
+    ];
+    for (name, kind, help, value) in per_plugin {
+        header(&mut out, name, kind, help);
+        for plugin in &snapshot.plugins {
+            let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", escape(&plugin.id), value(plugin));
+        }
     }
 
     header(&mut out, "plugbay_calls_total", "counter", "Calls that reached a plugin, per plugin and method.");
@@ -118,7 +106,7 @@ fn escape(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use plugbay_core::metrics::{MethodMetrics, PluginMetrics};
+    use plugbay_core::metrics::MethodMetrics;
 
     use super::*;
 

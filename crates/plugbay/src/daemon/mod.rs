@@ -10,6 +10,7 @@ mod grpc;
 pub mod http;
 mod metrics;
 mod openapi;
+mod ops;
 mod serve;
 mod shutdown;
 

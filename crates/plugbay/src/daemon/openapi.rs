@@ -2,7 +2,9 @@
 //! `#[utoipa::path]` annotations, registered by the same `routes!` calls that route them,
 //! so a route cannot exist without being described.
 
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoResponses, OpenApi, ToSchema};
+
+use crate::daemon::errors::ApiError;
 
 /// The document's fixed parts; the paths are added by the router.
 #[derive(OpenApi)]
@@ -46,4 +48,28 @@ pub struct ErrorInfoSchema {
     code: String,
     /// The whole message.
     message: String,
+}
+
+/// The errors every plugin route may answer, each with the JSON error body.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // A description of responses; never built here.
+pub enum PluginErrors {
+    /// A malformed request or an id that cannot be a plugin id.
+    #[response(status = 400)]
+    BadRequest(ApiError),
+    /// A mutating route without the right bearer token.
+    #[response(status = 401)]
+    Unauthorized(ApiError),
+    /// The Host header is not one of the daemon's names.
+    #[response(status = 403)]
+    Forbidden(ApiError),
+    /// No such plugin (or plugin folder).
+    #[response(status = 404)]
+    NotFound(ApiError),
+    /// The plugin is not in a state for this.
+    #[response(status = 409)]
+    Conflict(ApiError),
+    /// The daemon is shutting down.
+    #[response(status = 503)]
+    Unavailable(ApiError),
 }
