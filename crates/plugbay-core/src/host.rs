@@ -244,9 +244,12 @@ impl Host {
                 return Err(error);
             }
         };
-        let started = std::time::Instant::now();
+        let stats = slot.stats.method(&call.method);
+        let started = stats.and_then(|stats| stats.begin(slot.stats.timing_every));
         let result = self.invoke_on(&slot, &call).await;
-        slot.stats.record(&call.method, started.elapsed(), result.as_ref().err().map(Error::code));
+        if let Some(stats) = stats {
+            stats.finish(started, result.as_ref().err().map(Error::code));
+        }
         result
     }
 
