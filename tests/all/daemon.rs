@@ -580,6 +580,34 @@ fn f5_sigterm_during_calls_loses_no_call_and_exits_zero() {
             })
         })
         .collect();
+    // The same through gRPC: a unary call and four calls on one stream.
+    let grpc = daemon.grpc;
+    let grpc_calls = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let mut client = HostApiClient::connect(format!("http://{grpc}")).await.unwrap();
+            let sleep = |id| pb::InvokeRequest {
+                target: "fixture@1".into(),
+                method: "sleep".into(),
+                payload: b"800".to_vec(),
+                content_type: "application/json".into(),
+                id,
+                timeout_ms: 0,
+            };
+            let mut unary_client = client.clone();
+            let unary = unary_client.invoke(sleep(0));
+            let stream = async {
+                let mut results =
+                    client.invoke_stream(tokio_stream::iter((1..=4).map(sleep))).await?.into_inner();
+                let mut answered = Vec::new();
+                while let Some(result) = results.message().await? {
+                    answered.push(result);
+                }
+                Ok::<_, tonic::Status>(answered)
+            };
+            let (unary, stream) = tokio::join!(unary, stream);
+            (unary.map(|reply| reply.into_inner().payload), stream)
+        })
+    });
     // Time for every call to be accepted and reach the plugin (each sleeps 800 ms).
     std::thread::sleep(Duration::from_millis(300));
     daemon.terminate();
@@ -596,6 +624,16 @@ fn f5_sigterm_during_calls_loses_no_call_and_exits_zero() {
         let answer = call.join().unwrap();
         assert_eq!(answer.status, 200, "an accepted call completed: {answer:?}");
         assert_eq!(answer.body, b"800");
+    }
+    let (unary, stream) = grpc_calls.join().unwrap();
+    assert_eq!(unary.expect("the unary gRPC call completed"), b"800");
+    let stream = stream.expect("the stream ended cleanly");
+    assert_eq!(stream.len(), 4, "{stream:?}");
+    for result in stream {
+        let Some(pb::invoke_result::Outcome::Response(response)) = result.outcome else {
+            panic!("{result:?}")
+        };
+        assert_eq!(response.payload, b"800");
     }
     assert_eq!(daemon.wait(Duration::from_secs(20)), Some(0));
 }

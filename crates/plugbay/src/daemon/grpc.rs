@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt as _};
-use plugbay_core::{Call, ContentType, Event, Host, Payload, PluginInfo, bus};
+use plugbay_core::{Call, ContentType, Error, Event, Host, Payload, PluginInfo, bus};
 use plugbay_proto::host::v1 as pb;
 use plugbay_proto::host::v1::host_api_server::HostApi;
 use tokio::sync::mpsc;
@@ -90,6 +90,19 @@ fn content_type_of(content_type: String) -> ContentType {
     if content_type.is_empty() { ContentType::OCTET_STREAM } else { ContentType::new(content_type) }
 }
 
+/// One `InvokeStream` result: the response, or the error with its code's number.
+fn result_of(id: u64, result: plugbay_core::Result<Payload>) -> pb::InvokeResult {
+    let outcome = match result {
+        Ok(reply) => pb::invoke_result::Outcome::Response(response_of(reply)),
+        Err(error) => pb::invoke_result::Outcome::Error(pb::Error {
+            code: error.code().grpc(),
+            message: error.to_string(),
+            plugin: error.plugin().unwrap_or_default().to_owned(),
+        }),
+    };
+    pb::InvokeResult { id, outcome: Some(outcome) }
+}
+
 fn response_of(payload: Payload) -> pb::InvokeResponse {
     pb::InvokeResponse { payload: payload.bytes.to_vec(), content_type: payload.content_type.to_string() }
 }
@@ -160,7 +173,7 @@ impl HostApi for HostApiService {
         self.refuse_if_draining()?;
         let mut requests = request.into_inner();
         let (results, receiver) = mpsc::channel(STREAM_BUFFER);
-        let host = self.host.clone();
+        let (host, shutdown) = (self.host.clone(), self.shutdown.clone());
         tokio::spawn(async move {
             // Each call runs on its own task, so a slow call does not hold up the others.
             while let Some(request) = requests.next().await {
@@ -171,19 +184,18 @@ impl HostApi for HostApiService {
                         break;
                     }
                 };
+                let id = request.id;
+                if shutdown.is_draining() {
+                    // Calls already running on this stream finish; later ones are refused.
+                    let refused = result_of(id, Err(Error::unavailable("the daemon is shutting down")));
+                    let _ = results.send(Ok(refused)).await;
+                    continue;
+                }
                 let (host, results) = (host.clone(), results.clone());
                 tokio::spawn(async move {
-                    let id = request.id;
                     let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
-                    let outcome = match host.invoke(call_of(request, timeout)).await {
-                        Ok(reply) => pb::invoke_result::Outcome::Response(response_of(reply)),
-                        Err(error) => pb::invoke_result::Outcome::Error(pb::Error {
-                            code: error.code().grpc(),
-                            message: error.to_string(),
-                            plugin: error.plugin().unwrap_or_default().to_owned(),
-                        }),
-                    };
-                    let _ = results.send(Ok(pb::InvokeResult { id, outcome: Some(outcome) })).await;
+                    let result = result_of(id, host.invoke(call_of(request, timeout)).await);
+                    let _ = results.send(Ok(result)).await;
                 });
             }
         });
