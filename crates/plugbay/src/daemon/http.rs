@@ -135,7 +135,7 @@ fn host_name(authority: &str) -> &str {
     params(
         ("capability" = String, Path, description = "A capability (`text.transform@1`) or `plugin:<id>`"),
         ("method" = String, Path, description = "A method the plugin's manifest lists for it"),
-        ("x-plugbay-timeout-ms" = Option<u64>, Header, description = "Deadline in ms (1 to 86400000), capped by the plugin's timeout"),
+        ("x-plugbay-timeout-ms" = Option<u64>, Header, description = "Deadline in ms, capped by the plugin's timeout", nullable = false, minimum = 1, maximum = 86400000),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "Passed to the plugin with its Content-Type"),
     responses(
@@ -224,7 +224,7 @@ async fn list(State(state): State<ApiState>) -> Json<Vec<PluginInfo>> {
 
 /// `GET /v1/plugins/{id}`.
 #[utoipa::path(get, path = "/v1/plugins/{id}", tag = "plugins",
-    params(("id" = String, Path, description = "The plugin id")),
+    params(("id" = String, Path, description = "The plugin id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")),
     responses(
         (status = 200, description = "The plugin", body = crate::daemon::openapi::PluginSchema),
         PluginErrors,
@@ -243,6 +243,7 @@ async fn plugin(
 #[serde(deny_unknown_fields)]
 struct LoadRequest {
     /// The name of the folder in the plugins folder (= the plugin id).
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")]
     id: String,
 }
 
@@ -271,7 +272,7 @@ async fn load(
 
 /// `DELETE /v1/plugins/{id}`.
 #[utoipa::path(delete, path = "/v1/plugins/{id}", tag = "plugins",
-    params(("id" = String, Path, description = "The plugin id")),
+    params(("id" = String, Path, description = "The plugin id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")),
     responses(
         (status = 200, description = "Unloaded", body = crate::daemon::openapi::PluginSchema),
         PluginErrors,
@@ -289,8 +290,8 @@ async fn unload(
 /// `POST /v1/plugins/{id}/{reload|stop|start}`.
 #[utoipa::path(post, path = "/v1/plugins/{id}/{action}", tag = "plugins",
     params(
-        ("id" = String, Path, description = "The plugin id"),
-        ("action" = String, Path, description = "`reload`, `stop` or `start`"),
+        ("id" = String, Path, description = "The plugin id", pattern = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"),
+        ("action" = String, Path, description = "`reload`, `stop` or `start`", pattern = "^(reload|stop|start)$"),
     ),
     responses(
         (status = 200, description = "Done; the plugin now", body = crate::daemon::openapi::PluginSchema),
