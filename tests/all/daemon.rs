@@ -761,6 +761,8 @@ fn schemathesis_finds_nothing_wrong_with_the_http_api() {
         // loaded again; schemathesis's use-after-free check expects a 404 after a DELETE.
         .args(["--exclude-checks", "use_after_free"])
         .env("NO_COLOR", "1")
+        // It keeps a cache (`.schemathesis/`) in its working directory.
+        .current_dir(dir.path())
         .output()
         .expect("schemathesis runs");
     let report = String::from_utf8_lossy(&output.stdout);
