@@ -659,7 +659,23 @@ fn the_cli_talks_to_a_running_daemon() {
     let (code, out, _) = plugbay(&["list"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("text-tools") && out.contains("running"), "{out}");
+    let mut events = Command::new(plugbay_binary())
+        .args(["events", "--topic", "plugbay.lifecycle", "--addr", &addr])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stream is open once the daemon answered the request; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(plugbay(&["stop", "text-tools"]).1.trim(), "text-tools: stopped");
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["topic"].as_str(), first["action"].as_str()),
+        (Some("plugbay.lifecycle"), Some("draining"))
+    );
+    assert_eq!(first["payload"]["plugin"], "text-tools");
+    let _ = events.kill();
+    let _ = events.wait();
     assert_eq!(plugbay(&["start", "text-tools"]).1.trim(), "text-tools: running");
     assert_eq!(plugbay(&["reload", "text-tools"]).1.trim(), "text-tools: running");
     let (code, _, err) = plugbay(&["stop", "nope"]);
