@@ -789,3 +789,41 @@ fn schemathesis_finds_nothing_wrong_with_the_http_api() {
     );
     assert!(report.contains("Tested: 9"), "every operation but the event stream was tested:\n{report}");
 }
+
+#[test]
+fn a_callers_deadline_is_kept_and_capped_by_the_plugins_timeout() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("\n[limits]\ntimeout_ms = 300\n");
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let sleep = |ms: &str, deadline: &str| {
+        let started = Instant::now();
+        let answer = daemon.post_json("/v1/call/fixture@1/sleep", ms, &[("x-plugbay-timeout-ms", deadline)]);
+        (answer, started.elapsed())
+    };
+    // The caller's deadline, when sooner than the plugin's.
+    let (answer, took) = sleep("2000", "100");
+    answer.assert_error(504, "deadline_exceeded");
+    assert!(took < Duration::from_millis(280), "{took:?}");
+    // The plugin's timeout, when sooner than the caller's.
+    let (answer, took) = sleep("2000", "60000");
+    answer.assert_error(504, "deadline_exceeded");
+    assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "{took:?}");
+    // Within both: answered.
+    let (answer, _) = sleep("10", "60000");
+    assert_eq!((answer.status, answer.body.as_slice()), (200, &b"10"[..]), "{answer:?}");
+    runtime().block_on(async {
+        let mut client = daemon.grpc().await;
+        let mut request = tonic::Request::new(pb::InvokeRequest {
+            target: "fixture@1".into(),
+            method: "sleep".into(),
+            payload: b"2000".to_vec(),
+            content_type: "application/json".into(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(60));
+        let started = Instant::now();
+        let status = client.invoke(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    });
+}
