@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # plugbay's main job, on a fresh machine: build the host and the example plugins (Rust, C
-# and Python) into target/plugins/, list them, and make real calls through them. The Rust
-# text-tools example is also built as a process plugin, into target/plugins-process/.
+# and Python) into target/plugins/, list them, and make real calls through them, first with
+# one-shot in-process commands, then through the daemon (`plugbay run`) over its HTTP/JSON
+# API (curl), the CLI as its client, and its gRPC API (a Python grpcio client); then stop
+# the daemon with SIGTERM. The Rust text-tools example is also built as a process plugin,
+# into target/plugins-process/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_c_compiler
 ensure_python_grpc
+command -v curl >/dev/null 2>&1 || apt_install curl
 
 echo "== building plugbay and the example plugins"
 cargo build --release --quiet -p plugbay
@@ -35,3 +39,42 @@ run call text.transform@1 upper '"hello from a process"' --plugins target/plugin
 echo
 echo "# a method the manifest does not whitelist is refused before it reaches the plugin:"
 run call text.transform@1 delete-everything '"x"' --plugins "$plugins"
+
+echo
+echo "== the daemon: plugbay run on the example plugins (HTTP 127.0.0.1:7878, gRPC 127.0.0.1:7879)"
+http=127.0.0.1:7878
+grpc=127.0.0.1:7879
+echo "\$ plugbay run --plugins $plugins &"
+"$plugbay" run --plugins "$plugins" --http "$http" --grpc "$grpc" &
+daemon=$!
+trap 'kill -TERM "$daemon" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    curl -fsS "http://$http/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+show() {
+    echo
+    echo "\$ $*"
+    "$@" || echo "(exit status $?)"
+    echo
+}
+
+show curl -sS -X POST "http://$http/v1/call/text.transform@1/upper" -H 'content-type: application/json' -d '"hello over http"'
+show curl -sS "http://$http/v1/plugins/text-tools"
+show curl -sS -X POST "http://$http/v1/call/text.transform@1/delete-everything" -d '"x"'
+run call text.transform@1 upper '"hello through the daemon"'
+run list
+run reload text-tools
+echo
+echo "\$ python3 examples/clients/host_client.py $grpc call text.transform@1 upper '\"hello over grpc\"'"
+python3 examples/clients/host_client.py "$grpc" call text.transform@1 upper '"hello over grpc"' || echo "(exit status $?)"
+echo
+echo "\$ curl -sS http://$http/metrics | grep 'plugbay_calls_total'"
+curl -sS "http://$http/metrics" | grep '^plugbay_calls_total' || true
+echo
+echo "# stopping the daemon: SIGTERM lets calls in flight finish, stops the plugins, exits 0"
+echo "\$ kill -TERM $daemon"
+kill -TERM "$daemon"
+wait "$daemon" && echo "(the daemon exited with status 0)"
+trap - EXIT

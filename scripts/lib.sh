@@ -37,3 +37,16 @@ ensure_python_grpc() {
             grpcio grpcio-tools grpcio-health-checking
     python3 -c 'import grpc, grpc_tools, grpc_health.v1'
 }
+
+# schemathesis (PyPI), which tests the daemon's HTTP API against its /openapi.json, in its
+# own virtual environment under target/ (the suite runs target/schemathesis/bin/schemathesis).
+ensure_schemathesis() {
+    local venv=target/schemathesis
+    [ -x "$venv/bin/schemathesis" ] && return 0
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3-venv
+    echo "installing schemathesis (pip, into $venv)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet schemathesis
+    "$venv/bin/schemathesis" --version >/dev/null
+}

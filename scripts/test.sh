@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs plugbay's whole test suite on a fresh machine: installs what is missing (a C
 # compiler for the C plugins and the ABI layout check, python3's gRPC packages for the
-# Python example plugin), then formatting and lint checks,
+# Python example plugin, schemathesis for the HTTP API), then formatting and lint checks,
 # every unit and integration test, and the doctests. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ source scripts/lib.sh
 
 ensure_c_compiler
 ensure_python_grpc
+ensure_schemathesis
 
 echo "== format and lints"
 cargo fmt --all -- --check

@@ -1,5 +1,6 @@
-//! Compiles `proto/plugbay/plugin/v1/*.proto` with `protox` (a pure-Rust protobuf compiler, so
-//! no `protoc` is needed) and generates the tonic client and server for both services.
+//! Compiles `proto/plugbay/plugin/v1/*.proto` (the process-plugin contract) and
+//! `proto/plugbay/host/v1/*.proto` (the daemon's API) with `protox` (a pure-Rust protobuf
+//! compiler, so no `protoc` is needed) and generates the tonic clients and servers.
 
 use std::env;
 use std::error::Error;
@@ -10,20 +11,23 @@ use std::path::{Path, PathBuf};
 const PROTO_ROOT: &str = "../../proto";
 /// The package directory compiled into `plugbay_proto::plugin::v1`, relative to [`PROTO_ROOT`].
 const PLUGIN_V1_DIR: &str = "plugbay/plugin/v1";
+/// The package directory compiled into `plugbay_proto::host::v1`, relative to [`PROTO_ROOT`].
+const HOST_V1_DIR: &str = "plugbay/host/v1";
 
 fn main() -> Result<(), Box<dyn Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest_dir.join(PROTO_ROOT);
-    let dir = root.join(PLUGIN_V1_DIR);
-
-    // Rerun only when a proto file changes (the directory entry catches added/removed files).
-    println!("cargo:rerun-if-changed={}", dir.display());
-    let names = proto_files(&dir)?;
-    for name in &names {
-        println!("cargo:rerun-if-changed={}", dir.join(name).display());
+    let mut files = Vec::new();
+    for package in [PLUGIN_V1_DIR, HOST_V1_DIR] {
+        let dir = root.join(package);
+        // Rerun only when a proto file changes (the directory entry catches added/removed files).
+        println!("cargo:rerun-if-changed={}", dir.display());
+        for name in proto_files(&dir)? {
+            println!("cargo:rerun-if-changed={}", dir.join(&name).display());
+            // protox names files relative to the import root, as `import` statements do.
+            files.push(format!("{package}/{name}"));
+        }
     }
-    // protox names files relative to the import root, as `import` statements do.
-    let files: Vec<String> = names.iter().map(|name| format!("{PLUGIN_V1_DIR}/{name}")).collect();
 
     let mut compiler = protox::Compiler::new([&root])?;
     compiler.include_imports(true).include_source_info(true);

@@ -5,6 +5,7 @@
 mod abi_layout;
 mod both_ways;
 mod cli;
+mod daemon;
 mod events;
 mod examples;
 mod lifecycle;

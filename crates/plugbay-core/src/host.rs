@@ -16,6 +16,7 @@ use crate::config::HostConfig;
 use crate::error::{Code, Error, Result};
 use crate::lifecycle::State;
 use crate::manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, RuntimeKind};
+use crate::metrics::{MetricsSnapshot, PluginMetrics, PluginStats, UnroutedStats};
 use crate::platform;
 use crate::runtime::native::NativeRuntime;
 use crate::runtime::process::ProcessRuntime;
@@ -65,6 +66,8 @@ struct HostInner {
     watcher: Mutex<Option<crate::watch::FolderWatch>>,
     /// The tokio runtime the host's background tasks run on.
     handle: tokio::runtime::Handle,
+    /// Errors of calls that reached no plugin.
+    unrouted: UnroutedStats,
     /// Every plugin folder the host knows, by folder path (ids may clash; folders cannot).
     plugins: Mutex<BTreeMap<PathBuf, Arc<PluginEntry>>>,
     /// The host's own tokio runtime, when it was built outside one.
@@ -100,10 +103,13 @@ struct PluginStatus {
     lazy: bool,
     /// Why the last reload failed (the plugin kept serving its previous version).
     reload_error: Option<ErrorInfo>,
+    /// The call counters, created when the manifest is first read (kept across restarts
+    /// and reloads while the manifest lists the same methods).
+    stats: Option<Arc<PluginStats>>,
 }
 
 /// A failure as data: its code and the whole message with its context.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorInfo {
     /// The error's code.
     pub code: Code,
@@ -118,7 +124,7 @@ impl From<&Error> for ErrorInfo {
 }
 
 /// What the host knows about one plugin.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PluginInfo {
     /// The plugin id (the folder name when the manifest could not be read).
     pub id: String,
@@ -193,6 +199,7 @@ impl Host {
             lazy: Mutex::new(std::collections::HashMap::new()),
             watcher: Mutex::new(None),
             handle: handle.clone(),
+            unrouted: UnroutedStats::default(),
             plugins: Mutex::new(BTreeMap::new()),
             owned_runtime: Mutex::new(owned_runtime),
         });
@@ -281,13 +288,29 @@ impl Host {
             Ok(slot) => slot,
             Err(error) => {
                 // A lazy plugin is loaded by its first call.
-                let Some(entry) = self.inner.lazy_entry(&call.target) else { return Err(error) };
+                let Some(entry) = self.inner.lazy_entry(&call.target) else {
+                    self.inner.unrouted.record(error.code());
+                    return Err(error);
+                };
                 self.inner.wake(&entry).await?;
                 self.inner.route(&call.target, &call.method)?
             }
         };
+        let counters = slot.stats.clone();
+        let stats = counters.method(&call.method);
+        let started = stats.and_then(|stats| stats.begin(counters.timing_every));
+        let result = self.invoke_on(slot, &call).await;
+        if let Some(stats) = stats {
+            stats.finish(started, result.as_ref().err().map(Error::code));
+        }
+        result
+    }
+
+    /// The rest of [`Host::invoke`] once the call is routed: re-routing a call turned away
+    /// by an instance that just closed, and the one retry of an idempotent method.
+    async fn invoke_on(&self, slot: Arc<Slot>, call: &Call) -> Result<Payload> {
         let mut slot = slot;
-        let mut result = self.inner.call_slot(&slot, &call).await;
+        let mut result = self.inner.call_slot(&slot, call).await;
         // Routed to an instance that closed (a reload switched away from it) before the
         // call got in: the call never reached it, so it goes to the current one.
         for _ in 0..3 {
@@ -295,7 +318,7 @@ impl Host {
                 Err(error) if slot.turned_away(error) => {
                     let Ok(current) = self.inner.route(&call.target, &call.method) else { break };
                     slot = current;
-                    result = self.inner.call_slot(&slot, &call).await;
+                    result = self.inner.call_slot(&slot, call).await;
                 }
                 _ => break,
             }
@@ -303,9 +326,9 @@ impl Host {
         match result {
             Err(error) if self.inner.may_retry(&slot, &call.method, &error) => {
                 // The instance died under an idempotent call: once more, elsewhere.
-                let Some(other) = self.inner.route_elsewhere(&call, &slot) else { return Err(error) };
+                let Some(other) = self.inner.route_elsewhere(call, &slot) else { return Err(error) };
                 tracing::debug!(plugin = %slot.plugin, method = %call.method, "retrying on another instance: {error}");
-                self.inner.call_slot(&other, &call).await
+                self.inner.call_slot(&other, call).await
             }
             result => result,
         }
@@ -424,6 +447,69 @@ impl Host {
     /// the last [`supervisor::CRASH_LOG_CAPACITY`].
     pub fn crashes(&self, plugin: Option<&str>) -> Vec<CrashReport> {
         self.inner.crashes.list(plugin)
+    }
+
+    /// Loads the plugin folder named `name` from one of [`HostConfig::plugin_dirs`]. The
+    /// name is matched against the folders a scan finds; no path is built from it, so a
+    /// traversal-shaped name (`../etc`) is refused rather than followed.
+    ///
+    /// # Errors
+    /// `invalid_argument` for a name that cannot be a plugin id; `not_found` when no plugins
+    /// folder has a sub-folder of that name; otherwise as [`Host::load_folder`].
+    pub async fn load_by_name(&self, name: &str) -> Result<String> {
+        crate::manifest::validate_id(name)?;
+        for dir in &self.inner.config.plugin_dirs {
+            let Ok(candidates) = catalog::scan(dir) else { continue };
+            if let Some(candidate) = candidates.into_iter().find(|candidate| candidate.name == name) {
+                return match candidate.problem {
+                    Some(problem) => Err(self.inner.fail_discovery(&candidate.folder, name, problem)),
+                    None => self.load_folder(&candidate.folder).await,
+                };
+            }
+        }
+        Err(Error::not_found(format!("no plugin folder named {name:?} in the plugins folders"))
+            .with_plugin(name))
+    }
+
+    /// Stops every running plugin, each draining its calls in flight (up to
+    /// [`HostConfig::drain_timeout`]), side by side. For a graceful shutdown of the host.
+    pub async fn stop_all(&self) {
+        let running: Vec<String> = self
+            .plugins()
+            .into_iter()
+            .filter(|info| info.state == State::Running)
+            .map(|info| info.id)
+            .collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for id in running {
+            let host = self.clone();
+            stops.spawn(async move {
+                if let Err(error) = host.stop(&id).await {
+                    tracing::warn!(plugin = %id, "stop at shutdown failed: {error}");
+                }
+            });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    /// The call counters, states and restarts of every plugin, for an exporter.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let entries: Vec<_> = self.inner.plugins.lock().values().cloned().collect();
+        let mut plugins: Vec<PluginMetrics> = entries
+            .iter()
+            .map(|entry| {
+                let status = entry.status.lock();
+                PluginMetrics {
+                    id: status.id.clone(),
+                    state: status.state,
+                    instances: status.slots.len(),
+                    restarts: u64::from(status.restarts),
+                    methods: status.stats.as_ref().map(|stats| stats.snapshot()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        plugins.sort_by(|a, b| a.id.cmp(&b.id));
+        MetricsSnapshot { plugins, unrouted_errors: MetricsSnapshot::unrouted(&self.inner.unrouted) }
     }
 }
 
@@ -602,6 +688,7 @@ impl HostInner {
                 probation: None,
                 lazy: false,
                 reload_error: None,
+                stats: None,
             }),
         });
         plugins.insert(folder.to_path_buf(), entry.clone());
@@ -791,6 +878,13 @@ impl HostInner {
         manifest: &Arc<Manifest>,
     ) -> Result<Vec<Arc<Slot>>> {
         let context = self.instance_context(id);
+        let stats = {
+            let mut status = entry.status.lock();
+            match &status.stats {
+                Some(stats) if stats.matches(manifest) => stats.clone(),
+                _ => status.stats.insert(Arc::new(PluginStats::for_manifest(manifest))).clone(),
+            }
+        };
         let replicas = match manifest.plugin.runtime {
             RuntimeKind::Process => manifest.process.replicas as usize,
             _ => 1,
@@ -807,6 +901,7 @@ impl HostInner {
                     manifest.clone(),
                     entry.folder.join(MANIFEST_FILE),
                     index,
+                    stats.clone(),
                 ))),
                 Err(error) => {
                     for slot in &slots {

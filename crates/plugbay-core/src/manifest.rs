@@ -98,7 +98,7 @@ pub struct PluginSection {
 }
 
 /// Which runtime runs a plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     /// A shared library (`.so`, `.dll`, `.dylib`) loaded into the host process.
@@ -1135,6 +1135,15 @@ fn matches(value: &str, first: impl Fn(char) -> bool, rest: impl Fn(char) -> boo
 
 fn lower_or_digit(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// Checks that `id` is a valid plugin id (the rule `plugin.id` follows), e.g. for an id
+/// that arrives over an API before any folder is looked at.
+///
+/// # Errors
+/// `invalid_argument` saying what is allowed.
+pub fn validate_id(id: &str) -> Result<()> {
+    check_id(id).map_err(|(code, message)| Error::new(code, message))
 }
 
 fn check_id(id: &str) -> Result<(), Problem> {

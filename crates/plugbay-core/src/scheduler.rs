@@ -13,6 +13,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::call::Target;
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Manifest, RuntimeKind};
+use crate::metrics::PluginStats;
 use crate::runtime::Instance;
 use crate::supervisor::{self, RecentCalls};
 
@@ -42,6 +43,8 @@ pub(crate) struct Slot {
     pub(crate) watch: Option<CallWatch>,
     /// `limits.max_concurrency`, when set.
     limit: Option<ConcurrencyLimit>,
+    /// The plugin's call counters (shared by its replicas and kept across restarts).
+    pub(crate) stats: Arc<PluginStats>,
     in_flight: AtomicUsize,
     accepting: AtomicBool,
     idle: Notify,
@@ -126,6 +129,7 @@ impl Slot {
         manifest: Arc<Manifest>,
         manifest_path: PathBuf,
         index: usize,
+        stats: Arc<PluginStats>,
     ) -> Slot {
         let limit = manifest.limits.max_concurrency.map(|max| ConcurrencyLimit {
             permits: Arc::new(Semaphore::new(max as usize)),
@@ -146,6 +150,7 @@ impl Slot {
             timeouts_in_a_row: AtomicU64::new(0),
             killed_because: parking_lot::Mutex::new(None),
             limit,
+            stats,
             in_flight: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             idle: Notify::new(),

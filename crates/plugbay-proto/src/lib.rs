@@ -1,4 +1,5 @@
-//! Generated gRPC code for plugbay's process-plugin contract, `proto/plugbay/plugin/v1`, and
+//! Generated gRPC code for plugbay's process-plugin contract, `proto/plugbay/plugin/v1`, the
+//! daemon's API, `proto/plugbay/host/v1`, and
 //! nothing else: the messages (prost), the client and server of `PluginService` (served by a
 //! plugin program) and of `HostService` (served by the host back to the plugin), the standard
 //! health service (`grpc.health.v1`, re-exported from [`tonic_health`]), and
@@ -51,7 +52,18 @@ pub mod plugin {
     }
 }
 
-/// The encoded `FileDescriptorSet` of every file compiled into [`plugin`] (imports included,
+/// The daemon's API (`plugbay run`), package `plugbay.host.v1`.
+pub mod host {
+    /// Version 1: `HostApi` (calls, plugin management, events) and its messages. The client is
+    /// [`host_api_client`](v1::host_api_client), the server [`host_api_server`](v1::host_api_server).
+    pub mod v1 {
+        // Generated code: see `plugin::v1`.
+        #![allow(missing_docs, rustdoc::all, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("plugbay.host.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every file compiled into [`plugin`] and [`host`] (imports included,
 /// source info left out), for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/plugbay_descriptor.bin"));
 

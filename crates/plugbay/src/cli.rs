@@ -1,12 +1,13 @@
 //! The command line, as clap reads it: [`Cli`] and one argument struct per command. No
 //! logic lives here; `--help` is generated from the doc comments below.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-/// Where `--plugins` points when it is not given (the host's default too).
-const DEFAULT_PLUGINS: &str = "plugins";
+/// Where a client command finds the daemon when `--addr` is not given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
 /// The heading of the options every command takes.
 const GLOBAL: &str = "Global options";
@@ -24,15 +25,9 @@ Exit status:
 #[command(name = "plugbay", version, verbatim_doc_comment, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// How log lines are written to stderr.
-    #[arg(
-        long,
-        value_enum,
-        value_name = "FORMAT",
-        default_value_t = LogFormat::Human,
-        global = true,
-        help_heading = GLOBAL
-    )]
-    pub log_format: LogFormat,
+    /// [default: human; for `run`, the config file's `log_format`]
+    #[arg(long, value_enum, value_name = "FORMAT", global = true, help_heading = GLOBAL)]
+    pub log_format: Option<LogFormat>,
 
     /// Log more to stderr: -v adds info, -vv debug, -vvv trace. Without it only warnings and
     /// errors are logged. The RUST_LOG environment variable, when set, overrides this.
@@ -56,11 +51,18 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load every plugin in a plugins folder and list each one with its state.
+    /// Run the daemon: load a plugins folder and serve the HTTP/JSON and gRPC APIs until
+    /// SIGTERM or SIGINT, then finish the calls in flight and stop the plugins.
+    ///
+    /// Example: plugbay run --plugins target/plugins
+    Run(RunArgs),
+
+    /// List every plugin with its state: the running daemon's (see --addr), or, with
+    /// --plugins, those of a folder loaded into this process.
     ///
     /// Prints one line per plugin: id, version, runtime, state and capabilities; a plugin
-    /// that failed to load is followed by an indented line with the error. Loading runs
-    /// each native plugin's code inside this process.
+    /// that failed to load is followed by an indented line with the error. With --plugins,
+    /// loading runs each native plugin's code inside this process.
     List(ListArgs),
 
     /// Check one plugin folder: show its manifest, then load the plugin alone and report
@@ -70,18 +72,88 @@ pub enum Command {
     /// the host would load it.
     Inspect(InspectArgs),
 
-    /// Load a plugins folder and make one call, printing the response to stdout.
+    /// Make one call, printing the response to stdout: through the running daemon (see
+    /// --addr), or, with --plugins, after loading that folder into this process.
     ///
     /// Example: plugbay call text.transform@1 upper '"hello"' --plugins target/plugins
     Call(CallArgs),
+
+    /// Ask the daemon to reload a plugin from its folder (unload, then load again).
+    Reload(PluginArgs),
+
+    /// Ask the daemon to stop a plugin (its calls in flight finish first).
+    Stop(PluginArgs),
+
+    /// Ask the daemon to start a stopped or failed plugin.
+    Start(PluginArgs),
+
+    /// Print the daemon's events as they happen, one JSON object per line, until
+    /// interrupted (lifecycle transitions are on topic plugbay.lifecycle).
+    Events(EventsArgs),
+}
+
+/// Where the daemon is, for the commands that talk to it.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The daemon's HTTP address. The token for mutating requests, when the daemon needs
+    /// one, is read from the PLUGBAY_TOKEN environment variable.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+}
+
+/// Arguments of `plugbay run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A plugbay.toml with the daemon's settings (see plugbay.example.toml). The flags below
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The plugins folder. [default: ./plugins]
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
+
+    /// The HTTP/JSON API's address (port 0 picks a free port). [default: 127.0.0.1:7878]
+    #[arg(long, value_name = "IP:PORT")]
+    pub http: Option<SocketAddr>,
+
+    /// The gRPC API's address (port 0 picks a free port). [default: 127.0.0.1:7879]
+    #[arg(long, value_name = "IP:PORT")]
+    pub grpc: Option<SocketAddr>,
+}
+
+/// Arguments of `plugbay reload|stop|start`.
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// The plugin id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// Arguments of `plugbay events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events whose topic matches: `kv.changed`, `kv.*`, or `*` for all.
+    #[arg(long, value_name = "PATTERN", default_value = "*")]
+    pub topic: String,
+
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 /// Arguments of `plugbay list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The plugins folder: one sub-folder per plugin, each with a plugin.toml.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PLUGINS)]
-    pub plugins: PathBuf,
+    /// Load this plugins folder into this process and list it, instead of asking the
+    /// daemon: one sub-folder per plugin, each with a plugin.toml.
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 
     /// Print a JSON array instead: one object per plugin with `id`, `folder`, `version`,
     /// `runtime`, `state`, `capabilities` and `error` (null, or `{code, message}`).
@@ -131,10 +203,14 @@ pub struct CallArgs {
     #[arg(long, value_name = "TYPE")]
     pub content_type: Option<String>,
 
-    /// The plugins folder to load before the call: one sub-folder per plugin. Plugins that
-    /// fail to load are reported on stderr; the call goes ahead without them.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PLUGINS)]
-    pub plugins: PathBuf,
+    /// Load this plugins folder into this process and call it there, instead of through
+    /// the daemon: one sub-folder per plugin. Plugins that fail to load are reported on
+    /// stderr; the call goes ahead without them.
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 
     /// Send the call to this plugin (by id) rather than to any provider of CAPABILITY. It
     /// must provide CAPABILITY.

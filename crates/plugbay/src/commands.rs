@@ -8,6 +8,7 @@
 mod call;
 mod inspect;
 mod list;
+mod manage;
 
 use std::io::Write;
 use std::path::Path;
@@ -48,9 +49,14 @@ impl Outcome {
 /// When the command cannot run; see each command.
 pub async fn run(command: Command) -> anyhow::Result<Outcome> {
     match command {
+        Command::Run(_) => unreachable!("`plugbay run` is started by main with its configuration"),
         Command::List(args) => list::run(&args).await,
         Command::Inspect(args) => inspect::run(&args).await,
         Command::Call(args) => call::run(&args).await,
+        Command::Reload(args) => manage::plugin(&args, "reload").await,
+        Command::Stop(args) => manage::plugin(&args, "stop").await,
+        Command::Start(args) => manage::plugin(&args, "start").await,
+        Command::Events(args) => manage::events(&args).await,
     }
 }
 

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod client;
 mod commands;
+mod daemon;
 mod logging;
 
 use std::process::ExitCode;
@@ -12,8 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, LogFormat};
 use crate::commands::Outcome;
+use crate::daemon::config::DaemonConfig;
 
 fn main() -> ExitCode {
     // Usage errors exit here with status 2; --help and --version with 0.
@@ -25,14 +28,26 @@ fn main() -> ExitCode {
 }
 
 /// Sets up logging and the runtime, then runs the command.
+/// `plugbay run` reads and checks its configuration first (before logging is set up or a
+/// socket bound) and logs at info level by default.
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    logging::init(cli.log_format, cli.verbose)?;
+    let daemon = match &cli.command {
+        Command::Run(args) => Some(DaemonConfig::load(args, cli.log_format)?),
+        _ => None,
+    };
+    let format =
+        daemon.as_ref().map_or(cli.log_format.unwrap_or(LogFormat::Human), |config| config.log_format);
+    let verbose = if daemon.is_some() { cli.verbose.max(1) } else { cli.verbose };
+    logging::init(format, verbose)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("plugbay")
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(commands::run(cli.command))
+    match daemon {
+        Some(config) => runtime.block_on(daemon::run(config)),
+        None => runtime.block_on(commands::run(cli.command)),
+    }
 }
 
 /// Prints why the command could not run, cause by cause, and returns exit status 2. A

@@ -253,6 +253,7 @@ impl HostInner {
                 (status.state, status.loaded.clone(), status.manifest.clone(), status.id.clone())
             };
             let (State::Running, Some(loaded), Some(manifest)) = (state, loaded, manifest) else { return };
+            let Some(stats) = entry.status.lock().stats.clone() else { return };
             entry.status.lock().restarts += 1;
             let instance = match loaded.instantiate(host.instance_context(&id)).await {
                 Ok(instance) => host.restore_into(&id, instance).await,
@@ -260,8 +261,13 @@ impl HostInner {
             };
             match instance {
                 Ok(instance) => {
-                    let slot =
-                        Arc::new(Slot::new(instance, manifest, entry.folder.join(MANIFEST_FILE), index));
+                    let slot = Arc::new(Slot::new(
+                        instance,
+                        manifest,
+                        entry.folder.join(MANIFEST_FILE),
+                        index,
+                        stats,
+                    ));
                     let slots = {
                         let mut status = entry.status.lock();
                         status.slots.push(slot.clone());

@@ -1,22 +1,25 @@
-//! `plugbay call`: load a plugins folder, make one call, print the response.
+//! `plugbay call`: make one call (through the daemon, or a folder loaded here), print the
+//! response.
 
 use std::io::{Read as _, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hyper::Method;
 use plugbay_core::{Call, ContentType, Error, ErrorInfo, Host, Payload, State, Target};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::CallArgs;
+use crate::client::{Daemon, segment};
 use crate::commands::{Outcome, load_plugins, print_json};
 
 /// A successful call, as `--json` prints it.
 #[derive(Debug, Serialize)]
 struct Response {
-    /// The id of the plugin that answered.
-    plugin: String,
+    /// The id of the plugin that answered (null through the daemon without --plugin).
+    plugin: Option<String>,
     /// The response's media type.
     content_type: String,
     /// How `payload` holds the bytes: `json` (the JSON value itself), `utf-8` (a string)
@@ -41,11 +44,25 @@ struct Failure<'a> {
 /// When the request file or the plugins folder cannot be read, or stdout cannot be written.
 pub async fn run(args: &CallArgs) -> anyhow::Result<Outcome> {
     let payload = request(args)?;
-    let (host, report) = load_plugins(&args.plugins).await?;
-    for error in &report.failed {
-        eprintln!("warning: not loaded: {error}");
-    }
-    match call(&host, args, payload).await {
+    let result = match &args.plugins {
+        Some(dir) => {
+            let (host, report) = load_plugins(dir).await?;
+            for error in &report.failed {
+                eprintln!("warning: not loaded: {error}");
+            }
+            call(&host, args, payload).await.map(|(plugin, response)| (Some(plugin), response)).map_err(
+                |error| {
+                    eprintln!("error: {error}");
+                    ErrorInfo::from(&error)
+                },
+            )
+        }
+        None => call_daemon(args, payload)
+            .await?
+            .map(|response| (args.plugin.clone(), response))
+            .inspect_err(|error| eprintln!("error: {}", error.message)),
+    };
+    match result {
         Ok((plugin, response)) => {
             if args.json {
                 let (encoding, payload) = decode(&response);
@@ -57,13 +74,29 @@ pub async fn run(args: &CallArgs) -> anyhow::Result<Outcome> {
             Ok(Outcome::Done)
         }
         Err(error) => {
-            eprintln!("error: {error}");
             if args.json {
-                print_json(&Failure { error: &ErrorInfo::from(&error) })?;
+                print_json(&Failure { error: &error })?;
             }
             Ok(Outcome::Failed)
         }
     }
+}
+
+/// Makes the call through the daemon's `POST /v1/call/{capability}/{method}`; with
+/// --plugin the target is that plugin.
+async fn call_daemon(args: &CallArgs, payload: Payload) -> anyhow::Result<Result<Payload, ErrorInfo>> {
+    let target = match &args.plugin {
+        Some(id) => format!("plugin:{id}"),
+        None => args.capability.clone(),
+    };
+    let path = format!("/v1/call/{}/{}", segment(&target), segment(&args.method));
+    let headers: Vec<(&str, String)> =
+        args.timeout_ms.map(|ms| ("x-plugbay-timeout-ms", ms.to_string())).into_iter().collect();
+    let daemon = Daemon::new(&args.daemon.addr);
+    let answer = daemon
+        .exchange(Method::POST, &path, Some((payload.content_type.as_str(), payload.bytes)), &headers)
+        .await?;
+    Ok(answer.map(|(content_type, bytes)| Payload::with_type(bytes, ContentType::new(content_type))))
 }
 
 /// The request: PAYLOAD (JSON if it parses as JSON, text otherwise), the bytes of --file

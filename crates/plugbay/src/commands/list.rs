@@ -1,11 +1,14 @@
-//! `plugbay list`: load a plugins folder and list every plugin with its state.
+//! `plugbay list`: every plugin with its state, from the daemon or a folder loaded here.
 
 use std::io::Write;
 
+use anyhow::Context as _;
+use hyper::Method;
 use plugbay_core::{ErrorInfo, PluginInfo, State};
 use serde::Serialize;
 
 use crate::cli::ListArgs;
+use crate::client::Daemon;
 use crate::commands::{Outcome, load_plugins, print_json};
 
 /// One plugin as `--json` prints it. The command line's own shape, so it stays put when
@@ -48,13 +51,29 @@ impl<'a> From<&'a PluginInfo> for Row<'a> {
 /// # Errors
 /// When the plugins folder cannot be read, or stdout cannot be written.
 pub async fn run(args: &ListArgs) -> anyhow::Result<Outcome> {
-    let (host, _report) = load_plugins(&args.plugins).await?;
-    let plugins = host.plugins();
+    let (plugins, source) = match &args.plugins {
+        Some(dir) => (load_plugins(dir).await?.0.plugins(), dir.display().to_string()),
+        None => {
+            let daemon = Daemon::new(&args.daemon.addr);
+            match daemon.exchange(Method::GET, "/v1/plugins", None, &[]).await? {
+                Ok((_, body)) => (
+                    serde_json::from_slice(&body)
+                        .context("the daemon's plugin list is not what plugbay expects")?,
+                    format!("the daemon at {}", args.daemon.addr),
+                ),
+                Err(error) => {
+                    eprintln!("error: {}", error.message);
+                    return Ok(Outcome::Failed);
+                }
+            }
+        }
+    };
+    let plugins: Vec<PluginInfo> = plugins;
     let rows: Vec<Row<'_>> = plugins.iter().map(Row::from).collect();
     if args.json {
         print_json(&rows)?;
     } else if rows.is_empty() {
-        eprintln!("no plugins in {}", args.plugins.display());
+        eprintln!("no plugins in {source}");
     } else {
         write_table(&mut std::io::stdout().lock(), &rows)?;
     }

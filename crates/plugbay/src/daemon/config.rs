@@ -1,0 +1,273 @@
+//! The daemon's settings: `plugbay.toml` (every key documented in `plugbay.example.toml`),
+//! overridden by command-line flags, validated as a whole before any socket is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use plugbay_core::HostConfig;
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, RunArgs};
+
+/// The environment variable that holds the API token (preferred over the file's `token`).
+pub const TOKEN_ENV: &str = "PLUGBAY_TOKEN";
+
+/// `plugbay.toml` as written; every field optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    plugins: Option<PathBuf>,
+    log_format: Option<String>,
+    #[serde(default)]
+    http: Listener,
+    #[serde(default)]
+    grpc: Listener,
+    #[serde(default)]
+    api: Api,
+    #[serde(default)]
+    shutdown: Shutdown,
+    #[serde(default)]
+    host: Host,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Listener {
+    addr: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Api {
+    token: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    max_body_bytes: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Shutdown {
+    drain_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Host {
+    default_timeout_ms: Option<u64>,
+    plugin_drain_timeout_ms: Option<u64>,
+    event_queue: Option<u64>,
+    watch: Option<bool>,
+    watch_debounce_ms: Option<u64>,
+    reload_probation_ms: Option<u64>,
+}
+
+/// The daemon's settings, complete and checked.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The plugins folder. Default `./plugins`.
+    pub plugins: PathBuf,
+    /// How log lines are written. Default human.
+    pub log_format: LogFormat,
+    /// The HTTP/JSON API's address. Default `127.0.0.1:7878`.
+    pub http_addr: SocketAddr,
+    /// The gRPC API's address. Default `127.0.0.1:7879`.
+    pub grpc_addr: SocketAddr,
+    /// The bearer token mutating routes require; required when an address is not loopback.
+    pub token: Option<String>,
+    /// The names the `Host` header may carry (DNS-rebinding check), without ports.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body or gRPC message. Default 16 MiB.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// How long calls in flight may run after SIGTERM/SIGINT. Default 10 s.
+    pub drain_timeout: Duration,
+    /// The host library's settings.
+    pub host: HostConfig,
+}
+
+/// Largest `max_body_bytes` accepted (1 GiB).
+const MAX_BODY_LIMIT: u64 = 1 << 30;
+/// Longest timeout accepted in the file (1 day), in milliseconds.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+impl DaemonConfig {
+    /// Reads `--config` (if given), applies the flags and the token from [`TOKEN_ENV`], and
+    /// validates everything.
+    ///
+    /// # Errors
+    /// Naming the file, the field and what is allowed.
+    pub fn load(args: &RunArgs, log_format: Option<LogFormat>) -> anyhow::Result<DaemonConfig> {
+        let (file, origin) = match &args.config {
+            Some(path) => (read(path)?, path.display().to_string()),
+            None => (File::default(), "the defaults".to_owned()),
+        };
+        let in_file = |field: &str| format!("{origin}: field {field}");
+        let log_format = match (log_format, file.log_format.as_deref()) {
+            (Some(format), _) => format,
+            (None, None | Some("human")) => LogFormat::Human,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some(other)) => {
+                bail!(
+                    "{}: {other:?} is not a log format; allowed: \"human\", \"json\"",
+                    in_file("log_format")
+                )
+            }
+        };
+        let addr =
+            |flag: Option<SocketAddr>, value: Option<&str>, field: &str, default: &str| match (flag, value) {
+                (Some(addr), _) => Ok(addr),
+                (None, value) => value.unwrap_or(default).parse::<SocketAddr>().with_context(|| {
+                    format!(
+                        "{}: {:?} is not an address; write IP:PORT, e.g. {default}",
+                        in_file(field),
+                        value
+                    )
+                }),
+            };
+        let http_addr = addr(args.http, file.http.addr.as_deref(), "http.addr", "127.0.0.1:7878")?;
+        let grpc_addr = addr(args.grpc, file.grpc.addr.as_deref(), "grpc.addr", "127.0.0.1:7879")?;
+        let token = std::env::var(TOKEN_ENV).ok().or(file.api.token).filter(|token| !token.is_empty());
+        if let Some(token) = &token
+            && (token.len() < 16 || !token.bytes().all(|byte| byte.is_ascii_graphic()))
+        {
+            bail!(
+                "{} (or {TOKEN_ENV}): the token must be at least 16 printable ASCII characters, no spaces",
+                in_file("api.token")
+            );
+        }
+        let public = [http_addr, grpc_addr].into_iter().find(|addr| !addr.ip().is_loopback());
+        if let (Some(public), None) = (public, &token) {
+            bail!(
+                "refusing to listen on {public}, which is not a loopback address, without an API token: \
+                 set {TOKEN_ENV} or api.token in the config file (mutating routes then require \
+                 `Authorization: Bearer <token>`)"
+            );
+        }
+        let allowed_hosts = match file.api.allowed_hosts {
+            Some(hosts) if hosts.is_empty() => {
+                bail!("{}: must name at least one host", in_file("api.allowed_hosts"))
+            }
+            Some(hosts) => hosts,
+            None => default_hosts(http_addr),
+        };
+        let max_body_bytes =
+            within(file.api.max_body_bytes, 16 << 20, 1, MAX_BODY_LIMIT, &in_file("api.max_body_bytes"))?;
+        let ms = |value: Option<u64>, default: u64, field: &str| {
+            within(value, default, 1, MAX_TIMEOUT_MS, &in_file(field)).map(Duration::from_millis)
+        };
+        let header_read_timeout = ms(file.api.header_read_timeout_ms, 10_000, "api.header_read_timeout_ms")?;
+        let drain_timeout = ms(file.shutdown.drain_timeout_ms, 10_000, "shutdown.drain_timeout_ms")?;
+        let plugins = args.plugins.clone().or(file.plugins).unwrap_or_else(|| PathBuf::from("plugins"));
+        let defaults = HostConfig::default();
+        let host = HostConfig {
+            plugin_dirs: vec![plugins.clone()],
+            default_timeout: ms(
+                file.host.default_timeout_ms,
+                defaults.default_timeout.as_millis() as u64,
+                "host.default_timeout_ms",
+            )?,
+            drain_timeout: ms(
+                file.host.plugin_drain_timeout_ms,
+                defaults.drain_timeout.as_millis() as u64,
+                "host.plugin_drain_timeout_ms",
+            )?,
+            event_queue: within(
+                file.host.event_queue,
+                defaults.event_queue as u64,
+                1,
+                1 << 20,
+                &in_file("host.event_queue"),
+            )? as usize,
+            max_payload_bytes: max_body_bytes as usize,
+            watch: file.host.watch.unwrap_or(true),
+            watch_debounce: Duration::from_millis(within(
+                file.host.watch_debounce_ms,
+                defaults.watch_debounce.as_millis() as u64,
+                10,
+                60_000,
+                &in_file("host.watch_debounce_ms"),
+            )?),
+            reload_probation: Duration::from_millis(within(
+                file.host.reload_probation_ms,
+                defaults.reload_probation.as_millis() as u64,
+                0,
+                3_600_000,
+                &in_file("host.reload_probation_ms"),
+            )?),
+            ..defaults
+        };
+        host.validate().with_context(|| format!("{origin}: the host settings are not valid"))?;
+        Ok(DaemonConfig {
+            plugins,
+            log_format,
+            http_addr,
+            grpc_addr,
+            token,
+            allowed_hosts,
+            max_body_bytes: max_body_bytes as usize,
+            header_read_timeout,
+            drain_timeout,
+            host,
+        })
+    }
+}
+
+/// Reads and parses the file; the parser's message names the line, column and key.
+fn read(path: &Path) -> anyhow::Result<File> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid plugbay config", path.display()))
+}
+
+/// `value` (or `default`) when it lies in `min..=max`.
+fn within(value: Option<u64>, default: u64, min: u64, max: u64, field: &str) -> anyhow::Result<u64> {
+    let value = value.unwrap_or(default);
+    if !(min..=max).contains(&value) {
+        bail!("{field}: {value} is out of range; allowed: {min} to {max}");
+    }
+    Ok(value)
+}
+
+/// The names a local client uses: `localhost`, the loopback addresses, and the bound IP.
+fn default_hosts(http_addr: SocketAddr) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].map(str::to_owned).into();
+    let bound = match http_addr {
+        SocketAddr::V4(addr) => addr.ip().to_string(),
+        SocketAddr::V6(addr) => format!("[{}]", addr.ip()),
+    };
+    if !hosts.contains(&bound) && !http_addr.ip().is_unspecified() {
+        hosts.push(bound);
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_name_the_field_and_the_range() {
+        let error = within(Some(0), 5, 1, 10, "x.y").unwrap_err().to_string();
+        assert_eq!(error, "x.y: 0 is out of range; allowed: 1 to 10");
+        assert_eq!(within(None, 5, 1, 10, "x.y").unwrap(), 5);
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_sets_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugbay.example.toml");
+        let args = RunArgs { config: Some(example.into()), plugins: None, http: None, grpc: None };
+        let config = DaemonConfig::load(&args, None).unwrap();
+        assert_eq!(config.http_addr, "127.0.0.1:7878".parse().unwrap());
+        assert_eq!(config.max_body_bytes, 16 << 20);
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_bound_address_is_an_allowed_host() {
+        let hosts = default_hosts("10.1.2.3:80".parse().unwrap());
+        assert!(hosts.contains(&"10.1.2.3".to_owned()) && hosts.contains(&"localhost".to_owned()));
+    }
+}

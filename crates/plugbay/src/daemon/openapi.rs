@@ -1,0 +1,75 @@
+//! `/openapi.json`: the OpenAPI document of the HTTP API. The paths come from the handlers'
+//! `#[utoipa::path]` annotations, registered by the same `routes!` calls that route them,
+//! so a route cannot exist without being described.
+
+use utoipa::{IntoResponses, OpenApi, ToSchema};
+
+use crate::daemon::errors::ApiError;
+
+/// The document's fixed parts; the paths are added by the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "plugbay",
+        description = "The plugbay daemon's HTTP/JSON API: calls to plugins, plugin management, events, health and metrics. Errors are JSON {code, message, plugin?}."
+    ),
+    components(schemas(PluginSchema, ErrorInfoSchema))
+)]
+pub struct ApiDoc;
+
+/// A plugin as the API lists it (`plugbay_core::PluginInfo` serialised).
+#[derive(ToSchema)]
+#[schema(as = Plugin)]
+#[allow(dead_code)] // A description of JSON the library writes; never built here.
+pub struct PluginSchema {
+    /// The plugin id (the folder name when the manifest could not be read).
+    id: String,
+    /// The plugin folder.
+    folder: String,
+    /// The version from the manifest, if it was read.
+    version: Option<String>,
+    /// `native`, `process` or `wasm`, if the manifest was read.
+    runtime: Option<String>,
+    /// `discovered`, `loaded`, `initialized`, `running`, `draining`, `stopped`, `unloaded`,
+    /// `failed`, `backing_off` or `quarantined`.
+    state: String,
+    /// The capabilities it provides.
+    capabilities: Vec<String>,
+    /// Why it is not running, when it failed.
+    error: Option<ErrorInfoSchema>,
+}
+
+/// Why a plugin failed.
+#[derive(ToSchema)]
+#[schema(as = PluginError)]
+#[allow(dead_code)] // A description of JSON the library writes; never built here.
+pub struct ErrorInfoSchema {
+    /// The error code (`invalid_argument`, `not_found`, ...).
+    code: String,
+    /// The whole message.
+    message: String,
+}
+
+/// The errors every plugin route may answer, each with the JSON error body.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // A description of responses; never built here.
+pub enum PluginErrors {
+    /// A malformed request or an id that cannot be a plugin id.
+    #[response(status = 400)]
+    BadRequest(ApiError),
+    /// A mutating route without the right bearer token.
+    #[response(status = 401)]
+    Unauthorized(ApiError),
+    /// The Host header is not one of the daemon's names.
+    #[response(status = 403)]
+    Forbidden(ApiError),
+    /// No such plugin (or plugin folder).
+    #[response(status = 404)]
+    NotFound(ApiError),
+    /// The plugin is not in a state for this.
+    #[response(status = 409)]
+    Conflict(ApiError),
+    /// The daemon is shutting down.
+    #[response(status = 503)]
+    Unavailable(ApiError),
+}

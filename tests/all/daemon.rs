@@ -1,0 +1,829 @@
+//! `plugbay run`, the daemon, as a real process on ephemeral ports: its HTTP/JSON API over
+//! real sockets, its gRPC API through a tonic client, the CLI as its client, and its
+//! shutdown under load.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plugbay_proto::host::v1 as pb;
+use plugbay_proto::host::v1::host_api_client::HostApiClient;
+use plugbay_testkit::{PluginsDir, plugbay_binary};
+
+/// A token long enough for the daemon.
+const TOKEN: &str = "test-token-0123456789";
+
+/// A daemon process; killed when dropped.
+struct Daemon {
+    child: Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts `plugbay run` on `dir` with ephemeral ports and waits until it is ready.
+    fn start(dir: &Path, extra: &[&str], token: Option<&str>) -> Daemon {
+        let mut command = Command::new(plugbay_binary());
+        command
+            .args(["run", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--plugins"])
+            .arg(dir)
+            .args(extra)
+            .env_remove("PLUGBAY_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(token) = token {
+            command.env("PLUGBAY_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("plugbay run starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the listening line");
+        let addr = |key: &str| -> SocketAddr {
+            let word = line.split_whitespace().find_map(|word| word.strip_prefix(key));
+            word.unwrap_or_else(|| panic!("no {key} in {line:?}")).parse().unwrap()
+        };
+        let daemon = Daemon { http: addr("http="), grpc: addr("grpc="), child };
+        let started = Instant::now();
+        while daemon.get("/readyz").status != 200 {
+            assert!(started.elapsed() < Duration::from_secs(20), "the daemon got ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    /// Sends raw request bytes and reads the whole answer (the connection is closed after).
+    fn raw(&self, request: &[u8]) -> Answer {
+        let mut stream = TcpStream::connect(self.http).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.write_all(request).unwrap();
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        Answer::parse(&bytes)
+    }
+
+    /// One request with `Connection: close`, a Host header naming the daemon, and a body.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.http,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.raw(&request)
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        self.request("POST", path, &all, body.as_bytes())
+    }
+
+    async fn grpc(&self) -> HostApiClient<tonic::transport::Channel> {
+        HostApiClient::connect(format!("http://{}", self.grpc)).await.expect("the gRPC API answers")
+    }
+
+    fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    fn wait(mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(started.elapsed() < limit, "the daemon exited within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn parse(bytes: &[u8]) -> Answer {
+        let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
+        let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+        let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let mut body = bytes[split..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
+        Answer { status, head, body }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+
+    /// Asserts a JSON error with this status and code.
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        let json = self.json();
+        assert_eq!(json["code"], code, "{json}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&body[end + 2..end + 2 + size]);
+        body = &body[end + 4 + size..];
+    }
+    out
+}
+
+fn fixture_dir() -> PluginsDir {
+    let dir = PluginsDir::new();
+    dir.add_canary();
+    dir.add_fixture();
+    dir
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn http_calls_pass_bodies_and_content_types_through_both_ways() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let answer = daemon.post_json("/v1/call/text.transform@1/upper", "\"hello\"", &[]);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json(), "HELLO");
+    assert_eq!(answer.header("content-type").as_deref(), Some("application/json"));
+
+    let bytes = [0u8, 1, 2, 255];
+    let answer = daemon.request(
+        "POST",
+        "/v1/call/plugin:fixture/echo",
+        &[("Content-Type", "application/x-raw")],
+        &bytes,
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, bytes);
+    assert_eq!(answer.header("content-type").as_deref(), Some("application/x-raw"));
+
+    daemon.post_json("/v1/call/text.transform@1/shout", "\"x\"", &[]).assert_error(403, "permission_denied");
+    daemon.post_json("/v1/call/nothing@1/upper", "\"x\"", &[]).assert_error(404, "not_found");
+}
+
+#[test]
+fn http_plugin_routes_list_show_stop_start_reload_unload_and_load() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let list = daemon.get("/v1/plugins").json();
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["fixture", "text-tools"]);
+    assert_eq!(daemon.get("/v1/plugins/fixture").json()["state"], "running");
+    daemon.get("/v1/plugins/nope").assert_error(404, "not_found");
+
+    let state = |answer: Answer| {
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json()["state"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(state(daemon.request("POST", "/v1/plugins/text-tools/stop", &[], b"")), "stopped");
+    daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[]).assert_error(404, "not_found");
+    daemon.post_json("/v1/call/plugin:text-tools/upper", "\"x\"", &[]).assert_error(503, "unavailable");
+    daemon.request("POST", "/v1/plugins/text-tools/stop", &[], b"").assert_error(409, "failed_precondition");
+    assert_eq!(state(daemon.request("POST", "/v1/plugins/text-tools/start", &[], b"")), "running");
+    assert_eq!(state(daemon.request("POST", "/v1/plugins/text-tools/reload", &[], b"")), "running");
+    assert_eq!(daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[]).json(), "X");
+    daemon.request("POST", "/v1/plugins/text-tools/explode", &[], b"").assert_error(404, "not_found");
+
+    assert_eq!(state(daemon.request("DELETE", "/v1/plugins/fixture", &[], b"")), "unloaded");
+    let answer = daemon.post_json("/v1/plugins", r#"{"id": "fixture"}"#, &[]);
+    assert_eq!(answer.status, 201, "{answer:?}");
+    assert_eq!(answer.json()["state"], "running");
+    daemon.post_json("/v1/plugins", r#"{"id": "missing"}"#, &[]).assert_error(404, "not_found");
+}
+
+#[test]
+fn d1_traversal_shaped_ids_are_refused_and_build_no_path() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    daemon.get("/v1/plugins/..%2f..%2fetc").assert_error(400, "invalid_argument");
+    daemon.get("/v1/plugins/..%2F..%2Fetc%2Fpasswd").assert_error(400, "invalid_argument");
+    daemon
+        .request("POST", "/v1/plugins/..%2f..%2fetc/reload", &[], b"")
+        .assert_error(400, "invalid_argument");
+    daemon.request("DELETE", "/v1/plugins/%2e%2e", &[], b"").assert_error(400, "invalid_argument");
+    daemon.post_json("/v1/plugins", r#"{"id": "../../etc"}"#, &[]).assert_error(400, "invalid_argument");
+    daemon.get("/v1/plugins/../../etc/passwd").assert_error(404, "not_found");
+    daemon.get("/v1/../../../etc/passwd").assert_error(404, "not_found");
+    daemon.post_json("/v1/call/..%2f..%2fetc/upper", "1", &[]).assert_error(404, "not_found");
+}
+
+#[test]
+fn d10_malformed_requests_get_a_4xx_json_error_and_slow_headers_time_out() {
+    let dir = fixture_dir();
+    let config = dir.path().join("plugbay.toml");
+    std::fs::write(&config, "[api]\nheader_read_timeout_ms = 300\n").unwrap();
+    let daemon = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()], None);
+    daemon.post_json("/v1/plugins", "{not json", &[]).assert_error(400, "invalid_argument");
+    daemon.post_json("/v1/plugins", r#"{"id": 5}"#, &[]).assert_error(400, "invalid_argument");
+    daemon.post_json("/v1/plugins", r#"{"id": "x", "extra": 1}"#, &[]).assert_error(400, "invalid_argument");
+    daemon
+        .request("POST", "/v1/plugins", &[("Content-Type", "text/plain")], b"{}")
+        .assert_error(415, "invalid_argument");
+    daemon.request("PUT", "/v1/plugins", &[], b"").assert_error(405, "invalid_argument");
+    daemon.get("/v1/events?bogus=1").assert_error(400, "invalid_argument");
+    for bad in ["0", "-5", "1e12", "1000000000000", "soon", ""] {
+        let answer =
+            daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[("x-plugbay-timeout-ms", bad)]);
+        answer.assert_error(400, "invalid_argument");
+    }
+    let answer =
+        daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[("x-plugbay-timeout-ms", "5000")]);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // Not HTTP at all: refused, and the daemon still serves.
+    assert_eq!(daemon.raw(b"\x16\x03\x01garbage\r\n\r\n").status / 100, 4);
+    // Headers that never finish: the connection is closed after the header read timeout.
+    let mut slow = TcpStream::connect(daemon.http).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert_eq!(daemon.get("/healthz").status, 200);
+}
+
+#[test]
+fn d9_oversize_bodies_get_413_before_they_are_read() {
+    let dir = fixture_dir();
+    let config = dir.path().join("plugbay.toml");
+    std::fs::write(&config, "[api]\nmax_body_bytes = 1024\n").unwrap();
+    let daemon = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()], None);
+    // A declared 1 GiB body, none of it sent: answered at once from the header.
+    let started = Instant::now();
+    let answer = daemon.raw(
+        format!(
+            "POST /v1/call/plugin:fixture/echo HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            daemon.http,
+            1u64 << 30
+        )
+        .as_bytes(),
+    );
+    answer.assert_error(413, "resource_exhausted");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A chunked body that passes the limit while streaming.
+    let mut request = format!(
+        "POST /v1/call/plugin:fixture/echo HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        daemon.http
+    )
+    .into_bytes();
+    for _ in 0..4 {
+        request.extend_from_slice(b"200\r\n");
+        request.extend_from_slice(&[b'x'; 0x200]);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    daemon.raw(&request).assert_error(413, "resource_exhausted");
+    // At the limit it goes through.
+    let answer = daemon.request("POST", "/v1/call/plugin:fixture/echo", &[], &[b'y'; 1024]);
+    assert_eq!((answer.status, answer.body.len()), (200, 1024));
+
+    runtime().block_on(async {
+        let mut client = daemon.grpc().await;
+        let request = pb::InvokeRequest {
+            target: "plugin:fixture".into(),
+            method: "echo".into(),
+            payload: vec![b'z'; 4096],
+            ..Default::default()
+        };
+        let status = client.invoke(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    });
+}
+
+#[test]
+fn d11_mutating_routes_need_the_token_and_foreign_host_names_are_refused() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], Some(TOKEN));
+    daemon.request("POST", "/v1/plugins/fixture/stop", &[], b"").assert_error(401, "permission_denied");
+    daemon
+        .request(
+            "POST",
+            "/v1/plugins/fixture/stop",
+            &[("Authorization", "Bearer wrong-token-0123456789")],
+            b"",
+        )
+        .assert_error(401, "permission_denied");
+    daemon.request("DELETE", "/v1/plugins/fixture", &[], b"").assert_error(401, "permission_denied");
+    daemon.post_json("/v1/plugins", r#"{"id":"fixture"}"#, &[]).assert_error(401, "permission_denied");
+    let bearer = format!("Bearer {TOKEN}");
+    let answer = daemon.request("POST", "/v1/plugins/fixture/stop", &[("Authorization", &bearer)], b"");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // Reading and calling need no token.
+    assert_eq!(daemon.get("/v1/plugins").status, 200);
+    assert_eq!(daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[]).status, 200);
+    // DNS rebinding: a page on evil.example resolving to 127.0.0.1.
+    let answer =
+        daemon.raw(b"GET /v1/plugins HTTP/1.1\r\nHost: evil.example:7878\r\nConnection: close\r\n\r\n");
+    answer.assert_error(403, "permission_denied");
+    let answer = daemon.raw(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n\r\n");
+    assert_eq!(answer.status, 200);
+
+    runtime().block_on(async {
+        let mut client = daemon.grpc().await;
+        let status = client.start_plugin(pb::PluginRequest { id: "fixture".into() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut request = tonic::Request::new(pb::PluginRequest { id: "fixture".into() });
+        request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+        assert_eq!(client.start_plugin(request).await.unwrap().into_inner().state, "running");
+    });
+}
+
+#[test]
+fn d11_a_public_bind_without_a_token_is_refused_before_listening() {
+    let dir = fixture_dir();
+    let output = Command::new(plugbay_binary())
+        .args(["run", "--http", "0.0.0.0:0", "--grpc", "127.0.0.1:0", "--plugins"])
+        .arg(dir.path())
+        .env_remove("PLUGBAY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty(), "nothing listened: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("0.0.0.0") && stderr.contains("PLUGBAY_TOKEN"), "{stderr}");
+}
+
+#[test]
+fn config_errors_name_the_file_the_field_and_what_is_allowed() {
+    let dir = PluginsDir::new();
+    let run = |config: &str| {
+        let path = dir.path().join("plugbay.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = Command::new(plugbay_binary()).arg("run").arg("--config").arg(&path).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        assert!(output.stdout.is_empty(), "nothing listened: {output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let error = run("[api]\nmax_body = 5\n");
+    assert!(
+        error.contains("plugbay.toml") && error.contains("max_body") && error.contains("max_body_bytes"),
+        "{error}"
+    );
+    let error = run("[api]\nmax_body_bytes = 0\n");
+    assert!(error.contains("api.max_body_bytes") && error.contains("1 to 1073741824"), "{error}");
+    let error = run("log_format = \"xml\"\n");
+    assert!(error.contains("log_format") && error.contains("\"json\""), "{error}");
+    let error = run("[http]\naddr = \"localhost\"\n");
+    assert!(error.contains("http.addr") && error.contains("IP:PORT"), "{error}");
+    let error = run("[shutdown]\ndrain_timeout_ms = -1\n");
+    assert!(error.contains("drain_timeout_ms"), "{error}");
+}
+
+#[test]
+fn sse_events_carry_lifecycle_transitions_and_metrics_count_calls() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let mut events = TcpStream::connect(daemon.http).unwrap();
+    write!(events, "GET /v1/events?topic=plugbay.lifecycle HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    events.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(events);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("200"), "{line}");
+    daemon.request("POST", "/v1/plugins/text-tools/stop", &[], b"");
+    let mut seen = String::new();
+    while !seen.contains("\"to\":\"stopped\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended: {seen}");
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("event: event") && seen.contains("\"topic\":\"plugbay.lifecycle\""), "{seen}");
+    assert!(seen.contains("\"to\":\"draining\""), "{seen}");
+
+    for _ in 0..3 {
+        daemon.post_json("/v1/call/plugin:fixture/echo", "1", &[]);
+    }
+    daemon.post_json("/v1/call/plugin:fixture/panic", "1", &[]);
+    daemon.post_json("/v1/call/nothing@1/x", "1", &[]);
+    let answer = daemon.get("/metrics");
+    assert!(answer.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(answer.body).unwrap();
+    for line in [
+        "plugbay_plugins_loaded 1",
+        "plugbay_calls_total{plugin=\"fixture\",method=\"echo\"} 3",
+        // A native plugin's latency is timed one call in 8, starting with the first.
+        "plugbay_call_duration_seconds_count{plugin=\"fixture\",method=\"echo\"} 1",
+        "plugbay_call_duration_seconds_bucket{plugin=\"fixture\",method=\"echo\",le=\"+Inf\"} 1",
+        "plugbay_call_errors_total{plugin=\"fixture\",method=\"panic\",code=\"internal\"} 1",
+        "plugbay_call_errors_total{plugin=\"\",method=\"\",code=\"not_found\"} 1",
+        "plugbay_plugin_state{plugin=\"text-tools\",state=\"stopped\"} 1",
+        "plugbay_plugin_instances{plugin=\"fixture\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn grpc_api_invokes_streams_manages_subscribes_and_reports_health() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    runtime().block_on(async {
+        let mut client = daemon.grpc().await;
+        let invoke = |target: &str, method: &str, payload: &str, id: u64| pb::InvokeRequest {
+            target: target.into(),
+            method: method.into(),
+            payload: payload.as_bytes().to_vec(),
+            content_type: "application/json".into(),
+            id,
+            timeout_ms: 0,
+        };
+        let reply =
+            client.invoke(invoke("text.transform@1", "upper", "\"grpc\"", 0)).await.unwrap().into_inner();
+        assert_eq!(
+            (reply.payload.as_slice(), reply.content_type.as_str()),
+            (&b"\"GRPC\""[..], "application/json")
+        );
+        let status = client.invoke(invoke("text.transform@1", "shout", "1", 0)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        let status = client.invoke(invoke("nothing@1", "x", "1", 0)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+
+        // Many calls on one stream, answered by id.
+        let requests: Vec<_> = (0..20).map(|i| invoke("plugin:fixture", "echo", &i.to_string(), i)).collect();
+        let mut results = client.invoke_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(result) = results.message().await.unwrap() {
+            let Some(pb::invoke_result::Outcome::Response(response)) = result.outcome else {
+                panic!("{result:?}")
+            };
+            assert_eq!(response.payload, result.id.to_string().into_bytes());
+            seen.insert(result.id);
+        }
+        assert_eq!(seen.len(), 20);
+
+        let listed = client.list_plugins(pb::ListPluginsRequest {}).await.unwrap().into_inner();
+        assert_eq!(
+            listed.plugins.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["fixture", "text-tools"]
+        );
+        let status = client.get_plugin(pb::PluginRequest { id: "nope".into() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+
+        let mut events = client
+            .subscribe(pb::SubscribeRequest { topics: vec!["plugbay.lifecycle".into()] })
+            .await
+            .unwrap()
+            .into_inner();
+        let id = || pb::PluginRequest { id: "text-tools".into() };
+        assert_eq!(client.stop_plugin(id()).await.unwrap().into_inner().state, "stopped");
+        assert_eq!(client.start_plugin(id()).await.unwrap().into_inner().state, "running");
+        assert_eq!(client.reload_plugin(id()).await.unwrap().into_inner().state, "running");
+        assert_eq!(client.unload_plugin(id()).await.unwrap().into_inner().state, "unloaded");
+        assert_eq!(client.load_plugin(id()).await.unwrap().into_inner().state, "running");
+        let status = client.load_plugin(pb::PluginRequest { id: "../etc".into() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let mut actions = Vec::new();
+        while actions.last().map(String::as_str) != Some("unloaded") {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            actions.push(event.action);
+        }
+        assert_eq!(actions[..2], ["draining".to_owned(), "stopped".to_owned()], "{actions:?}");
+
+        client
+            .publish(pb::PublishRequest {
+                topic: "demo.poke".into(),
+                action: "poked".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let status =
+            client.publish(pb::PublishRequest { topic: "".into(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", daemon.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = plugbay_proto::tonic_health::pb::health_client::HealthClient::new(channel);
+        let serving = health
+            .check(plugbay_proto::tonic_health::pb::HealthCheckRequest {
+                service: "plugbay.host.v1.HostApi".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            serving.status,
+            plugbay_proto::tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
+}
+
+#[test]
+fn f5_sigterm_during_calls_loses_no_call_and_exits_zero() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("");
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let addr = daemon.http;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                write!(
+                    stream,
+                    "POST /v1/call/fixture@1/sleep HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 3\r\nConnection: close\r\n\r\n800"
+                )
+                .unwrap();
+                let mut bytes = Vec::new();
+                stream.read_to_end(&mut bytes).unwrap();
+                Answer::parse(&bytes)
+            })
+        })
+        .collect();
+    // The same through gRPC: a unary call and four calls on one stream.
+    let grpc = daemon.grpc;
+    let grpc_calls = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let mut client = HostApiClient::connect(format!("http://{grpc}")).await.unwrap();
+            let sleep = |id| pb::InvokeRequest {
+                target: "fixture@1".into(),
+                method: "sleep".into(),
+                payload: b"800".to_vec(),
+                content_type: "application/json".into(),
+                id,
+                timeout_ms: 0,
+            };
+            let mut unary_client = client.clone();
+            let unary = unary_client.invoke(sleep(0));
+            let stream = async {
+                let mut results =
+                    client.invoke_stream(tokio_stream::iter((1..=4).map(sleep))).await?.into_inner();
+                let mut answered = Vec::new();
+                while let Some(result) = results.message().await? {
+                    answered.push(result);
+                }
+                Ok::<_, tonic::Status>(answered)
+            };
+            let (unary, stream) = tokio::join!(unary, stream);
+            (unary.map(|reply| reply.into_inner().payload), stream)
+        })
+    });
+    // Time for every call to be accepted and reach the plugin (each sleeps 800 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.terminate();
+    std::thread::sleep(Duration::from_millis(100));
+    // A call after the signal is not accepted: refused, or answered `unavailable` at once.
+    if let Ok(mut late) = TcpStream::connect(addr) {
+        let _ = write!(late, "GET /v1/plugins HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut bytes = Vec::new();
+        let _ = late.read_to_end(&mut bytes);
+        let answer = Answer::parse(&bytes);
+        assert!(answer.status == 0 || answer.status == 503, "{answer:?}");
+    }
+    for call in calls {
+        let answer = call.join().unwrap();
+        assert_eq!(answer.status, 200, "an accepted call completed: {answer:?}");
+        assert_eq!(answer.body, b"800");
+    }
+    let (unary, stream) = grpc_calls.join().unwrap();
+    assert_eq!(unary.expect("the unary gRPC call completed"), b"800");
+    let stream = stream.expect("the stream ended cleanly");
+    assert_eq!(stream.len(), 4, "{stream:?}");
+    for result in stream {
+        let Some(pb::invoke_result::Outcome::Response(response)) = result.outcome else {
+            panic!("{result:?}")
+        };
+        assert_eq!(response.payload, b"800");
+    }
+    assert_eq!(daemon.wait(Duration::from_secs(20)), Some(0));
+}
+
+#[test]
+fn the_cli_talks_to_a_running_daemon() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let addr = daemon.http.to_string();
+    let plugbay = |args: &[&str]| {
+        let output = Command::new(plugbay_binary()).args(args).args(["--addr", &addr]).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = plugbay(&["call", "text.transform@1", "upper", "\"cli\""]);
+    assert_eq!((code, out.trim()), (Some(0), "\"CLI\""));
+    let (code, _, err) = plugbay(&["call", "text.transform@1", "shout", "\"cli\""]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("permission_denied"), "{err}");
+    let (code, out, _) = plugbay(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("text-tools") && out.contains("running"), "{out}");
+    let mut events = Command::new(plugbay_binary())
+        .args(["events", "--topic", "plugbay.lifecycle", "--addr", &addr])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stream is open once the daemon answered the request; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(plugbay(&["stop", "text-tools"]).1.trim(), "text-tools: stopped");
+    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["topic"].as_str(), first["action"].as_str()),
+        (Some("plugbay.lifecycle"), Some("draining"))
+    );
+    assert_eq!(first["payload"]["plugin"], "text-tools");
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(plugbay(&["start", "text-tools"]).1.trim(), "text-tools: running");
+    assert_eq!(plugbay(&["reload", "text-tools"]).1.trim(), "text-tools: running");
+    let (code, _, err) = plugbay(&["stop", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nope"), "{err}");
+    let output = Command::new(plugbay_binary()).args(["list", "--addr", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the daemon"), "{output:?}");
+}
+
+#[test]
+fn openapi_describes_every_route_with_its_errors() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let document = daemon.get("/openapi.json").json();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."), "{document}");
+    let mut routes: Vec<String> = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            routes.push(format!("{} {path}", method.to_uppercase()));
+            let responses = operation["responses"].as_object().unwrap();
+            let is_v1 = path.starts_with("/v1/");
+            assert!(!is_v1 || responses.contains_key("403"), "{method} {path} documents the Host check");
+        }
+    }
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            "DELETE /v1/plugins/{id}",
+            "GET /healthz",
+            "GET /metrics",
+            "GET /readyz",
+            "GET /v1/events",
+            "GET /v1/plugins",
+            "GET /v1/plugins/{id}",
+            "POST /v1/call/{capability}/{method}",
+            "POST /v1/plugins",
+            "POST /v1/plugins/{id}/{action}",
+        ]
+    );
+    let error = &document["components"]["schemas"]["ApiError"]["properties"];
+    assert!(
+        error["code"].is_object() && error["message"].is_object() && error["plugin"].is_object(),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_python_grpcio_client_calls_through_stubs_generated_from_our_proto() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let client = plugbay_testkit::workspace_root().join("examples/clients/host_client.py");
+    let run = |args: &[&str]| {
+        let output =
+            Command::new("python3").arg(&client).arg(daemon.grpc.to_string()).args(args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["call", "text.transform@1", "upper", "\"from python\""]);
+    assert_eq!(code, Some(0), "{err}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply, serde_json::json!({"content_type": "application/json", "payload": "FROM PYTHON"}));
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"text-tools\"") && out.contains("\"running\""), "{out}");
+    let (code, _, err) = run(&["call", "text.transform@1", "shout", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: PERMISSION_DENIED: "), "{err}");
+    let (_, _, err) = run(&["call", "nothing@1", "x", "1"]);
+    assert!(err.starts_with("error: NOT_FOUND: "), "{err}");
+}
+
+/// schemathesis, installed by `scripts/test.sh` into `target/schemathesis`.
+fn schemathesis() -> std::path::PathBuf {
+    let path = plugbay_testkit::workspace_root().join("target/schemathesis/bin/schemathesis");
+    assert!(
+        path.exists(),
+        "{} is missing; scripts/test.sh installs it (or: python3 -m venv target/schemathesis && \
+         target/schemathesis/bin/pip install schemathesis)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn schemathesis_finds_nothing_wrong_with_the_http_api() {
+    let dir = fixture_dir();
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let url = format!("http://{}", daemon.http);
+    let output = Command::new(schemathesis())
+        .args(["run", &format!("{url}/openapi.json"), "--url", &url, "--max-examples", "25", "--seed", "1"])
+        // The event stream never ends, so schemathesis cannot check a response of it.
+        .args(["--exclude-path", "/v1/events"])
+        // DELETE unloads a plugin, which stays listed (state `unloaded`) so that it can be
+        // loaded again; schemathesis's use-after-free check expects a 404 after a DELETE.
+        .args(["--exclude-checks", "use_after_free"])
+        .env("NO_COLOR", "1")
+        // It keeps a cache (`.schemathesis/`) in its working directory.
+        .current_dir(dir.path())
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("Tested: 9"), "every operation but the event stream was tested:\n{report}");
+}
+
+#[test]
+fn a_callers_deadline_is_kept_and_capped_by_the_plugins_timeout() {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture("\n[limits]\ntimeout_ms = 300\n");
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let sleep = |ms: &str, deadline: &str| {
+        let started = Instant::now();
+        let answer = daemon.post_json("/v1/call/fixture@1/sleep", ms, &[("x-plugbay-timeout-ms", deadline)]);
+        (answer, started.elapsed())
+    };
+    // The caller's deadline, when sooner than the plugin's.
+    let (answer, took) = sleep("2000", "100");
+    answer.assert_error(504, "deadline_exceeded");
+    assert!(took < Duration::from_millis(280), "{took:?}");
+    // The plugin's timeout, when sooner than the caller's.
+    let (answer, took) = sleep("2000", "60000");
+    answer.assert_error(504, "deadline_exceeded");
+    assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "{took:?}");
+    // Within both: answered.
+    let (answer, _) = sleep("10", "60000");
+    assert_eq!((answer.status, answer.body.as_slice()), (200, &b"10"[..]), "{answer:?}");
+    runtime().block_on(async {
+        let mut client = daemon.grpc().await;
+        let mut request = tonic::Request::new(pb::InvokeRequest {
+            target: "fixture@1".into(),
+            method: "sleep".into(),
+            payload: b"2000".to_vec(),
+            content_type: "application/json".into(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(60));
+        let started = Instant::now();
+        let status = client.invoke(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    });
+}
