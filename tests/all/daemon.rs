@@ -687,6 +687,47 @@ fn the_cli_talks_to_a_running_daemon() {
 }
 
 #[test]
+fn crash_reports_are_listed_by_the_api_and_the_cli() {
+    let dir = PluginsDir::new();
+    dir.add_canary();
+    dir.add_process_fixture("[restart]\nbackoff_ms = 1\n");
+    let daemon = Daemon::start(dir.path(), &[], None);
+    daemon.post_json("/v1/call/fixture@1/exit", "7", &[]).assert_error(503, "unavailable");
+    let started = std::time::Instant::now();
+    let reports = loop {
+        let answer = daemon.get("/v1/crashes?plugin=fixture");
+        assert_eq!(answer.status, 200);
+        let reports = answer.json();
+        if reports.as_array().is_some_and(|list| !list.is_empty()) {
+            break reports;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no crash report");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reports[0]["plugin"], "fixture");
+    assert!(reports[0]["reason"].as_str().unwrap().contains("exit status: 7"), "{reports}");
+    assert!(reports[0]["action"].as_str().unwrap().starts_with("restart 1 of 5"), "{reports}");
+    assert_eq!(daemon.get("/v1/crashes?plugin=text-tools").json(), serde_json::json!([]));
+    daemon.get("/v1/crashes?colour=red").assert_error(400, "invalid_argument");
+    let output = Command::new(plugbay_binary())
+        .args(["crashes", "fixture", "--addr", &daemon.http.to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(out.contains("fixture#0  restart 1 of 5") && out.contains("exit status: 7"), "{out}");
+    assert!(out.contains("call exit (1 B"), "{out}");
+    // The restarted plugin answers, and the metrics count the restart.
+    let started = std::time::Instant::now();
+    while daemon.post_json("/v1/call/fixture@1/echo", "1", &[]).status != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = String::from_utf8_lossy(&daemon.get("/metrics").body).into_owned();
+    assert!(metrics.contains("plugbay_plugin_restarts_total{plugin=\"fixture\"} 1"), "{metrics}");
+}
+
+#[test]
 fn openapi_describes_every_route_with_its_errors() {
     let dir = fixture_dir();
     let daemon = Daemon::start(dir.path(), &[], None);
@@ -709,6 +750,7 @@ fn openapi_describes_every_route_with_its_errors() {
             "GET /healthz",
             "GET /metrics",
             "GET /readyz",
+            "GET /v1/crashes",
             "GET /v1/events",
             "GET /v1/plugins",
             "GET /v1/plugins/{id}",
@@ -787,7 +829,7 @@ fn schemathesis_finds_nothing_wrong_with_the_http_api() {
         "schemathesis found failures:\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(report.contains("Tested: 9"), "every operation but the event stream was tested:\n{report}");
+    assert!(report.contains("Tested: 10"), "every operation but the event stream was tested:\n{report}");
 }
 
 #[test]

@@ -504,6 +504,7 @@ impl Host {
                     state: status.state,
                     instances: status.slots.len(),
                     restarts: u64::from(status.restarts),
+                    stuck_calls: stuck_calls(&status.slots),
                     methods: status.stats.as_ref().map(|stats| stats.snapshot()).unwrap_or_default(),
                 }
             })
@@ -598,12 +599,7 @@ impl PluginEntry {
             error: status.error.clone(),
             instances: status.slots.len(),
             restarts: status.restarts,
-            stuck_calls: status
-                .slots
-                .iter()
-                .filter_map(|slot| slot.watch.as_ref())
-                .map(|watch| watch.stuck_total.load(std::sync::atomic::Ordering::Relaxed))
-                .sum(),
+            stuck_calls: stuck_calls(&status.slots),
             lazy: status.lazy,
             reload_error: status.reload_error.clone(),
         }
@@ -1077,6 +1073,12 @@ fn overrun(started_ms: u64, budget: std::time::Duration) -> Option<Error> {
             ),
         )
     })
+}
+
+/// In-process calls seen stuck past their timeout on `slots`.
+fn stuck_calls(slots: &[Arc<Slot>]) -> u64 {
+    let stuck = slots.iter().filter_map(|slot| slot.watch.as_ref());
+    stuck.map(|watch| watch.stuck_total.load(std::sync::atomic::Ordering::Relaxed)).sum()
 }
 
 /// Reads and validates `folder/plugin.toml` (the folder's name must be the id).

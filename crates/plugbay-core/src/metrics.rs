@@ -188,8 +188,11 @@ pub struct PluginMetrics {
     pub state: State,
     /// How many instances serve calls now.
     pub instances: usize,
-    /// How many times it was started again after its first start (by `start` or `reload`).
+    /// Restarts the supervisor made (after crashes, failed health checks, failed starts)
+    /// since the plugin was last loaded or started by hand.
     pub restarts: u64,
+    /// In-process calls seen running past their timeout (they cannot be pre-empted).
+    pub stuck_calls: u64,
     /// Per method, sorted by name; empty until its manifest was read.
     pub methods: Vec<MethodMetrics>,
 }

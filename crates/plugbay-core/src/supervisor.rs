@@ -129,7 +129,7 @@ pub struct Alert {
 }
 
 /// One call an instance served, as remembered for crash reports: never the payload bytes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallRecord {
     /// The method.
     pub method: String,
@@ -188,7 +188,7 @@ impl RecentCalls {
 
 /// A record of one crash (an instance that died, failed its health checks, or failed to
 /// start under a restart policy).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CrashReport {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,

@@ -90,6 +90,26 @@ pub enum Command {
     /// Print the daemon's events as they happen, one JSON object per line, until
     /// interrupted (lifecycle transitions are on topic plugbay.lifecycle).
     Events(EventsArgs),
+
+    /// List the daemon's crash reports, oldest first: when, which plugin and instance, why
+    /// (exit status or signal, last stderr lines), what the supervisor did, and the last
+    /// calls before it (method, payload size, duration; never payload bytes).
+    Crashes(CrashesArgs),
+}
+
+/// Arguments of `plugbay crashes`.
+#[derive(Debug, Args)]
+pub struct CrashesArgs {
+    /// Only this plugin's crashes.
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
+
+    /// Print the reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 /// Where the daemon is, for the commands that talk to it.

@@ -57,6 +57,7 @@ pub async fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Stop(args) => manage::plugin(&args, "stop").await,
         Command::Start(args) => manage::plugin(&args, "start").await,
         Command::Events(args) => manage::events(&args).await,
+        Command::Crashes(args) => manage::crashes(&args).await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `plugbay reload|stop|start ID` and `plugbay events`: requests to the running daemon.
+//! `plugbay reload|stop|start ID`, `plugbay events` and `plugbay crashes`: requests to the
+//! running daemon.
 
 use std::io::Write as _;
 
@@ -7,9 +8,9 @@ use http_body_util::BodyExt as _;
 use hyper::Method;
 use plugbay_core::PluginInfo;
 
-use crate::cli::{EventsArgs, PluginArgs};
+use crate::cli::{CrashesArgs, EventsArgs, PluginArgs};
 use crate::client::{Daemon, segment};
-use crate::commands::Outcome;
+use crate::commands::{Outcome, print_json};
 
 /// Runs `plugbay reload|stop|start ID` (`action`): prints `ID: STATE` when done, the
 /// daemon's error otherwise.
@@ -61,6 +62,48 @@ pub async fn events(args: &EventsArgs) -> anyhow::Result<Outcome> {
                 out.write_all(data)?;
                 out.flush()?;
             }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// Runs `plugbay crashes [ID]`: the daemon's crash reports, oldest first.
+///
+/// # Errors
+/// When the daemon cannot be reached, answers something unexpected, or stdout cannot be
+/// written.
+pub async fn crashes(args: &CrashesArgs) -> anyhow::Result<Outcome> {
+    let daemon = Daemon::new(&args.daemon.addr);
+    let path = match &args.id {
+        Some(id) => format!("/v1/crashes?plugin={}", segment(id)),
+        None => "/v1/crashes".to_owned(),
+    };
+    let body = match daemon.exchange(Method::GET, &path, None, &[]).await? {
+        Ok((_, body)) => body,
+        Err(error) => {
+            eprintln!("error: {}", error.message);
+            return Ok(Outcome::Failed);
+        }
+    };
+    let reports: Vec<plugbay_core::supervisor::CrashReport> =
+        serde_json::from_slice(&body).context("the daemon's crash reports are not what plugbay expects")?;
+    if args.json {
+        print_json(&reports)?;
+        return Ok(Outcome::Done);
+    }
+    if reports.is_empty() {
+        eprintln!("no crashes");
+    }
+    let mut out = std::io::stdout().lock();
+    for report in &reports {
+        writeln!(out, "{} ms  {}#{}  {}", report.time_ms, report.plugin, report.instance, report.action)?;
+        for line in report.reason.lines() {
+            writeln!(out, "    {line}")?;
+        }
+        for call in &report.last_calls {
+            let (method, bytes, us, outcome) =
+                (&call.method, call.payload_bytes, call.duration_us, &call.outcome);
+            writeln!(out, "    call {method} ({bytes} B, {us} us): {outcome}")?;
         }
     }
     Ok(Outcome::Done)

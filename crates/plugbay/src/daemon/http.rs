@@ -58,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(plugin, unload))
         .routes(routes!(action))
         .routes(routes!(events))
+        .routes(routes!(crashes))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(prometheus))
@@ -377,6 +378,32 @@ async fn events(
         })
         .take_until(state.shutdown.wait());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The query of `GET /v1/crashes`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CrashesQuery {
+    /// Only this plugin's crashes. Default: every plugin's.
+    plugin: Option<String>,
+}
+
+/// `GET /v1/crashes[?plugin=ID]`: crash reports, oldest first (the last 256 are kept).
+#[utoipa::path(get, path = "/v1/crashes", tag = "plugins", params(CrashesQuery),
+    responses(
+        (status = 200, description = "Crash reports, oldest first", body = Vec<crate::daemon::openapi::CrashSchema>),
+        (status = 400, description = "malformed query", body = ApiError),
+        (status = 403, description = "Host header not allowed", body = ApiError),
+    )
+)]
+async fn crashes(
+    State(state): State<ApiState>,
+    query: Result<Query<CrashesQuery>, QueryRejection>,
+) -> Result<Json<Vec<plugbay_core::supervisor::CrashReport>>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::new(Code::InvalidArgument, rejection.body_text()))?;
+    Ok(Json(state.host.crashes(query.plugin.as_deref())))
 }
 
 /// `GET /healthz`: the daemon answers.

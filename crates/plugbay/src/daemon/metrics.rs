@@ -30,15 +30,21 @@ pub fn render(snapshot: &MetricsSnapshot) -> String {
             );
         }
     }
-    let per_plugin: [PerPlugin; 2] = [
+    let per_plugin: [PerPlugin; 3] = [
         ("plugbay_plugin_instances", "gauge", "Instances serving calls, per plugin.", |p: &PluginMetrics| {
             p.instances as u64
         }),
         (
             "plugbay_plugin_restarts_total",
             "counter",
-            "Starts after the first, per plugin.",
+            "Restarts by the supervisor (crashes, failed health checks, failed starts), per plugin.",
             |p: &PluginMetrics| p.restarts,
+        ),
+        (
+            "plugbay_plugin_stuck_calls_total",
+            "counter",
+            "In-process calls seen running past their timeout (not pre-emptible), per plugin.",
+            |p: &PluginMetrics| p.stuck_calls,
         ),
     ];
     for (name, kind, help, value) in per_plugin {
@@ -123,6 +129,7 @@ mod tests {
                 state: State::Running,
                 instances: 1,
                 restarts: 2,
+                stuck_calls: 0,
                 methods: vec![MethodMetrics {
                     method: "get".into(),
                     calls: 3,

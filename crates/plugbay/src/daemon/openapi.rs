@@ -13,7 +13,7 @@ use crate::daemon::errors::ApiError;
         title = "plugbay",
         description = "The plugbay daemon's HTTP/JSON API: calls to plugins, plugin management, events, health and metrics. Errors are JSON {code, message, plugin?}."
     ),
-    components(schemas(PluginSchema, ErrorInfoSchema))
+    components(schemas(PluginSchema, ErrorInfoSchema, CrashSchema, CallRecordSchema))
 )]
 pub struct ApiDoc;
 
@@ -37,6 +37,51 @@ pub struct PluginSchema {
     capabilities: Vec<String>,
     /// Why it is not running, when it failed.
     error: Option<ErrorInfoSchema>,
+    /// Instances (replicas) serving calls now.
+    instances: u64,
+    /// Restarts the supervisor made since the plugin was last loaded or started by hand.
+    restarts: u32,
+    /// In-process calls seen running past their timeout.
+    stuck_calls: u64,
+    /// Loaded on its first call (`[load] lazy`).
+    lazy: bool,
+    /// Why the last reload failed (the previous version kept serving).
+    reload_error: Option<ErrorInfoSchema>,
+}
+
+/// A crash: an instance that died, failed its health checks, or failed to start under a
+/// restart policy (`plugbay_core::supervisor::CrashReport` serialised).
+#[derive(ToSchema)]
+#[schema(as = Crash)]
+#[allow(dead_code)] // A description of JSON the library writes; never built here.
+pub struct CrashSchema {
+    /// When, in milliseconds since the Unix epoch.
+    time_ms: u64,
+    /// The plugin id.
+    plugin: String,
+    /// Which replica (0-based).
+    instance: u64,
+    /// Exit status or signal, trap, init error, with the last stderr lines.
+    reason: String,
+    /// The instance's last calls, oldest first (never payload bytes).
+    last_calls: Vec<CallRecordSchema>,
+    /// What the supervisor did: `restart 1 of 5 in 100 ms`, `quarantined after ...`, ...
+    action: String,
+}
+
+/// One call an instance served before it crashed.
+#[derive(ToSchema)]
+#[schema(as = CallRecord)]
+#[allow(dead_code)] // A description of JSON the library writes; never built here.
+pub struct CallRecordSchema {
+    /// The method.
+    method: String,
+    /// Request payload size in bytes.
+    payload_bytes: u64,
+    /// Duration in microseconds (0 while it ran).
+    duration_us: u64,
+    /// `ok`, an error code, or `in flight`.
+    outcome: String,
 }
 
 /// Why a plugin failed.
