@@ -13,3 +13,4 @@ mod native;
 mod process;
 mod python;
 mod support;
+mod wasm;

@@ -29,6 +29,10 @@ pub struct HostConfig {
     pub max_call_depth: u32,
     /// Configuration bytes handed to a plugin's init, by plugin id. Default: none (empty).
     pub plugin_config: BTreeMap<String, Vec<u8>>,
+    /// Where the wasm runtime caches compiled components (created with mode 0700; used only
+    /// if the host's user alone can write it), so a second start skips compilation.
+    /// Default: `None` (no cache: every load compiles).
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -42,6 +46,7 @@ impl Default for HostConfig {
             event_queue: 1024,
             max_call_depth: 16,
             plugin_config: BTreeMap::new(),
+            wasm_cache_dir: None,
         }
     }
 }

@@ -30,7 +30,7 @@
 //!   [`Host::invoke_sync`] and [`Host::resolve`] are the synchronous fast paths.
 //! - **Errors**: every failure is an [`Error`] with a gRPC-like [`Code`] and the plugin,
 //!   file, field or method it is about.
-#![deny(unsafe_code)] // allowed only in runtime/native.rs, the C ABI boundary
+#![deny(unsafe_code)] // allowed only in runtime/native.rs (the C ABI), sandbox/ and runtime/wasm/cache.rs
 
 pub mod bus;
 pub mod call;
@@ -52,4 +52,6 @@ pub use config::HostConfig;
 pub use error::{Code, Error, Result};
 pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
 pub use lifecycle::State;
-pub use manifest::{Manifest, ProcessSettings, ProcessTransport, RuntimeKind};
+pub use manifest::{
+    Manifest, ProcessSettings, ProcessTransport, RuntimeKind, WasmInstanceMode, WasmSettings,
+};
