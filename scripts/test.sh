@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs plugbay's whole test suite on a fresh machine: installs what is missing (a C
-# compiler for the C plugins and the ABI layout check, python3's gRPC packages for the
+# compiler for the C plugins and the ABI layout check, clang/lld/wasi-libc for the C plugins
+# compiled to WebAssembly, python3's gRPC packages for the
 # Python example plugin), then formatting and lint checks,
 # every unit and integration test, and the doctests. `.ci/run` calls exactly this.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_c_compiler
+ensure_wasm_c_toolchain
 ensure_python_grpc
 
 echo "== format and lints"

@@ -329,3 +329,111 @@ async fn wasm_load_unload_cycles_return_fds_and_memory() {
     let grown = rss_after.saturating_sub(rss);
     assert!(grown < 16 << 20, "RSS grew {} KiB over 200 cycles ({rss} -> {rss_after})", grown >> 10);
 }
+
+#[tokio::test]
+async fn c_text_tools_wasm_serves_text_transform_beside_the_native_one() {
+    let dir = PluginsDir::new();
+    dir.add_canary();
+    let manifest =
+        std::fs::read(plugbay_testkit::workspace_root().join("examples/plugins/text-tools-wasm/plugin.toml"))
+            .unwrap();
+    dir.write_manifest("text-tools-wasm", manifest);
+    dir.write_file("text-tools-wasm", "plugin.wasm", plugbay_testkit::wasm::text_tools_wasm());
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "text-tools-wasm").state, State::Running);
+    assert_eq!(info(&host, "text-tools").state, State::Running);
+    for (method, payload) in [
+        ("upper", Payload::json("Hello, \"wasm\"\n").unwrap()),
+        ("lower", Payload::json("MiXeD \\ CaSe").unwrap()),
+        ("reverse", Payload::json("abc ü 😀").unwrap()),
+        ("word-count", Payload::json("two words\nand three\n").unwrap()),
+        ("upper", Payload::with_type(&b"plain text"[..], plugbay_core::ContentType::TEXT)),
+    ] {
+        let answer = async |plugin: &str| {
+            let call = Call {
+                target: plugbay_core::Target::parse(&format!("plugin:{plugin}")),
+                ..Call::new("x@1", method, payload.clone())
+            };
+            host.invoke(call).await.unwrap_or_else(|error| panic!("{plugin} {method}: {error}"))
+        };
+        let (native, wasm) = (answer("text-tools").await, answer("text-tools-wasm").await);
+        assert_eq!(wasm.content_type.as_str(), native.content_type.as_str(), "{method}");
+        if native.content_type.as_str() == "application/json" {
+            assert_eq!(
+                wasm.to_json::<serde_json::Value>().unwrap(),
+                native.to_json::<serde_json::Value>().unwrap(),
+                "{method}"
+            );
+        } else {
+            assert_eq!(wasm.bytes, native.bytes, "{method}");
+        }
+    }
+    let error = host
+        .invoke(Call {
+            target: plugbay_core::Target::parse("plugin:text-tools-wasm"),
+            ..Call::new("x@1", "upper", Payload::json(&42).unwrap())
+        })
+        .await
+        .unwrap_err();
+    assert_error(&error, Code::InvalidArgument, &["expects a JSON string"]);
+}
+
+fn probe_call(method: &str, argument: &str) -> Call {
+    Call::new(
+        "probe@1",
+        method,
+        Payload::with_type(argument.as_bytes().to_vec(), plugbay_core::ContentType::TEXT),
+    )
+    .with_timeout(Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn d8_guest_reaches_only_what_its_manifest_grants() {
+    let dir = PluginsDir::new();
+    add_canary(&dir);
+    let folder = dir.write_manifest(
+        "probe",
+        wasm_manifest(
+            "probe",
+            "plugin.wasm",
+            &[("probe@1", &["read", "write", "env", "print"])],
+            "\n[permissions]\nread = [\"data\"]\nwrite = [\"out\"]\nenv = [\"PLUGBAY_PROBE_GRANTED\"]\n",
+        ),
+    );
+    dir.write_file("probe", "plugin.wasm", plugbay_testkit::wasm::probe("probe"));
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    std::fs::create_dir_all(folder.join("out")).unwrap();
+    std::fs::write(folder.join("data/hello.txt"), "hello").unwrap();
+    std::fs::write(folder.join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(folder.join("secret.txt"), folder.join("data/link-out")).unwrap();
+    // SAFETY: set before the host starts; no other thread of this test reads the environment.
+    unsafe {
+        std::env::set_var("PLUGBAY_PROBE_GRANTED", "yes");
+        std::env::set_var("PLUGBAY_PROBE_HIDDEN", "no");
+    }
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "probe").state, State::Running, "{:?}", info(&host, "probe").error);
+
+    let read = host.invoke(probe_call("read", "data/hello.txt")).await.unwrap();
+    assert_eq!(&read.bytes[..], b"hello");
+    for outside in ["secret.txt", "data/../secret.txt", "../probe/secret.txt", "/etc/passwd", "data/link-out"]
+    {
+        let error = host.invoke(probe_call("read", outside)).await.unwrap_err();
+        assert_error(&error, Code::PermissionDenied, &[outside]);
+    }
+    // Read-only where only read is granted; writable where write is.
+    assert_eq!(
+        host.invoke(probe_call("write", "data/new.txt\nx")).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(!folder.join("data/new.txt").exists());
+    assert_eq!(&host.invoke(probe_call("write", "out/new.txt\nwritten")).await.unwrap().bytes[..], b"ok");
+    assert_eq!(std::fs::read_to_string(folder.join("out/new.txt")).unwrap(), "written");
+
+    assert_eq!(&host.invoke(probe_call("env", "PLUGBAY_PROBE_GRANTED")).await.unwrap().bytes[..], b"yes");
+    let hidden = host.invoke(probe_call("env", "PLUGBAY_PROBE_HIDDEN")).await.unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden}");
+    // Output goes to the host's log; the call itself succeeds.
+    assert_eq!(&host.invoke(probe_call("print", "to the log")).await.unwrap().bytes[..], b"ok");
+    assert_canary_answers(&host).await;
+}

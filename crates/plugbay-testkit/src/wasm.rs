@@ -268,21 +268,58 @@ pub fn write_guest(
 }
 
 /// Compiles C source into a core WebAssembly module with Debian's `clang` (target
-/// `wasm32-wasi`, sysroot `/usr` with wasi-libc), linked by `wasm-ld` as a reactor that
-/// exports everything it defines.
+/// `wasm32-wasi`, sysroot `/usr` with wasi-libc), linked by `wasm-ld` as a reactor (no
+/// `main`; the plugin's exports are marked with `export_name`).
 ///
 /// # Panics
 /// If clang, lld or wasi-libc is missing (the message says how to install them) or the
 /// compile fails.
 pub fn compile_c_to_wasm(source: &Path, out: &Path) {
+    compile_c_to_wasm_with(source, out, &[]);
+}
+
+/// [`compile_c_to_wasm`] with extra compiler flags (e.g. `-DPLUGIN_ID="x"`).
+///
+/// # Panics
+/// As [`compile_c_to_wasm`].
+pub fn compile_c_to_wasm_with(source: &Path, out: &Path, flags: &[&str]) {
     let status = std::process::Command::new("clang")
-        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-mexec-model=reactor"])
-        .args(["-Wl,--export-dynamic", "-Wl,--no-entry", "-o"])
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-mexec-model=reactor", "-Wall", "-Werror"])
+        .args(flags)
+        .arg("-o")
         .arg(out)
         .arg(source)
         .status()
         .unwrap_or_else(|error| {
-            panic!("cannot run clang ({error}); install it with: apt-get install clang lld wasi-libc")
+            panic!("cannot run clang ({error}); install it with: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32")
         });
-    assert!(status.success(), "clang failed on {} (apt-get install clang lld wasi-libc)", source.display());
+    assert!(
+        status.success(),
+        "clang failed on {} (apt-get install clang lld wasi-libc libclang-rt-dev-wasm32)",
+        source.display()
+    );
+}
+
+/// Compiles C source with [`compile_c_to_wasm`] and wraps it into a component of the
+/// `plugbay:plugin` world (with the WASI adapter when it uses wasi-libc's I/O).
+///
+/// # Panics
+/// As [`compile_c_to_wasm`] and [`componentize_with`].
+pub fn component_from_c(source: &Path, flags: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let core = dir.path().join("module.wasm");
+    compile_c_to_wasm_with(source, &core, flags);
+    componentize_with(&std::fs::read(&core).expect("read the module"), &[&contract()], "plugin")
+}
+
+/// The C example `examples/plugins/text-tools-wasm` as a component (`text.transform@1`,
+/// the same methods as the native text-tools).
+pub fn text_tools_wasm() -> Vec<u8> {
+    component_from_c(&workspace_root().join("examples/plugins/text-tools-wasm/text_tools.c"), &[])
+}
+
+/// The sandbox probe (`fixtures/wasm/probe.c`, capability `probe@1`) as plugin `id`.
+pub fn probe(id: &str) -> Vec<u8> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wasm/probe.c");
+    component_from_c(&source, &[&format!("-DPLUGIN_ID=\"{id}\"")])
 }

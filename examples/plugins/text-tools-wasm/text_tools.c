@@ -44,6 +44,12 @@ void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
 }
 
 /* result<payload, failure> (call) and result<_, failure> (init, on-event). */
+/* Frees memory the host allocated for an argument; empty strings and lists were never
+ * allocated (the host may pass any aligned pointer for them). */
+static void release(void *ptr, size_t len) {
+    if (len) free(ptr);
+}
+
 struct ret {
     uint8_t is_err;
     union {
@@ -74,8 +80,7 @@ EXPORT(GUEST "describe") void *describe(void) {
 }
 
 EXPORT(GUEST "init") struct ret *init(uint8_t *config, size_t len) {
-    (void)len;
-    free(config);
+    release(config, len);
     static const char ready[] = "text-tools-wasm ready: text.transform@1";
     host_log(LEVEL_DEBUG, ready, sizeof ready - 1);
     return ok_empty();
@@ -84,8 +89,8 @@ EXPORT(GUEST "init") struct ret *init(uint8_t *config, size_t len) {
 EXPORT(GUEST "on-event")
 struct ret *on_event(char *topic, size_t topic_len, char *action, size_t action_len, char *source,
                      size_t source_len, char *ct, size_t ct_len, uint8_t *data, size_t data_len) {
-    (void)topic_len, (void)action_len, (void)source_len, (void)ct_len, (void)data_len;
-    free(topic), free(action), free(source), free(ct), free(data);
+    release(topic, topic_len), release(action, action_len), release(source, source_len);
+    release(ct, ct_len), release(data, data_len);
     return ok_empty();
 }
 
@@ -303,7 +308,7 @@ struct ret *call(char *method, size_t method_len, char *ct, size_t ct_len, uint8
     } else {
         result = transform(method, method_len, json, &text, &out);
     }
-    free(method), free(ct), free(bytes), free(text.data);
+    release(method, method_len), release(ct, ct_len), release(bytes, len), free(text.data);
     if (result->is_err) {
         free(out.data);
     } else {

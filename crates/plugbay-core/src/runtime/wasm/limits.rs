@@ -87,7 +87,7 @@ pub(crate) fn guest_failure(error: &wasmtime::Error, doing: &str) -> Error {
             Code::ResourceExhausted,
             format!("{doing}: wasm stack overflow (deep recursion; the stack is bounded)"),
         ),
-        Some(trap) => Error::internal(format!("{doing}: wasm trap: {trap}")),
+        Some(trap) => Error::internal(format!("{doing}: {trap}")),
         None => Error::internal(format!("{doing}: {error:#}")),
     }
 }
