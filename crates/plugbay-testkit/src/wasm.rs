@@ -244,15 +244,8 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
 
 /// A manifest for a wasm plugin; `extra` is appended (e.g. `[limits]` or `[wasm]` tables).
 pub fn wasm_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])], extra: &str) -> String {
-    let mut text =
-        format!("[plugin]\nid = \"{id}\"\nversion = \"0.1.0\"\nruntime = \"wasm\"\nentry = \"{entry}\"\n");
-    text.push_str("\n[provides]\n");
-    for (capability, methods) in provides {
-        let methods: Vec<String> = methods.iter().map(|m| format!("\"{m}\"")).collect();
-        text.push_str(&format!("\"{capability}\" = [{}]\n", methods.join(", ")));
-    }
-    text.push_str(extra);
-    text
+    let native = crate::native_manifest(id, entry, provides);
+    format!("{}{extra}", native.replacen("runtime = \"native\"", "runtime = \"wasm\"", 1))
 }
 
 /// Writes a plugin folder `dir/<id>/` with `plugin.wasm` (the test guest) and its manifest.
