@@ -20,6 +20,19 @@ ensure_c_compiler() {
     fi
 }
 
+# Debian's clang, lld, wasi-libc and the wasm32 compiler-rt builtins, for the C plugins
+# compiled to WebAssembly (examples/plugins/text-tools-wasm, the testkit's wasm probe). Never
+# downloads a toolchain: only the distribution's packages.
+ensure_wasm_c_toolchain() {
+    if command -v clang >/dev/null 2>&1 && command -v wasm-ld >/dev/null 2>&1 \
+        && [ -f /usr/lib/wasm32-wasi/libc.a ] \
+        && printf 'int f(void){return 0;}\n' | clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor \
+            -x c - -o /dev/null >/dev/null 2>&1; then
+        return 0
+    fi
+    apt_install clang lld wasi-libc libclang-rt-dev-wasm32
+}
+
 # python3 with grpcio, grpcio-tools and grpcio-health-checking, for the Python example
 # process plugin (examples/plugins/py-wordfreq): its build generates gRPC stubs with
 # grpc_tools, and the program imports grpc and grpc_health. Installed with pip into the

@@ -16,3 +16,4 @@ mod python;
 mod reload;
 mod supervision;
 mod support;
+mod wasm;

@@ -12,7 +12,10 @@
 //! folder for each, `<out>/<id>/` holding `plugin.toml` and the library named as the
 //! manifest's `entry` plus the platform suffix (`libtext_tools.so` on Linux). The Rust
 //! examples are built with cargo (release unless `--debug`), the C example with the system
-//! C compiler (`$CC`, default `cc`). The default `<out>` is `<workspace>/target/plugins`,
+//! C compiler (`$CC`, default `cc`), the C wasm example (`text-tools-wasm`) with Debian's
+//! clang + lld + wasi-libc into a core module that `wit-component` turns into a component
+//! of `wit/plugbay.wit` (`plugin.wasm`; skipped with a warning when that toolchain is
+//! missing). The default `<out>` is `<workspace>/target/plugins`,
 //! the folder the CLI examples pass to `--plugins`.
 //!
 //! The Python example is a process plugin: its folder holds `plugin.toml`, the program
@@ -63,6 +66,12 @@ const RUST_PLUGINS: &[(&str, &str)] =
 
 /// The C example plugins: the folder under the workspace and the source file in it.
 const C_PLUGINS: &[(&str, &str)] = &[("examples/plugins/c-checksum", "checksum.c")];
+/// The C examples compiled to WebAssembly (Debian's clang + lld + wasi-libc) and wrapped
+/// into components of `wit/plugbay.wit`: (folder, source). The artifact is the manifest's
+/// `entry` (`plugin.wasm`).
+const WASM_C_PLUGINS: &[(&str, &str)] = &[("examples/plugins/text-tools-wasm", "text_tools.c")];
+/// What to run when the wasm C toolchain is missing.
+const WASM_TOOLCHAIN_INSTALL: &str = "apt-get install clang lld wasi-libc libclang-rt-dev-wasm32";
 
 /// The Python example plugins (process plugins): the folder under the workspace, whose
 /// `plugin.toml` names the program as its `entry`.
@@ -189,6 +198,19 @@ fn plugins(options: PluginsOptions) -> Result<()> {
         built.push((staging.install(manifest, folder)?, profile));
     }
     let mut skipped = Vec::new();
+    for (dir, source) in WASM_C_PLUGINS {
+        let manifest = Manifest::read(&root.join(dir), "wasm")?;
+        if let Err(reason) = wasm_toolchain() {
+            skipped.push((manifest.id, format!("{reason}; install it with `{WASM_TOOLCHAIN_INSTALL}`")));
+            continue;
+        }
+        let folder = staging.folder(&manifest)?;
+        let component = plugbay_testkit::wasm::component_from_c(&manifest.dir.join(source), &[]);
+        let artifact = folder.join(manifest.artifact_file_name());
+        fs::write(&artifact, component)
+            .map_err(|error| format!("cannot write {}: {error}", artifact.display()))?;
+        built.push((staging.install(manifest, folder)?, "wasm"));
+    }
     for dir in PYTHON_PLUGINS {
         let manifest = Manifest::read(&root.join(dir), "process")?;
         match &python {
@@ -200,7 +222,9 @@ fn plugins(options: PluginsOptions) -> Result<()> {
                 python.generate_stubs(&root.join("proto"), &folder.join("gen"))?;
                 built.push((staging.install(manifest, folder)?, "python"));
             }
-            Err(reason) => skipped.push((manifest.id, reason)),
+            Err(reason) => {
+                skipped.push((manifest.id, format!("{reason}; install them with `{PYTHON_GRPC_INSTALL}`")))
+            }
         }
     }
     drop(staging);
@@ -211,10 +235,31 @@ fn plugins(options: PluginsOptions) -> Result<()> {
     }
     println!("plugin folders are in {}", shown(&out, &cwd).display());
     for (id, reason) in skipped {
-        eprintln!("xtask: warning: skipped {id}: {reason}; install them with `{PYTHON_GRPC_INSTALL}`");
+        eprintln!("xtask: warning: skipped {id}: {reason}");
     }
 
     process_builds(&root, &cwd, &process_out(&out), options.debug)
+}
+
+/// Whether clang can build a wasm32-wasi reactor against wasi-libc.
+fn wasm_toolchain() -> Result<()> {
+    let probe = env::temp_dir().join(format!("plugbay-xtask-wasm-probe-{}.c", std::process::id()));
+    fs::write(&probe, "int probe(void) { return 0; }\n")
+        .map_err(|error| format!("cannot write a probe: {error}"))?;
+    let status = Command::new("clang")
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-mexec-model=reactor", "-o", "/dev/null"])
+        .arg(&probe)
+        .stderr(Stdio::null())
+        .status();
+    let _ = fs::remove_file(&probe);
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(_) => {
+            Err("clang cannot build wasm32-wasi modules (lld, wasi-libc or the wasm32 builtins are missing)"
+                .into())
+        }
+        Err(error) => Err(format!("clang was not found ({error})")),
+    }
 }
 
 /// `path` relative to `cwd` when it lies below it, for shorter output.

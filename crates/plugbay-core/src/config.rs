@@ -41,6 +41,10 @@ pub struct HostConfig {
     /// instance that dies within this time rolls the plugin back to the old version.
     /// Default: 2 s.
     pub reload_probation: Duration,
+    /// Where the wasm runtime caches compiled components (created with mode 0700; used only
+    /// if the host's user alone can write it), so a second start skips compilation.
+    /// Default: `None` (no cache: every load compiles).
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -57,6 +61,7 @@ impl Default for HostConfig {
             watch: false,
             watch_debounce: Duration::from_millis(100),
             reload_probation: Duration::from_secs(2),
+            wasm_cache_dir: None,
         }
     }
 }

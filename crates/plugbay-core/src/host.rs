@@ -20,6 +20,8 @@ use crate::metrics::{MetricsSnapshot, PluginMetrics, PluginStats, UnroutedStats}
 use crate::platform;
 use crate::runtime::native::NativeRuntime;
 use crate::runtime::process::ProcessRuntime;
+#[cfg(feature = "wasm")]
+use crate::runtime::wasm::WasmRuntime;
 use crate::runtime::{Artifact, CallOutcome, HostCallbacks, InstanceContext, Loaded, LogLevel, Runtime};
 use crate::safe_fs;
 use crate::scheduler::{Scheduler, Slot};
@@ -54,6 +56,8 @@ struct HostInner {
     config: HostConfig,
     native: NativeRuntime,
     process: ProcessRuntime,
+    #[cfg(feature = "wasm")]
+    wasm: WasmRuntime,
     scheduler: Scheduler,
     bus: Bus,
     /// Crash reports, newest last.
@@ -187,11 +191,15 @@ impl Host {
             }
         };
         let (bus, deliveries) = Bus::new(config.event_queue);
+        #[cfg(feature = "wasm")]
+        let wasm = WasmRuntime::new(config.wasm_cache_dir.as_deref());
         let inner = Arc::new_cyclic(|me| HostInner {
             me: me.clone(),
             config,
             native: NativeRuntime,
             process: ProcessRuntime,
+            #[cfg(feature = "wasm")]
+            wasm,
             scheduler: Scheduler::new(),
             bus,
             crashes: CrashLog::default(),
@@ -831,8 +839,11 @@ impl HostInner {
         match kind {
             RuntimeKind::Native => Ok(&self.native),
             RuntimeKind::Process => Ok(&self.process),
+            #[cfg(feature = "wasm")]
+            RuntimeKind::Wasm => Ok(&self.wasm),
+            #[allow(unreachable_patterns)] // only reachable without the `wasm` feature
             other => Err(Error::precondition(format!(
-                "the {other} runtime is not available in this build of plugbay (native and process are)"
+                "the {other} runtime is not available in this build of plugbay (built without the `wasm` feature)"
             ))
             .with_field("plugin.runtime")),
         }
@@ -845,6 +856,7 @@ impl HostInner {
             config: self.config.plugin_config.get(id).cloned().unwrap_or_default(),
             callbacks: Arc::new(HostLink(self.me.clone())),
             max_payload_bytes: self.config.max_payload_bytes,
+            default_timeout: self.config.default_timeout,
         }
     }
 

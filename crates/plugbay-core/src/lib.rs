@@ -19,9 +19,12 @@
 //! - **Plugin**: a folder `plugins/<id>/` with a manifest ([`manifest::Manifest`],
 //!   `plugin.toml`) and an artifact. [`catalog`] finds them; unknown fields, bad ids and
 //!   paths that leave the folder are refused with errors that name file, line and field.
-//! - **Runtime**: what runs an artifact ([`runtime::Runtime`]). This build has the
-//!   `native` runtime (C ABI, `include/plugbay.h`): fastest, but native code shares the
-//!   host's process, so a crashing plugin crashes the host. Trusted code only.
+//! - **Runtime**: what runs an artifact ([`runtime::Runtime`]). `native` (C ABI,
+//!   `include/plugbay.h`): fastest, but native code shares the host's process, so a
+//!   crashing plugin crashes the host; trusted code only. `wasm` (cargo feature `wasm`, on
+//!   by default): WebAssembly components of `wit/plugbay.wit`, sandboxed in the host's
+//!   process with memory, deadline and stack limits and only the grants of
+//!   `[permissions]`. `process`: a separate program speaking gRPC.
 //! - **Lifecycle**: every plugin has a [`State`]; transitions are checked and published as
 //!   events on [`bus::LIFECYCLE_TOPIC`].
 //! - **Call**: [`Call`] = target (a capability like `text.transform@1`, or `plugin:<id>`),
@@ -30,7 +33,7 @@
 //!   [`Host::invoke_sync`] and [`Host::resolve`] are the synchronous fast paths.
 //! - **Errors**: every failure is an [`Error`] with a gRPC-like [`Code`] and the plugin,
 //!   file, field or method it is about.
-#![deny(unsafe_code)] // allowed only in runtime/native.rs, the C ABI boundary
+#![deny(unsafe_code)] // allowed only in runtime/native.rs (the C ABI), sandbox/ and runtime/wasm/cache.rs
 
 pub mod bus;
 pub mod call;
@@ -55,5 +58,7 @@ pub use config::HostConfig;
 pub use error::{Code, Error, Result};
 pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
 pub use lifecycle::State;
-pub use manifest::{Manifest, ProcessSettings, ProcessTransport, RuntimeKind};
+pub use manifest::{
+    Manifest, ProcessSettings, ProcessTransport, RuntimeKind, WasmInstanceMode, WasmSettings,
+};
 pub use metrics::MetricsSnapshot;

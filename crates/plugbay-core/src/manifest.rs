@@ -77,6 +77,9 @@ pub struct Manifest {
     /// `[process]`: settings of the process runtime (ignored by the others). Default: see
     /// [`ProcessSettings`].
     pub process: ProcessSettings,
+    /// `[wasm]`: settings of the wasm runtime (ignored by the others). Default: see
+    /// [`WasmSettings`].
+    pub wasm: WasmSettings,
 }
 
 /// The `[plugin]` table.
@@ -302,6 +305,43 @@ impl Default for ProcessSettings {
     }
 }
 
+/// The `[wasm]` table: how the wasm runtime runs the plugin's component.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WasmSettings {
+    /// How instances are used: `"persistent"` or `"per-call"`. Default:
+    /// [`WasmInstanceMode::Persistent`].
+    pub instance: WasmInstanceMode,
+}
+
+/// How the wasm runtime uses instances of a component.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WasmInstanceMode {
+    /// One long-lived instance keeps its state between calls; calls are serialised. An
+    /// instance that traps is replaced (and initialised again) on the next call. The default.
+    #[default]
+    Persistent,
+    /// A fresh instance for every call (and every event): no state survives a call, the
+    /// strongest isolation between calls.
+    PerCall,
+}
+
+impl WasmInstanceMode {
+    /// The manifest spelling: `persistent` or `per-call`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WasmInstanceMode::Persistent => "persistent",
+            WasmInstanceMode::PerCall => "per-call",
+        }
+    }
+}
+
+impl fmt::Display for WasmInstanceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The `[load]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Load {
@@ -522,6 +562,8 @@ struct RawManifest {
     load: RawLoad,
     #[serde(default)]
     process: RawProcess,
+    #[serde(default)]
+    wasm: RawWasm,
 }
 
 #[derive(Deserialize)]
@@ -602,6 +644,12 @@ struct RawProcess {
     #[serde(default)]
     args: Vec<String>,
     transport: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawWasm {
+    instance: Option<String>,
 }
 
 // === Errors located in the document ===
@@ -977,6 +1025,20 @@ impl Context<'_> {
             }
         }
 
+        let wasm = WasmSettings {
+            instance: match raw.wasm.instance.as_deref() {
+                None | Some("persistent") => WasmInstanceMode::Persistent,
+                Some("per-call") => WasmInstanceMode::PerCall,
+                Some(other) => {
+                    return Err(self.error(
+                        &[Key("wasm"), Key("instance")],
+                        At::Value,
+                        invalid(format!("instance {} is not one of: persistent, per-call", quote(other))),
+                    ));
+                }
+            },
+        };
+
         Ok(Manifest {
             plugin: PluginSection { id, version, runtime, entry, abi },
             provides: raw.provides,
@@ -1006,6 +1068,7 @@ impl Context<'_> {
                 smoke_payload: raw.load.smoke_payload,
             },
             process,
+            wasm,
         })
     }
 }

@@ -7,13 +7,15 @@
 
 pub mod native;
 pub mod process;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bus::Event;
 use crate::call::{Call, Payload};
@@ -153,6 +155,9 @@ pub struct InstanceContext {
     pub callbacks: Arc<dyn HostCallbacks>,
     /// Responses larger than this are refused with `resource_exhausted`.
     pub max_payload_bytes: usize,
+    /// The deadline of a call that sets none, when the manifest sets no `limits.timeout_ms`
+    /// (`HostConfig::default_timeout`); runtimes that can interrupt a call (wasm) use it.
+    pub default_timeout: Duration,
 }
 
 /// A runtime: native, wasm or process.
@@ -194,7 +199,8 @@ pub trait Loaded: Send + Sync {
 pub trait Instance: Send + Sync {
     /// Starts a call. `method` has already been checked against the manifest's whitelist.
     /// `deadline` is when the caller stops waiting, if it set one; runtimes that can pass it
-    /// on (process) do, in-process ones cannot pre-empt a call and ignore it.
+    /// on (process) or enforce it (wasm, by epoch interruption) do; native calls cannot be
+    /// pre-empted and ignore it.
     fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome;
 
     /// The zero-copy synchronous form: runs the call on this thread and lends the response

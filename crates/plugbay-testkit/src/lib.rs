@@ -14,6 +14,8 @@ use std::time::SystemTime;
 
 use plugbay_core::platform;
 
+pub mod wasm;
+
 /// The workspace root (where `Cargo.toml` with `[workspace]` is).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root exists")

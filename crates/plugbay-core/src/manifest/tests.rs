@@ -111,6 +111,7 @@ fn full_manifest_parses_to_the_expected_values() {
         retry: Retry::default(),
         load: Load::default(),
         process: ProcessSettings::default(),
+        wasm: WasmSettings::default(),
     };
     assert_eq!(manifest, expected);
     assert_eq!(manifest.methods_of("log.parse@1"), Some(&["parse".to_owned(), "parse_batch".to_owned()][..]));
@@ -235,6 +236,29 @@ fn process_settings_are_read_and_checked() {
         Some("process.port"),
         true,
         "port",
+    );
+}
+
+#[test]
+fn wasm_instance_mode_is_read_and_checked() {
+    assert_eq!(parse(MINIMAL).unwrap().wasm.instance, WasmInstanceMode::Persistent);
+    let per_call = parse(&format!("{MINIMAL}[wasm]\ninstance = \"per-call\"\n")).unwrap();
+    assert_eq!(per_call.wasm.instance, WasmInstanceMode::PerCall);
+    let persistent = parse(&format!("{MINIMAL}[wasm]\ninstance = \"persistent\"\n")).unwrap();
+    assert_eq!(persistent.wasm.instance, WasmInstanceMode::Persistent);
+    expect_error(
+        &format!("{MINIMAL}[wasm]\ninstance = \"pooled\"\n"),
+        Code::InvalidArgument,
+        Some("wasm.instance"),
+        true,
+        "persistent, per-call",
+    );
+    expect_error(
+        &format!("{MINIMAL}[wasm]\nfuel = 1\n"),
+        Code::InvalidArgument,
+        Some("wasm.fuel"),
+        true,
+        "fuel",
     );
 }
 

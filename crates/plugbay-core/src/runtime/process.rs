@@ -10,7 +10,7 @@ mod callbacks;
 mod client;
 mod framed;
 pub(crate) mod handshake;
-mod output;
+pub(crate) mod output;
 mod runner;
 
 pub use handshake::PLUGIN_COOKIE;

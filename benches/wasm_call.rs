@@ -1,0 +1,84 @@
+//! Wasm call cost: `Host::invoke` of a 64 B and a 4 KiB echo on a WAT guest (the testkit's
+//! guest component) in `persistent` and `per-call` instance modes, and the time to load a
+//! wasm plugin from its folder with the compiled cache cold (compiles) and warm (loads the
+//! cached code).
+//!
+//! Run: `cargo bench --bench wasm_call` (results: BENCHMARKS.md).
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use plugbay_core::{Call, Host, HostConfig, Payload};
+use plugbay_testkit::PluginsDir;
+use plugbay_testkit::wasm::write_guest;
+
+const SIZES: [usize; 2] = [64, 4096];
+
+fn calls(c: &mut Criterion) {
+    let dir = PluginsDir::new();
+    write_guest(&dir, "persistent", &[("persistent@1", &["echo"])], "\n[wasm]\ninstance = \"persistent\"\n");
+    write_guest(&dir, "per-call", &[("per-call@1", &["echo"])], "\n[wasm]\ninstance = \"per-call\"\n");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let host = runtime.block_on(async {
+        let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+        let report = host.load_all().await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        host
+    });
+    for mode in ["persistent", "per-call"] {
+        let mut group = c.benchmark_group(format!("wasm_echo/{mode}"));
+        for size in SIZES {
+            let call = Call::new(&format!("{mode}@1"), "echo", Payload::bytes(vec![7u8; size]));
+            group.throughput(Throughput::Bytes(size as u64));
+            group.bench_with_input(BenchmarkId::new("host_invoke_await", size), &call, |b, call| {
+                b.iter_custom(|iterations| {
+                    runtime.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iterations {
+                            black_box(host.invoke(call.clone()).await.unwrap());
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn load(c: &mut Criterion) {
+    let dir = PluginsDir::new();
+    let folder = write_guest(&dir, "guest", &[("guest@1", &["echo"])], "");
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("wasm_load");
+    group.measurement_time(Duration::from_secs(5));
+    for (name, cache_dir) in [("compile_no_cache", None), ("from_cache", Some(cache.path().join("cache")))] {
+        let config = HostConfig { wasm_cache_dir: cache_dir, ..HostConfig::with_plugin_dir(dir.path()) };
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iterations {
+                        let host = Host::build(config.clone()).unwrap();
+                        let start = Instant::now();
+                        host.load_folder(&folder).await.unwrap();
+                        total += start.elapsed();
+                        drop(host);
+                    }
+                    total
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = calls, load
+}
+criterion_main!(benches);

@@ -1,0 +1,386 @@
+//! A wasm plugin's instances: the store each one lives in (WASI context, memory limiter,
+//! host API), the two instance modes, and the call path.
+//!
+//! - `persistent`: one long-lived instance keeps its state between calls; calls are
+//!   serialised. An instance that traps (or is interrupted at its deadline) is discarded and
+//!   the next call gets a fresh one, initialised again.
+//! - `per-call`: every call gets a fresh instance from the pre-linked component
+//!   (`InstancePre`, pooled slots), initialised, used once and dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bus::Event;
+use crate::call::{Call, ContentType, Payload, Target};
+use crate::error::{Code, Error, Result};
+use crate::manifest::{Limits, WasmInstanceMode};
+use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
+use crate::runtime::wasm::bindings::{Plugin, PluginPre};
+use crate::runtime::wasm::capabilities::Grants;
+use crate::runtime::wasm::engine::{WasmEngine, ticks_until};
+use crate::runtime::wasm::limits::{MemoryLimiter, guest_failure};
+use crate::runtime::{CallOutcome, Description, HostCallbacks, Instance, InstanceContext, LogLevel};
+
+/// What every instance of one loaded plugin shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Arc<WasmEngine>,
+    pub(crate) pre: PluginPre<StoreState>,
+    pub(crate) grants: Grants,
+    pub(crate) limits: Limits,
+    pub(crate) mode: WasmInstanceMode,
+}
+
+impl Shared {
+    /// A new store (WASI context with the plugin's grants, memory limiter, epoch deadline)
+    /// and an instance in it, not yet initialised.
+    ///
+    /// # Errors
+    /// Instantiation failures (memory over the limit: `resource_exhausted`).
+    async fn instantiate(
+        &self,
+        plugin: Arc<str>,
+        callbacks: Option<Arc<dyn HostCallbacks>>,
+        deadline: Instant,
+    ) -> Result<(Store<StoreState>, Plugin)> {
+        let state = StoreState {
+            plugin,
+            callbacks,
+            wasi: self.grants.wasi()?,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(&self.limits),
+        };
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks_until(deadline));
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|error| guest_failure(&error, "instantiate"))?;
+        Ok((store, plugin))
+    }
+
+    /// Runs the plugin's describe in a throw-away instance (host API unavailable there).
+    ///
+    /// # Errors
+    /// `failed_precondition` when describe traps or returns something that is not a
+    /// description.
+    pub(crate) async fn describe(&self, plugin: Arc<str>) -> Result<Description> {
+        let deadline = Instant::now() + DESCRIBE_TIMEOUT;
+        let (mut store, instance) = self.instantiate(plugin, None, deadline).await?;
+        let json = instance
+            .plugbay_plugin_guest()
+            .call_describe(&mut store)
+            .await
+            .map_err(|error| guest_failure(&error, "describe"))?;
+        serde_json::from_str(&json).map_err(|error| {
+            Error::precondition(format!("describe returned no valid description ({error}): {json:.200}"))
+        })
+    }
+}
+
+/// How long describe may run at load time.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The host state inside each store.
+pub(crate) struct StoreState {
+    plugin: Arc<str>,
+    /// The host API; `None` while describing at load time.
+    callbacks: Option<Arc<dyn HostCallbacks>>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A live instance in its store.
+struct Live {
+    store: Store<StoreState>,
+    plugin: Plugin,
+}
+
+/// An instance of a wasm plugin (see the module docs for the two modes).
+pub(crate) struct WasmInstance {
+    inner: Arc<InstanceInner>,
+}
+
+struct InstanceInner {
+    shared: Arc<Shared>,
+    context: InstanceContext,
+    /// The persistent instance; `None` between a trap and the next call, and always in
+    /// per-call mode. The async mutex serialises calls.
+    live: tokio::sync::Mutex<Option<Live>>,
+}
+
+impl WasmInstance {
+    /// Creates the instance and runs the plugin's init (per-call mode checks init once here,
+    /// so a broken plugin fails to start rather than on every call).
+    ///
+    /// # Errors
+    /// Instantiation failures (memory over the limit: `resource_exhausted`) and the
+    /// plugin's init error.
+    pub(crate) async fn start(shared: Arc<Shared>, context: InstanceContext) -> Result<WasmInstance> {
+        let inner = Arc::new(InstanceInner { shared, context, live: tokio::sync::Mutex::new(None) });
+        let live = inner.fresh().await?;
+        if inner.shared.mode == WasmInstanceMode::Persistent {
+            *inner.live.lock().await = Some(live);
+        }
+        Ok(WasmInstance { inner })
+    }
+}
+
+impl InstanceInner {
+    /// The deadline of a call that brought none: the plugin's `limits.timeout_ms`, else the
+    /// host's default.
+    fn deadline(&self, deadline: Option<Instant>) -> Instant {
+        deadline.unwrap_or_else(|| {
+            let timeout = self
+                .shared
+                .limits
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(self.context.default_timeout);
+            Instant::now() + timeout
+        })
+    }
+
+    /// A new store and instance, initialised.
+    async fn fresh(&self) -> Result<Live> {
+        let (mut store, plugin) = self
+            .shared
+            .instantiate(
+                self.context.plugin.clone(),
+                Some(self.context.callbacks.clone()),
+                self.deadline(None),
+            )
+            .await?;
+        let init = plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await;
+        match init {
+            Ok(Ok(())) => Ok(Live { store, plugin }),
+            Ok(Err(failure)) => Err(from_failure(failure, "init")),
+            Err(error) => Err(guest_failure(&error, "init")),
+        }
+    }
+
+    /// Runs `operation` on an instance (the persistent one, or a fresh one per call) with
+    /// the call's deadline; discards the instance if the guest trapped.
+    async fn with_instance<R>(
+        &self,
+        deadline: Option<Instant>,
+        operation: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
+        doing: &str,
+    ) -> Result<R> {
+        let deadline = self.deadline(deadline);
+        let mut slot = self.live.lock().await;
+        // Taken out while the guest runs: if this future is dropped mid-call (the caller
+        // gave up), the instance goes with it and the next call starts a fresh one.
+        let mut live = match slot.take() {
+            Some(live) => live,
+            None => self.fresh().await?,
+        };
+        live.store.set_epoch_deadline(ticks_until(deadline));
+        match operation(&mut live).await {
+            Ok(result) => {
+                if self.shared.mode == WasmInstanceMode::Persistent {
+                    *slot = Some(live);
+                }
+                Ok(result)
+            }
+            Err(error) => Err(guest_failure(&error, doing)),
+        }
+    }
+
+    async fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> Result<Payload> {
+        let input = types::Payload {
+            content_type: payload.content_type.as_str().to_owned(),
+            bytes: payload.bytes.to_vec(),
+        };
+        let doing = format!("call {method}");
+        let output = self
+            .with_instance(
+                deadline,
+                async |live: &mut Live| {
+                    live.plugin.plugbay_plugin_guest().call_call(&mut live.store, method, &input).await
+                },
+                &doing,
+            )
+            .await?;
+        let output = output.map_err(|failure| from_failure(failure, &doing))?;
+        if output.bytes.len() > self.context.max_payload_bytes {
+            return Err(Error::new(
+                Code::ResourceExhausted,
+                format!(
+                    "the response is {} bytes; the limit is {} (max_payload_bytes)",
+                    output.bytes.len(),
+                    self.context.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(Payload { content_type: ContentType::new(output.content_type), bytes: Bytes::from(output.bytes) })
+    }
+
+    async fn on_event(&self, event: Event) -> Result<()> {
+        let data = types::Payload {
+            content_type: event.payload.content_type.as_str().to_owned(),
+            bytes: event.payload.bytes.to_vec(),
+        };
+        let result = self
+            .with_instance(
+                None,
+                async |live: &mut Live| {
+                    live.plugin
+                        .plugbay_plugin_guest()
+                        .call_on_event(&mut live.store, &event.topic, &event.action, &event.source, &data)
+                        .await
+                },
+                "on_event",
+            )
+            .await?;
+        result.map_err(|failure| from_failure(failure, "on_event"))
+    }
+
+    async fn shutdown(&self) {
+        let Some(mut live) = self.live.lock().await.take() else { return };
+        live.store.set_epoch_deadline(ticks_until(self.deadline(None)));
+        if let Err(error) = live.plugin.plugbay_plugin_guest().call_shutdown(&mut live.store).await {
+            tracing::warn!(plugin = %self.context.plugin, "wasm shutdown failed: {}", guest_failure(&error, "shutdown"));
+        }
+    }
+}
+
+impl Instance for WasmInstance {
+    fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome {
+        let (inner, method, payload) = (self.inner.clone(), method.to_owned(), payload.clone());
+        CallOutcome::Pending(Box::pin(async move { inner.call(&method, &payload, deadline).await }))
+    }
+
+    fn call_borrowed(
+        &self,
+        _method: &str,
+        _payload: &[u8],
+        _content_type: &str,
+        _receive: &mut dyn FnMut(&[u8], &str),
+    ) -> Option<Result<()>> {
+        None
+    }
+
+    fn on_event(&self, event: &Event) -> CallOutcome {
+        let (inner, event) = (self.inner.clone(), event.clone());
+        CallOutcome::Pending(Box::pin(async move {
+            inner.on_event(event).await.map(|()| Payload::bytes(Bytes::new()))
+        }))
+    }
+
+    fn shutdown(&self) -> crate::runtime::BoxFuture<'_, ()> {
+        Box::pin(self.inner.shutdown())
+    }
+}
+
+/// A guest's error value, as a plugbay error with the guest's code.
+fn from_failure(failure: types::Failure, doing: &str) -> Error {
+    let code = match failure.code {
+        types::Code::InvalidArgument => Code::InvalidArgument,
+        types::Code::DeadlineExceeded => Code::DeadlineExceeded,
+        types::Code::NotFound => Code::NotFound,
+        types::Code::PermissionDenied => Code::PermissionDenied,
+        types::Code::ResourceExhausted => Code::ResourceExhausted,
+        types::Code::FailedPrecondition => Code::FailedPrecondition,
+        types::Code::Internal => Code::Internal,
+        types::Code::Unavailable => Code::Unavailable,
+    };
+    Error::new(code, format!("{doing}: {}", failure.message))
+}
+
+/// A plugbay error as a guest sees it.
+fn to_failure(error: &Error) -> types::Failure {
+    let code = match error.code() {
+        Code::InvalidArgument => types::Code::InvalidArgument,
+        Code::DeadlineExceeded => types::Code::DeadlineExceeded,
+        Code::NotFound => types::Code::NotFound,
+        Code::PermissionDenied => types::Code::PermissionDenied,
+        Code::ResourceExhausted => types::Code::ResourceExhausted,
+        Code::FailedPrecondition => types::Code::FailedPrecondition,
+        Code::Unavailable => types::Code::Unavailable,
+        _ => types::Code::Internal,
+    };
+    types::Failure { code, message: error.to_string() }
+}
+
+/// Longest log line a guest may send through the host API; longer ones are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+impl StoreState {
+    /// The host API, refused while describing at load time.
+    fn host_api(&self) -> std::result::Result<Arc<dyn HostCallbacks>, types::Failure> {
+        self.callbacks.clone().ok_or_else(|| types::Failure {
+            code: types::Code::FailedPrecondition,
+            message: "the host API is not available during describe".to_owned(),
+        })
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    async fn log(&mut self, level: types::Level, message: String) {
+        let level = match level {
+            types::Level::Error => LogLevel::Error,
+            types::Level::Warn => LogLevel::Warn,
+            types::Level::Info => LogLevel::Info,
+            types::Level::Debug => LogLevel::Debug,
+            types::Level::Trace => LogLevel::Trace,
+        };
+        let mut end = message.len().min(MAX_LOG_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        match &self.callbacks {
+            Some(callbacks) => callbacks.log(&self.plugin, level, &message[..end]),
+            None => tracing::info!(plugin = %self.plugin, "{}", &message[..end]),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        topic: String,
+        action: String,
+        payload: types::Payload,
+    ) -> std::result::Result<(), types::Failure> {
+        let payload = Payload {
+            content_type: ContentType::new(payload.content_type),
+            bytes: Bytes::from(payload.bytes),
+        };
+        self.host_api()?.publish(&self.plugin, &topic, &action, payload).map_err(|error| to_failure(&error))
+    }
+
+    async fn invoke(
+        &mut self,
+        target: String,
+        method: String,
+        payload: types::Payload,
+    ) -> std::result::Result<types::Payload, types::Failure> {
+        let target = Target::parse(&target);
+        let payload = Payload {
+            content_type: ContentType::new(payload.content_type),
+            bytes: Bytes::from(payload.bytes),
+        };
+        let call = Call { target, method, payload, deadline: None };
+        let reply =
+            self.host_api()?.invoke_async(&self.plugin, call).await.map_err(|error| to_failure(&error))?;
+        Ok(types::Payload {
+            content_type: reply.content_type.as_str().to_owned(),
+            bytes: reply.bytes.to_vec(),
+        })
+    }
+}
