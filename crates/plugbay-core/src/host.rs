@@ -1010,13 +1010,17 @@ impl HostInner {
 
     fn invoke_sync(&self, call: &Call) -> Result<Payload> {
         let slot = self.route(&call.target, &call.method)?;
-        let _in_flight = slot.enter()?;
+        let in_flight = slot.enter()?;
         let _permit = slot.try_admit()?;
         let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
         let budget = self.budget(&slot, call).map_err(context)?;
-        let started_ms = supervisor::coarse_now_ms();
+        let started_ms = in_flight.started_ms();
+        let watched = slot.watch.is_some();
         match slot.instance.call(&call.method, &call.payload, None) {
-            CallOutcome::Done(result) => overrun(started_ms, budget).map_or(result, Err).map_err(context),
+            CallOutcome::Done(result) if watched => {
+                overrun(started_ms, budget).map_or(result, Err).map_err(context)
+            }
+            CallOutcome::Done(result) => result.map_err(context),
             CallOutcome::Pending(_) => Err(not_synchronous(&slot)),
         }
     }
@@ -1036,13 +1040,13 @@ impl HostInner {
 
     /// One call on one instance, under its concurrency limit and deadline.
     async fn call_slot(&self, slot: &Arc<Slot>, call: &Call) -> Result<Payload> {
-        let _in_flight = slot.enter()?;
+        let in_flight = slot.enter()?;
         let _permit = slot.admit().await?;
         let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
         let budget = self.budget(slot, call).map_err(context)?;
         if slot.watch.is_some() {
             // In-process: runs here, now; cannot be pre-empted.
-            let started_ms = supervisor::coarse_now_ms();
+            let started_ms = in_flight.started_ms();
             return match slot.instance.call(&call.method, &call.payload, None) {
                 CallOutcome::Done(result) => overrun(started_ms, budget).map_or(result, Err).map_err(context),
                 CallOutcome::Pending(future) => future.await.map_err(context),

@@ -166,8 +166,14 @@ impl Slot {
         if let Some(last_call) = &self.last_call {
             last_call.store(supervisor::coarse_now_ms(), Ordering::Relaxed);
         }
-        let watched = self.watch.as_ref().and_then(|watch| watch.claim(supervisor::coarse_now_ms()));
-        let guard = InFlight { slot: self, watched };
+        let (watched, started_ms) = match &self.watch {
+            Some(watch) => {
+                let now = supervisor::coarse_now_ms();
+                (watch.claim(now), now)
+            }
+            None => (None, 0),
+        };
+        let guard = InFlight { slot: self, watched, started_ms };
         // Re-check after counting in: a drain that began in between sees our count or we
         // see its flag, never neither.
         if !self.accepting.load(Ordering::SeqCst) {
@@ -293,6 +299,16 @@ pub(crate) struct InFlight<'a> {
     slot: &'a Slot,
     /// The watch cell holding this call's start time.
     watched: Option<usize>,
+    /// When the call started on the coarse clock (ms), for in-process (watched) slots; 0
+    /// otherwise.
+    started_ms: u64,
+}
+
+impl InFlight<'_> {
+    /// When the call started (coarse clock, ms; in-process slots only, else 0).
+    pub(crate) fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
 }
 
 impl Drop for InFlight<'_> {
