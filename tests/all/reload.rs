@@ -186,6 +186,45 @@ async fn f1_process_reload_under_load_loses_no_call() {
     load.finish_without_failures(100).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_wasm_reload_under_load_loses_no_call() {
+    use plugbay_testkit::wasm::{component_from_wat, guest_wat, write_guest};
+    let dir = PluginsDir::new();
+    let provides: &[(&str, &[&str])] = &[("counter.test@1", &["count"])];
+    let folder = write_guest(&dir, "counter", provides, "");
+    // Two versions of the test guest: the second counts from 2^30, so the top byte of a
+    // count (4 bytes, little endian) says which version answered.
+    let wat = guest_wat("counter", provides);
+    let second = wat.replace(
+        "(global $counter (mut i32) (i32.const 0))",
+        "(global $counter (mut i32) (i32.const 1073741824))",
+    );
+    assert_ne!(wat, second);
+    let versions = [component_from_wat(&wat), component_from_wat(&second)];
+    let host = watching_host(&dir, Duration::from_millis(100)).await;
+    let count = Call::new("counter.test@1", "count", Payload::bytes(&b""[..]));
+    let load = Load::start(&host, count.clone(), |reply| reply.bytes.len() == 4);
+    let artifact = folder.join("plugin.wasm");
+    for round in 0..REPLACEMENTS {
+        let next = (round + 1) % 2;
+        if round % 4 < 2 {
+            replace_atomically(&artifact, &versions[next]);
+        } else {
+            write_in_chunks(&artifact, &versions[next]).await;
+        }
+        let started = Instant::now();
+        loop {
+            let reply = host.invoke(count.clone()).await.unwrap();
+            if (reply.bytes[3] >= 0x40) == (next == 1) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "version {next} never answered");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    load.finish_without_failures(1000).await;
+}
+
 /// Subscribes, runs `change`, and returns the first reload event with `action`.
 async fn reload_event(host: &Host, action: &str) -> ReloadEvent {
     let mut events = host.subscribe();
@@ -275,6 +314,31 @@ async fn f2_new_version_failing_init_or_its_smoke_call_never_takes_a_call() {
         .unwrap();
     host.reload("fixture").await.unwrap();
     assert_eq!(&host.invoke(tag).await.unwrap().bytes[..], b"\"b\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f2_new_version_whose_health_never_serves_is_refused() {
+    let dir = PluginsDir::new();
+    let folder = dir.add_process_fixture("[health]\ninterval_ms = 0\n");
+    std::fs::write(folder.join("tag"), "a").unwrap();
+    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+    host.load_all().await;
+    // The new version: a program that claims the handshake but never serves health.
+    let silent = "#!/bin/sh\nexec python3 -c 'import socket,os,time; s=socket.socket(socket.AF_UNIX); \
+                  s.bind(os.environ[\"PLUGBAY_SOCKET\"]); s.listen(); \
+                  print(\"plugbay|1|unix|\"+os.environ[\"PLUGBAY_SOCKET\"]+\"|grpc\", flush=True); time.sleep(30)'\n";
+    std::fs::write(folder.join("silent.sh"), silent).unwrap();
+    plugbay_testkit::set_executable(&folder.join("silent.sh"));
+    let manifest = std::fs::read_to_string(folder.join("plugin.toml")).unwrap();
+    let changed = manifest.replace("entry = \"process-fixture\"", "entry = \"silent.sh\"")
+        + "\n[process]\nstart_timeout_ms = 500\ntransport = \"grpc\"\n";
+    assert_ne!(manifest, changed);
+    std::fs::write(folder.join("plugin.toml"), changed).unwrap();
+    let error = host.reload("fixture").await.unwrap_err();
+    assert!(error.message().contains("SERVING"), "{error}");
+    let tag = json_call("fixture@1", "tag", json!(null));
+    assert_eq!(&host.invoke(tag).await.unwrap().bytes[..], b"\"a\"", "the old version serves");
+    assert!(info(&host, "fixture").reload_error.unwrap().message.contains("SERVING"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
