@@ -205,14 +205,17 @@ pub trait Instance: Send + Sync {
 
     /// The zero-copy synchronous form: runs the call on this thread and lends the response
     /// bytes and content type to `receive` before releasing them. `None` when this runtime
-    /// cannot serve calls synchronously.
+    /// cannot serve calls synchronously (the default: out-of-process and wasm instances).
     fn call_borrowed(
         &self,
         method: &str,
         payload: &[u8],
         content_type: &str,
         receive: &mut dyn FnMut(&[u8], &str),
-    ) -> Option<Result<()>>;
+    ) -> Option<Result<()>> {
+        let _ = (method, payload, content_type, receive);
+        None
+    }
 
     /// Delivers an event.
     fn on_event(&self, event: &Event) -> CallOutcome;

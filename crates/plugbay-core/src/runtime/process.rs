@@ -367,16 +367,6 @@ impl Instance for ProcessInstance {
         }))
     }
 
-    fn call_borrowed(
-        &self,
-        _method: &str,
-        _payload: &[u8],
-        _content_type: &str,
-        _receive: &mut dyn FnMut(&[u8], &str),
-    ) -> Option<Result<()>> {
-        None
-    }
-
     fn on_event(&self, event: &Event) -> CallOutcome {
         let request = pb::EventRequest {
             topic: event.topic.clone(),

@@ -265,16 +265,6 @@ impl Instance for WasmInstance {
         CallOutcome::Pending(Box::pin(async move { inner.call(&method, &payload, deadline).await }))
     }
 
-    fn call_borrowed(
-        &self,
-        _method: &str,
-        _payload: &[u8],
-        _content_type: &str,
-        _receive: &mut dyn FnMut(&[u8], &str),
-    ) -> Option<Result<()>> {
-        None
-    }
-
     fn on_event(&self, event: &Event) -> CallOutcome {
         let (inner, event) = (self.inner.clone(), event.clone());
         CallOutcome::Pending(Box::pin(async move {
