@@ -1,4 +1,11 @@
-# Helpers shared by the quick-start scripts. Source it; it defines functions only.
+# Helpers shared by the quick-start scripts. Source it; it defines functions and one
+# variable only.
+
+# The features every cargo command of the test suite is built with (the process builds of
+# the Rust plugins). One feature set for clippy, the plugin build, the tests and the
+# doctests means the dependencies are compiled once. The same list is SUITE_FEATURES in
+# crates/plugbay-testkit/src/lib.rs; a test checks that they agree.
+SUITE_FEATURES="native-fixture/process,text-tools/process,kv-store/process"
 
 # Installs Debian packages when apt-get is there (as root, or through sudo).
 apt_install() {

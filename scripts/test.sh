@@ -15,17 +15,17 @@ ensure_schemathesis
 
 echo "== format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features "$SUITE_FEATURES" --quiet -- -D warnings
 
 echo "== test plugins (built once, before the tests' time limits start)"
 cargo xtask testkit
 
 echo "== unit and integration tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --features "$SUITE_FEATURES" --no-fail-fast
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --features "$SUITE_FEATURES" --no-fail-fast
 fi
 
 echo "== doctests"
-cargo test --workspace --doc --quiet
+cargo test --workspace --doc --features "$SUITE_FEATURES" --quiet

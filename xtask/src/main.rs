@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `testkit` builds the test plugins and the `plugbay` binary the integration tests use
-//! (into `target/testkit`), so the first test does not spend its time limit compiling.
+//! (into `target/debug`, with the test build's features), so the first test does not spend its
+//! time limit compiling.
 //!
 //! `plugins` builds the example plugins under `examples/plugins/` and assembles a plugin
 //! folder for each, `<out>/<id>/` holding `plugin.toml` and the library named as the
@@ -57,7 +58,7 @@ commands:
                  the process builds go to DIR-process)
   testkit
       Build the test plugins and the plugbay binary the integration tests use
-      (target/testkit), before the tests run.
+      (target/debug, with the suite's features), before the tests run.
 ";
 
 /// The Rust example plugins: the cargo package and its folder under the workspace.

@@ -2,9 +2,12 @@
 //! (Rust cdylibs with cargo, C libraries with the system compiler, deliberately broken
 //! artifacts) into temporary plugin folders. Nothing binary is checked in.
 //!
-//! Rust plugins are built once into `target/testkit` (a target directory of their own, so
-//! a test never waits on the cargo lock of the build that runs it) and rebuilt only when a
-//! source file is newer than the library.
+//! Rust plugins and the `plugbay` binary are built in the workspace's own target directory,
+//! by the same cargo command and with the same features ([`SUITE_FEATURES`]) as the test
+//! build, so the dependencies are compiled once for both (`scripts/test.sh` passes the same
+//! features to clippy, nextest and the doctests). They are rebuilt only when a source file
+//! is newer than the library. Cargo releases its lock before it runs tests, so a test that
+//! builds them does not wait on the build that runs it.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -98,15 +101,22 @@ pub fn rust_plugin(package: &str) -> PathBuf {
 /// testkit itself is built without debug assertions), with the dev profile for tests.
 const RELEASE: bool = !cfg!(debug_assertions);
 
+/// The features the test suite is built with: the process builds of the Rust plugins. The
+/// same list is `SUITE_FEATURES` in `scripts/lib.sh` (a test checks that they agree): one
+/// feature set for every cargo command of the suite means one build of the dependencies.
+pub const SUITE_FEATURES: &[&str] = &["native-fixture/process", "text-tools/process", "kv-store/process"];
+
+/// `target/debug` or `target/release`, where the suite's Rust plugins and binaries are.
+fn suite_output_dir() -> PathBuf {
+    workspace_root().join("target").join(if RELEASE { "release" } else { "debug" })
+}
+
 fn build_rust_plugins() -> PathBuf {
     let root = workspace_root();
-    let target = root.join("target/testkit");
-    let out = target.join(if RELEASE { "release" } else { "debug" });
-    let mut libraries: Vec<PathBuf> =
+    let out = suite_output_dir();
+    let mut outputs: Vec<PathBuf> =
         RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
-    libraries.push(out.join(PROCESS_FIXTURE));
-    libraries.push(out.join(TEXT_TOOLS_PROCESS));
-    libraries.push(out.join(KV_STORE_PROCESS));
+    outputs.extend([PROCESS_FIXTURE, TEXT_TOOLS_PROCESS, KV_STORE_PROCESS].map(|name| out.join(name)));
     let sources = RUST_PLUGINS
         .iter()
         .map(|(_, dir)| root.join(dir))
@@ -114,26 +124,36 @@ fn build_rust_plugins() -> PathBuf {
         .map(|path| newest_mtime(&path))
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let fresh = libraries.iter().all(|library| {
-        std::fs::metadata(library).and_then(|m| m.modified()).is_ok_and(|built| built >= sources)
+    let fresh = outputs.iter().all(|output| {
+        std::fs::metadata(output).and_then(|m| m.modified()).is_ok_and(|built| built >= sources)
     });
-    if fresh {
-        return out;
+    if !fresh {
+        build_suite();
     }
+    out
+}
+
+/// Runs the cargo build that makes the suite's Rust plugins and the `plugbay` binary.
+fn build_suite() {
+    let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
-    command.current_dir(&root).arg("build").arg("--quiet").arg("--target-dir").arg(&target);
+    command.current_dir(&root).args(["build", "--quiet"]);
     if RELEASE {
+        // Benchmarks: only what they run, optimised.
         command.arg("--release");
+        for (name, _) in RUST_PLUGINS {
+            command.arg("-p").arg(name);
+        }
+        command.args(["-p", "plugbay"]);
+    } else {
+        // Tests: the very targets `cargo nextest run --workspace` builds, so this build and
+        // the test build share every compiled dependency.
+        command.args(["--workspace", "--lib", "--bins", "--tests"]);
     }
-    for (name, _) in RUST_PLUGINS {
-        command.arg("-p").arg(name);
-    }
-    command.args(["--features", "native-fixture/process", "--features", "text-tools/process"]);
-    command.args(["--features", "kv-store/process"]);
+    command.arg("--features").arg(SUITE_FEATURES.join(","));
     let status = command.status().expect("cargo runs");
     assert!(status.success(), "building the test plugins failed: {status}");
-    out
 }
 
 /// Builds everything the suite builds on demand (the Rust test plugins and the `plugbay`
@@ -143,27 +163,23 @@ pub fn prebuild() {
     plugbay_binary();
 }
 
-/// Builds (if needed) the `plugbay` command-line binary into `target/testkit` and returns
-/// its path, for tests that need the host in a child process (a crash must not take the
-/// test runner down) or that check the CLI itself.
+/// The `plugbay` command-line binary's file name.
+const PLUGBAY_BINARY: &str = if cfg!(windows) { "plugbay.exe" } else { "plugbay" };
+
+/// Builds (if needed) the `plugbay` command-line binary and returns its path, for tests
+/// that need the host in a child process (a crash must not take the test runner down) or
+/// that check the CLI itself.
 ///
 /// # Panics
 /// If cargo fails.
 pub fn plugbay_binary() -> PathBuf {
+    // The binary depends on more of the workspace than the plugins do, so cargo decides
+    // whether it is fresh (once per test process; a no-op after the test build).
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = workspace_root();
-            let target = root.join("target/testkit");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .current_dir(&root)
-                .args(["build", "--quiet", "-p", "plugbay", "--target-dir"])
-                .arg(&target)
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the plugbay binary failed: {status}");
-            target.join("debug").join(format!("plugbay{}", std::env::consts::EXE_SUFFIX))
+            build_suite();
+            suite_output_dir().join(PLUGBAY_BINARY)
         })
         .clone()
 }
@@ -444,5 +460,17 @@ impl PluginsDir {
         all.extend_from_slice(flags);
         compile_c(&c_fixture_source(), &folder.join(platform::native_library_file_name("libcfix")), &all);
         folder
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_script_builds_with_the_same_features() {
+        let script = std::fs::read_to_string(workspace_root().join("scripts/lib.sh")).unwrap();
+        let line = format!("SUITE_FEATURES=\"{}\"", SUITE_FEATURES.join(","));
+        assert!(script.lines().any(|l| l == line), "scripts/lib.sh must set {line}");
     }
 }
