@@ -1,6 +1,7 @@
 //! Supervision speed: the time from a process plugin's SIGKILL to its next answered call
 //! (restart with the backoff at its minimum), and how far past the deadline a caller gets
-//! `deadline_exceeded` (overshoot) for each runtime that can be pre-empted.
+//! `deadline_exceeded` (overshoot) for each runtime that can be pre-empted (process: a
+//! sleeping call; wasm: a guest in an endless loop).
 //!
 //! Run: `cargo bench --bench supervision` (results: BENCHMARKS.md). Prints p50/p99 over
 //! [`KILLS`] kills and [`OVERSHOOTS`] deadlines besides criterion's estimate.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use plugbay_core::{Call, Host, HostConfig, Payload};
 use plugbay_testkit::PluginsDir;
+use plugbay_testkit::wasm::{GUEST_METHODS, write_guest};
 
 mod common;
 use common::report;
@@ -99,10 +101,31 @@ fn deadline_overshoot(runtime: &tokio::runtime::Runtime) {
     report("supervision/process/deadline_overshoot", samples);
 }
 
+/// A wasm guest spinning in a loop until the epoch ticker interrupts it at its deadline.
+fn wasm_deadline_overshoot(runtime: &tokio::runtime::Runtime) {
+    let dir = PluginsDir::new();
+    write_guest(&dir, "guest", &[("guest.test@1", GUEST_METHODS)], "");
+    let samples = runtime.block_on(async {
+        let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+        host.load_all().await;
+        let mut samples = Vec::with_capacity(OVERSHOOTS);
+        for _ in 0..OVERSHOOTS {
+            let spin = Call::new("guest.test@1", "spin", Payload::bytes(&b""[..])).with_timeout(DEADLINE);
+            let started = Instant::now();
+            let error = host.invoke(spin).await.unwrap_err();
+            assert_eq!(error.code(), plugbay_core::Code::DeadlineExceeded, "{error}");
+            samples.push(started.elapsed().saturating_sub(DEADLINE));
+        }
+        samples
+    });
+    report("supervision/wasm/deadline_overshoot", samples);
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut criterion = Criterion::default().configure_from_args();
     restart_after_sigkill(&mut criterion, &runtime);
     deadline_overshoot(&runtime);
+    wasm_deadline_overshoot(&runtime);
     criterion.final_summary();
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::PluginsDir;
 use plugbay_testkit::wasm::{
-    GUEST_METHODS, component_importing_sockets, component_of_another_version, wasm_manifest, write_guest,
+    GUEST_METHODS, component_importing_sockets, component_of_another_version,
+    component_with_a_wrong_state_interface, stateful_component, wasm_manifest, write_component, write_guest,
 };
 
 use crate::support::{assert_error, assert_failed, info};
@@ -239,6 +240,62 @@ async fn wasm_persistent_instances_keep_state_and_per_call_ones_do_not() {
 }
 
 /// The cache entries (`*.cwasm`) in `dir`.
+fn add_stateful_guest(dir: &PluginsDir, extra: &str) {
+    let provides: &[(&str, &[&str])] = &[("guest.test@1", GUEST_METHODS)];
+    write_component(dir, GUEST, stateful_component(GUEST, provides), provides, extra);
+}
+
+#[tokio::test]
+async fn wasm_state_survives_stop_and_start_through_the_snapshot_taken_on_stop() {
+    let dir = PluginsDir::new();
+    add_stateful_guest(&dir, "");
+    let host = host_over(&dir).await;
+    assert_eq!((count(&host).await, count(&host).await), (1, 2));
+    host.stop(GUEST).await.unwrap();
+    host.start(GUEST).await.unwrap();
+    assert_eq!(count(&host).await, 3, "restored from the snapshot taken on stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_state_survives_a_trap_through_the_last_periodic_snapshot() {
+    let dir = PluginsDir::new();
+    add_canary(&dir);
+    add_stateful_guest(&dir, "\n[restart]\nsnapshot_interval_ms = 10\n");
+    let host = host_over(&dir).await;
+    assert_eq!((count(&host).await, count(&host).await, count(&host).await), (1, 2, 3));
+    // Ten snapshot intervals: the last snapshot holds 3.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let error = host.invoke(call("trap", b"")).await.unwrap_err();
+    assert_error(&error, Code::Internal, &["plugin guest", "trap"]);
+    assert_eq!(count(&host).await, 4, "the fresh instance was restored from the last snapshot");
+    assert_canary_answers(&host).await;
+
+    // Per-call instances keep no state, so nothing is snapshotted or restored.
+    let dir = PluginsDir::new();
+    add_stateful_guest(&dir, "\n[wasm]\ninstance = \"per-call\"\n[restart]\nsnapshot_interval_ms = 10\n");
+    let host = host_over(&dir).await;
+    assert_eq!((count(&host).await, count(&host).await), (1, 1));
+    host.stop(GUEST).await.unwrap();
+    host.start(GUEST).await.unwrap();
+    assert_eq!(count(&host).await, 1);
+}
+
+#[tokio::test]
+async fn wasm_state_interface_with_wrong_types_is_refused_at_load() {
+    let dir = PluginsDir::new();
+    add_canary(&dir);
+    let provides: &[(&str, &[&str])] = &[("guest.test@1", GUEST_METHODS)];
+    write_component(&dir, GUEST, component_with_a_wrong_state_interface(GUEST, provides), provides, "");
+    let host = host_over(&dir).await;
+    assert_failed(
+        &host,
+        GUEST,
+        Code::FailedPrecondition,
+        &["plugbay:plugin/state@1.0.0#snapshot does not match wit/plugbay.wit"],
+    );
+    assert_canary_answers(&host).await;
+}
+
 fn cache_entries(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap()

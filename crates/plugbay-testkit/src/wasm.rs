@@ -242,6 +242,67 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
     )
 }
 
+/// The `state` interface's functions for [`stateful_guest_wat`], over the guest's `count`
+/// counter.
+const STATE_FUNCS: &str = r#"
+  (func (export "plugbay:plugin/state@1.0.0#snapshot") (result i32)
+    (i32.store (i32.const 64) (global.get $counter))
+    (i32.store8 (i32.const 32) (i32.const 0))
+    (i32.store (i32.const 36) (i32.const 64))
+    (i32.store (i32.const 40) (i32.const 4))
+    (i32.const 32))
+  (func (export "plugbay:plugin/state@1.0.0#restore") (param $p i32) (param $l i32) (result i32)
+    (if (i32.ne (local.get $l) (i32.const 4))
+      (then
+        (i32.store8 (i32.const 32) (i32.const 1))
+        (i32.store8 (i32.const 36) (i32.const 0))
+        (i32.store (i32.const 40) (i32.const 2112))
+        (i32.store (i32.const 44) (i32.const 9))
+        (return (i32.const 32))))
+    (global.set $counter (i32.load (local.get $p)))
+    (i32.store8 (i32.const 32) (i32.const 0))
+    (i32.const 32))
+  (export "cabi_post_plugbay:plugin/state@1.0.0#restore" (func $reset))
+"#;
+
+/// [`guest_wat`] that also exports the `state` interface (world `stateful-plugin`):
+/// `snapshot` returns the `count` counter (4 bytes, little endian) and `restore` sets it
+/// (any other length is an `invalid-argument` failure).
+pub fn stateful_guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
+    let wat = guest_wat(id, provides);
+    let end = wat.rfind(')').expect("the module's closing parenthesis");
+    format!("{}{STATE_FUNCS})\n", &wat[..end])
+}
+
+/// A stateful guest ([`stateful_guest_wat`]) as a component of the `stateful-plugin` world.
+///
+/// # Panics
+/// If the WAT does not fit the world.
+pub fn stateful_component(id: &str, provides: &[(&str, &[&str])]) -> Vec<u8> {
+    let core = wat::parse_str(stateful_guest_wat(id, provides)).expect("valid WAT");
+    componentize_with(&core, &[&contract()], "stateful-plugin")
+}
+
+/// A component that exports the `state` interface with the wrong `snapshot` (returning a
+/// `u32`): the host must refuse it at load, naming the function.
+pub fn component_with_a_wrong_state_interface(id: &str, provides: &[(&str, &[&str])]) -> Vec<u8> {
+    let contract =
+        contract().replace("snapshot: func() -> result<list<u8>, failure>;", "snapshot: func() -> u32;");
+    assert!(contract.contains("snapshot: func() -> u32;"), "wit/plugbay.wit's snapshot changed");
+    let wat = stateful_guest_wat(id, provides);
+    let start =
+        wat.find("  (func (export \"plugbay:plugin/state@1.0.0#snapshot\")").expect("the snapshot export");
+    let end =
+        wat.find("  (func (export \"plugbay:plugin/state@1.0.0#restore\")").expect("the restore export");
+    let wat = format!(
+        "{}  (func (export \"plugbay:plugin/state@1.0.0#snapshot\") (result i32) (i32.const 7))\n{}",
+        &wat[..start],
+        &wat[end..]
+    );
+    let core = wat::parse_str(wat).expect("valid WAT");
+    componentize_with(&core, &[&contract], "stateful-plugin")
+}
+
 /// A manifest for a wasm plugin; `extra` is appended (e.g. `[limits]` or `[wasm]` tables).
 pub fn wasm_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])], extra: &str) -> String {
     let native = crate::native_manifest(id, entry, provides);
@@ -255,7 +316,17 @@ pub fn write_guest(
     provides: &[(&str, &[&str])],
     extra: &str,
 ) -> std::path::PathBuf {
-    let component = component_from_wat(&guest_wat(id, provides));
+    write_component(dir, id, component_from_wat(&guest_wat(id, provides)), provides, extra)
+}
+
+/// Writes a plugin folder `dir/<id>/` with `component` as `plugin.wasm` and its manifest.
+pub fn write_component(
+    dir: &crate::PluginsDir,
+    id: &str,
+    component: Vec<u8>,
+    provides: &[(&str, &[&str])],
+    extra: &str,
+) -> std::path::PathBuf {
     dir.write_file(id, "plugin.wasm", component);
     dir.write_manifest(id, wasm_manifest(id, "plugin.wasm", provides, extra))
 }

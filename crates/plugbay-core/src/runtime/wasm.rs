@@ -13,7 +13,8 @@
 //!   `resource_exhausted`, never a host crash), an artifact size cap checked before
 //!   compiling, and compilation on tokio's blocking pool, one at a time.
 //! - **Faults stay inside**: a trap fails that call (`internal` with the trap code), the
-//!   instance is discarded, and the next call gets a fresh one.
+//!   instance is discarded, and the next call gets a fresh one (restored from the last
+//!   snapshot when the component exports the optional `state` interface, see [`state`]).
 //! - **Unload is real**: dropping the last reference drops every store and instance.
 //! - **Speed**: one [`wasmtime::Engine`] per host, pre-linked instantiation
 //!   (`InstancePre`), the pooling allocator, and compiled components cached on disk
@@ -27,6 +28,7 @@ mod capabilities;
 mod engine;
 mod instance;
 mod limits;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -107,9 +109,14 @@ impl WasmRuntime {
                 "{shown} cannot be linked against the plugbay:plugin@1 world and the granted WASI: {error:#}"
             ))
         })?;
+        let indices = bindings::PluginIndices::new(pre.instance_pre())
+            .map_err(|error| Error::precondition(format!("{shown}: {error:#}")))?;
+        let state = state::StateExports::find(&component).map_err(|error| error.with_file(path))?;
         let shared = Arc::new(Shared {
             engine,
             pre,
+            indices,
+            state,
             grants,
             limits: manifest.limits.clone(),
             mode: manifest.wasm.instance,

@@ -6,6 +6,13 @@
 //!   the next call gets a fresh one, initialised again.
 //! - `per-call`: every call gets a fresh instance from the pre-linked component
 //!   (`InstancePre`, pooled slots), initialised, used once and dropped.
+//!
+//! A persistent instance of a component that exports the `state` interface ([`state`])
+//! keeps its last snapshot: a fresh instance that replaces a trapped one is restored from
+//! it, as the host restores a restarted instance from its own copy. Per-call instances keep
+//! no state, so they take no snapshots.
+//!
+//! [`state`]: crate::runtime::wasm::state
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,16 +27,21 @@ use crate::call::{Call, ContentType, Payload, Target};
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Limits, WasmInstanceMode};
 use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
-use crate::runtime::wasm::bindings::{Plugin, PluginPre};
+use crate::runtime::wasm::bindings::{Plugin, PluginIndices, PluginPre};
 use crate::runtime::wasm::capabilities::Grants;
 use crate::runtime::wasm::engine::{WasmEngine, ticks_until};
 use crate::runtime::wasm::limits::{MemoryLimiter, guest_failure};
+use crate::runtime::wasm::state::StateExports;
 use crate::runtime::{CallOutcome, Description, HostCallbacks, Instance, InstanceContext, LogLevel};
 
 /// What every instance of one loaded plugin shares.
 pub(crate) struct Shared {
     pub(crate) engine: Arc<WasmEngine>,
     pub(crate) pre: PluginPre<StoreState>,
+    /// Where the world's exports are, looked up once.
+    pub(crate) indices: PluginIndices,
+    /// The optional `state` interface's exports.
+    pub(crate) state: Option<StateExports>,
     pub(crate) grants: Grants,
     pub(crate) limits: Limits,
     pub(crate) mode: WasmInstanceMode,
@@ -46,7 +58,7 @@ impl Shared {
         plugin: Arc<str>,
         callbacks: Option<Arc<dyn HostCallbacks>>,
         deadline: Instant,
-    ) -> Result<(Store<StoreState>, Plugin)> {
+    ) -> Result<Live> {
         let state = StoreState {
             plugin,
             callbacks,
@@ -58,12 +70,15 @@ impl Shared {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks_until(deadline));
-        let plugin = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
             .map_err(|error| guest_failure(&error, "instantiate"))?;
-        Ok((store, plugin))
+        let plugin =
+            self.indices.load(&mut store, &instance).map_err(|error| guest_failure(&error, "instantiate"))?;
+        Ok(Live { store, plugin, instance })
     }
 
     /// Runs the plugin's describe in a throw-away instance (host API unavailable there).
@@ -73,8 +88,11 @@ impl Shared {
     /// description.
     pub(crate) async fn describe(&self, plugin: Arc<str>) -> Result<Description> {
         let deadline = Instant::now() + DESCRIBE_TIMEOUT;
-        let (mut store, instance) = self.instantiate(plugin, None, deadline).await?;
-        let json = instance
+        let Live { mut store, plugin: guest, instance } = self.instantiate(plugin, None, deadline).await?;
+        if let Some(state) = &self.state {
+            state.check(&mut store, &instance)?;
+        }
+        let json = guest
             .plugbay_plugin_guest()
             .call_describe(&mut store)
             .await
@@ -105,9 +123,10 @@ impl WasiView for StoreState {
 }
 
 /// A live instance in its store.
-struct Live {
+pub(crate) struct Live {
     store: Store<StoreState>,
     plugin: Plugin,
+    instance: wasmtime::component::Instance,
 }
 
 /// An instance of a wasm plugin (see the module docs for the two modes).
@@ -121,6 +140,9 @@ struct InstanceInner {
     /// The persistent instance; `None` between a trap and the next call, and always in
     /// per-call mode. The async mutex serialises calls.
     live: tokio::sync::Mutex<Option<Live>>,
+    /// The last snapshot taken from or restored into this instance (persistent mode with
+    /// the `state` interface only), restored into an instance that replaces a trapped one.
+    last_state: parking_lot::Mutex<Option<Bytes>>,
 }
 
 impl WasmInstance {
@@ -131,7 +153,12 @@ impl WasmInstance {
     /// Instantiation failures (memory over the limit: `resource_exhausted`) and the
     /// plugin's init error.
     pub(crate) async fn start(shared: Arc<Shared>, context: InstanceContext) -> Result<WasmInstance> {
-        let inner = Arc::new(InstanceInner { shared, context, live: tokio::sync::Mutex::new(None) });
+        let inner = Arc::new(InstanceInner {
+            shared,
+            context,
+            live: tokio::sync::Mutex::new(None),
+            last_state: parking_lot::Mutex::new(None),
+        });
         let live = inner.fresh().await?;
         if inner.shared.mode == WasmInstanceMode::Persistent {
             *inner.live.lock().await = Some(live);
@@ -155,9 +182,10 @@ impl InstanceInner {
         })
     }
 
-    /// A new store and instance, initialised.
+    /// A new store and instance, initialised, and restored from the last snapshot when this
+    /// instance keeps one.
     async fn fresh(&self) -> Result<Live> {
-        let (mut store, plugin) = self
+        let Live { mut store, plugin, instance } = self
             .shared
             .instantiate(
                 self.context.plugin.clone(),
@@ -167,10 +195,58 @@ impl InstanceInner {
             .await?;
         let init = plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await;
         match init {
-            Ok(Ok(())) => Ok(Live { store, plugin }),
-            Ok(Err(failure)) => Err(from_failure(failure, "init")),
-            Err(error) => Err(guest_failure(&error, "init")),
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => return Err(from_failure(failure, "init")),
+            Err(error) => return Err(guest_failure(&error, "init")),
         }
+        let mut live = Live { store, plugin, instance };
+        let last_state = self.last_state.lock().clone();
+        if let (Some(state), Some(exports)) = (last_state, self.state_exports()) {
+            let restored = exports.restore(&mut live.store, &live.instance, &state).await;
+            match restored {
+                Ok(Ok(())) => {
+                    tracing::debug!(plugin = %self.context.plugin, "wasm: restored {} bytes of state", state.len())
+                }
+                Ok(Err(failure)) => return Err(from_failure(failure, "restore")),
+                Err(error) => return Err(guest_failure(&error, "restore")),
+            }
+        }
+        Ok(live)
+    }
+
+    /// The `state` exports, when this instance keeps state (persistent mode).
+    fn state_exports(&self) -> Option<StateExports> {
+        self.shared.state.filter(|_| self.shared.mode == WasmInstanceMode::Persistent)
+    }
+
+    /// The plugin's `snapshot`, kept as this instance's last state too.
+    async fn snapshot(&self) -> Result<Option<Bytes>> {
+        let Some(exports) = self.state_exports() else { return Ok(None) };
+        let state = self
+            .with_instance(
+                None,
+                async |live: &mut Live| exports.snapshot(&mut live.store, &live.instance).await,
+                "snapshot",
+            )
+            .await?
+            .map_err(|failure| from_failure(failure, "snapshot"))?;
+        let state = Bytes::from(state);
+        *self.last_state.lock() = Some(state.clone());
+        Ok(Some(state))
+    }
+
+    /// The plugin's `restore` with `state`, kept as this instance's last state.
+    async fn restore(&self, state: Bytes) -> Result<()> {
+        let Some(exports) = self.state_exports() else { return Ok(()) };
+        self.with_instance(
+            None,
+            async |live: &mut Live| exports.restore(&mut live.store, &live.instance, &state).await,
+            "restore",
+        )
+        .await?
+        .map_err(|failure| from_failure(failure, "restore"))?;
+        *self.last_state.lock() = Some(state);
+        Ok(())
     }
 
     /// Runs `operation` on an instance (the persistent one, or a fresh one per call) with
@@ -274,6 +350,14 @@ impl Instance for WasmInstance {
 
     fn shutdown(&self) -> crate::runtime::BoxFuture<'_, ()> {
         Box::pin(self.inner.shutdown())
+    }
+
+    fn snapshot(&self) -> crate::runtime::BoxFuture<'_, Result<Option<Bytes>>> {
+        Box::pin(self.inner.snapshot())
+    }
+
+    fn restore(&self, state: Bytes) -> crate::runtime::BoxFuture<'_, Result<()>> {
+        Box::pin(self.inner.restore(state))
     }
 }
 
