@@ -373,6 +373,53 @@ fn d11_mutating_routes_need_the_token_and_foreign_host_names_are_refused() {
 }
 
 #[test]
+fn d11_grpc_calls_addressed_to_a_foreign_authority_are_refused() {
+    let dir = fixture_dir();
+    let config = dir.path().join("plugbay.toml");
+    std::fs::write(&config, "[api]\nallowed_hosts = [\"127.0.0.1\", \"plugbay.internal\"]\n").unwrap();
+    let daemon = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()], None);
+    runtime().block_on(async {
+        // The connection goes to the daemon's port; `:authority` names `origin`.
+        let client = |origin: &str| {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", daemon.grpc))
+                .unwrap()
+                .origin(origin.parse().unwrap());
+            async move { HostApiClient::new(endpoint.connect().await.expect("the gRPC API answers")) }
+        };
+        let upper = || pb::InvokeRequest {
+            target: "text.transform@1".into(),
+            method: "upper".into(),
+            payload: b"\"x\"".to_vec(),
+            content_type: "application/json".into(),
+            ..Default::default()
+        };
+        // DNS rebinding (evil.example resolving to 127.0.0.1), or a name left out of the list.
+        for refused in ["http://evil.example:7879", "http://localhost:7879"] {
+            let status = client(refused).await.invoke(upper()).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{refused}: {status:?}");
+            let host = refused.trim_start_matches("http://").split(':').next().unwrap();
+            assert!(
+                status.message().contains(&format!("{host:?}"))
+                    && status.message().contains("api.allowed_hosts"),
+                "{status:?}"
+            );
+            let status = client(refused).await.list_plugins(pb::ListPluginsRequest {}).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        }
+        for allowed in ["http://127.0.0.1:1", "http://PLUGBAY.internal"] {
+            let reply = client(allowed).await.invoke(upper()).await.unwrap().into_inner();
+            assert_eq!(reply.payload, b"\"X\"", "{allowed}");
+        }
+    });
+    // The HTTP API applies the same list.
+    let answer = daemon.raw(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    answer.assert_error(403, "permission_denied");
+    let answer =
+        daemon.raw(b"GET /v1/plugins HTTP/1.1\r\nHost: plugbay.internal:80\r\nConnection: close\r\n\r\n");
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+#[test]
 fn d11_a_public_bind_without_a_token_is_refused_before_listening() {
     let dir = fixture_dir();
     let output = Command::new(plugbay_binary())

@@ -77,7 +77,8 @@ pub struct DaemonConfig {
     pub grpc_addr: SocketAddr,
     /// The bearer token mutating routes require; required when an address is not loopback.
     pub token: Option<String>,
-    /// The names the `Host` header may carry (DNS-rebinding check), without ports.
+    /// The names the `Host` header and gRPC's `:authority` may carry (DNS-rebinding check),
+    /// without ports.
     pub allowed_hosts: Vec<String>,
     /// Largest request body or gRPC message. Default 16 MiB.
     pub max_body_bytes: usize,
@@ -152,7 +153,7 @@ impl DaemonConfig {
                 bail!("{}: must name at least one host", in_file("api.allowed_hosts"))
             }
             Some(hosts) => hosts,
-            None => default_hosts(http_addr),
+            None => default_hosts(&[http_addr, grpc_addr]),
         };
         let max_body_bytes =
             within(file.api.max_body_bytes, 16 << 20, 1, MAX_BODY_LIMIT, &in_file("api.max_body_bytes"))?;
@@ -231,15 +232,18 @@ fn within(value: Option<u64>, default: u64, min: u64, max: u64, field: &str) -> 
     Ok(value)
 }
 
-/// The names a local client uses: `localhost`, the loopback addresses, and the bound IP.
-fn default_hosts(http_addr: SocketAddr) -> Vec<String> {
+/// The names a local client uses: `localhost`, the loopback addresses, and the IPs the
+/// APIs are bound to (unless unspecified).
+fn default_hosts(bound: &[SocketAddr]) -> Vec<String> {
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].map(str::to_owned).into();
-    let bound = match http_addr {
-        SocketAddr::V4(addr) => addr.ip().to_string(),
-        SocketAddr::V6(addr) => format!("[{}]", addr.ip()),
-    };
-    if !hosts.contains(&bound) && !http_addr.ip().is_unspecified() {
-        hosts.push(bound);
+    for addr in bound.iter().filter(|addr| !addr.ip().is_unspecified()) {
+        let name = match addr {
+            SocketAddr::V4(addr) => addr.ip().to_string(),
+            SocketAddr::V6(addr) => format!("[{}]", addr.ip()),
+        };
+        if !hosts.contains(&name) {
+            hosts.push(name);
+        }
     }
     hosts
 }
@@ -267,7 +271,10 @@ mod tests {
 
     #[test]
     fn the_bound_address_is_an_allowed_host() {
-        let hosts = default_hosts("10.1.2.3:80".parse().unwrap());
-        assert!(hosts.contains(&"10.1.2.3".to_owned()) && hosts.contains(&"localhost".to_owned()));
+        let hosts = default_hosts(&["10.1.2.3:80".parse().unwrap(), "10.1.2.4:81".parse().unwrap()]);
+        for name in ["10.1.2.3", "10.1.2.4", "localhost"] {
+            assert!(hosts.iter().any(|host| host == name), "{name} in {hosts:?}");
+        }
+        assert_eq!(default_hosts(&["0.0.0.0:80".parse().unwrap()]).len(), 3);
     }
 }

@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 use crate::daemon::auth::bearer_matches;
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::errors::ApiError;
+use crate::daemon::hosts;
 use crate::daemon::metrics;
 use crate::daemon::openapi::{ApiDoc, PluginErrors};
 use crate::daemon::ops::Operation;
@@ -76,7 +77,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Checks the `Host` header (DNS rebinding), refuses new requests once shutting down, and
+/// Checks the host names the request carries ([`hosts::check`], DNS rebinding), refuses new requests once shutting down, and
 /// requires the bearer token on mutating routes when one is configured.
 async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     match admit(&state, &request) {
@@ -86,22 +87,8 @@ async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> R
 }
 
 fn admit(state: &ApiState, request: &Request) -> Result<(), ApiError> {
-    let authority = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| request.uri().authority().map(|authority| authority.as_str()))
-        .ok_or_else(|| ApiError::new(Code::InvalidArgument, "the request has no Host header"))?;
-    let name = host_name(authority);
-    if !state.config.allowed_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(name)) {
-        return Err(ApiError::new(
-            Code::PermissionDenied,
-            format!(
-                "Host {name:?} is not one of this daemon's names ({}); see api.allowed_hosts",
-                state.config.allowed_hosts.join(", ")
-            ),
-        ));
-    }
+    hosts::check(&state.config.allowed_hosts, request)
+        .map_err(|refusal| ApiError::new(refusal.code, refusal.message))?;
     if state.shutdown.is_draining() && request.uri().path() != "/healthz" {
         return Err(ApiError::new(Code::Unavailable, "the daemon is shutting down"));
     }
@@ -117,14 +104,6 @@ fn admit(state: &ApiState, request: &Request) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// The host name of an authority (`localhost:7878` -> `localhost`, `[::1]:80` -> `[::1]`).
-fn host_name(authority: &str) -> &str {
-    match authority.rfind(':') {
-        Some(colon) if !authority[colon..].contains(']') => &authority[..colon],
-        _ => authority,
-    }
 }
 
 /// `POST /v1/call/{capability}/{method}`: the body and its content type go to the plugin
@@ -454,17 +433,4 @@ fn plugin_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
     let Path(id) = path.map_err(bad_path)?;
     plugbay_core::manifest::validate_id(&id)?;
     Ok(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_names_drop_the_port_but_keep_ipv6_brackets() {
-        assert_eq!(host_name("localhost:7878"), "localhost");
-        assert_eq!(host_name("localhost"), "localhost");
-        assert_eq!(host_name("[::1]:7878"), "[::1]");
-        assert_eq!(host_name("[::1]"), "[::1]");
-    }
 }

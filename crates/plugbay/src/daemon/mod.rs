@@ -7,6 +7,7 @@ mod auth;
 pub mod config;
 mod errors;
 mod grpc;
+mod hosts;
 pub mod http;
 mod metrics;
 mod openapi;

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::grpc::HostApiService;
+use crate::daemon::hosts::HostCheckLayer;
 use crate::daemon::shutdown::Shutdown;
 
 /// Serves the HTTP API on `listener` until shutdown, then waits for requests in flight up
@@ -65,6 +66,8 @@ pub async fn http(
 
 /// Serves the gRPC API (and `grpc.health.v1`) on `listener` until shutdown, then lets
 /// calls in flight finish up to the drain deadline; returns whether they all finished.
+/// Every call's `:authority` is checked against `api.allowed_hosts` first, as the HTTP
+/// API checks `Host`.
 pub async fn grpc(
     listener: TcpListener,
     service: HostApiService,
@@ -79,6 +82,7 @@ pub async fn grpc(
     let stop = shutdown.wait();
     let serving = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .layer(HostCheckLayer::new(&config.allowed_hosts))
         .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted::<tonic::body::Body>))
         .add_service(health)
         .add_service(api)
