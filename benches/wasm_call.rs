@@ -1,7 +1,7 @@
 //! Wasm call cost: `Host::invoke` of a 64 B and a 4 KiB echo on a WAT guest (the testkit's
 //! guest component) in `persistent` and `per-call` instance modes, and the time to load a
-//! wasm plugin from its folder with the compiled cache cold (compiles) and warm (loads the
-//! cached code).
+//! wasm plugin from its folder into a running host with the compiled cache cold (compiles)
+//! and warm (loads the cached code), and into a new host (engine start included).
 //!
 //! Run: `cargo bench --bench wasm_call` (results: BENCHMARKS.md).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
@@ -48,6 +48,10 @@ fn calls(c: &mut Criterion) {
     }
 }
 
+/// Loading a wasm plugin into a running host (its engine already started by an earlier
+/// load): compiling it (no cache) and from the compiled cache. Each iteration unloads the
+/// plugin and loads it again; only the load is timed. Then the first wasm load of a new host,
+/// from the cache, which also starts the engine (pooling allocator, epoch ticker).
 fn load(c: &mut Criterion) {
     let dir = PluginsDir::new();
     let folder = write_guest(&dir, "guest", &[("guest@1", &["echo"])], "");
@@ -57,22 +61,42 @@ fn load(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for (name, cache_dir) in [("compile_no_cache", None), ("from_cache", Some(cache.path().join("cache")))] {
         let config = HostConfig { wasm_cache_dir: cache_dir, ..HostConfig::with_plugin_dir(dir.path()) };
+        let host = Host::build(config).unwrap();
+        runtime.block_on(host.load_folder(&folder)).unwrap();
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
                 runtime.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iterations {
-                        let host = Host::build(config.clone()).unwrap();
+                        host.unload("guest").await.unwrap();
                         let start = Instant::now();
                         host.load_folder(&folder).await.unwrap();
                         total += start.elapsed();
-                        drop(host);
                     }
                     total
                 })
             })
         });
     }
+    let config = HostConfig {
+        wasm_cache_dir: Some(cache.path().join("cache")),
+        ..HostConfig::with_plugin_dir(dir.path())
+    };
+    group.bench_function("new_host_from_cache", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let host = Host::build(config.clone()).unwrap();
+                    let start = Instant::now();
+                    host.load_folder(&folder).await.unwrap();
+                    total += start.elapsed();
+                    drop(host);
+                }
+                total
+            })
+        })
+    });
     group.finish();
 }
 

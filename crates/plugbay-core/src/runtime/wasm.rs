@@ -56,6 +56,9 @@ mod bindings {
 /// The wasm runtime of one host: its engine (created on the first wasm load) and cache.
 pub struct WasmRuntime {
     engine: OnceLock<Arc<WasmEngine>>,
+    /// WASI and the host API, linked once for every plugin of this runtime (what a plugin
+    /// may use is decided by its WASI context and the import check, not by the linker).
+    linker: OnceLock<Linker<StoreState>>,
     cache: Option<Cache>,
 }
 
@@ -63,7 +66,11 @@ impl WasmRuntime {
     /// A runtime that caches compiled components in `cache_dir` (created with mode 0700)
     /// when given. Cheap: the engine is created on the first load.
     pub fn new(cache_dir: Option<&Path>) -> WasmRuntime {
-        WasmRuntime { engine: OnceLock::new(), cache: cache_dir.and_then(Cache::open) }
+        WasmRuntime {
+            engine: OnceLock::new(),
+            linker: OnceLock::new(),
+            cache: cache_dir.and_then(Cache::open),
+        }
     }
 
     fn engine(&self) -> Result<Arc<WasmEngine>> {
@@ -72,6 +79,18 @@ impl WasmRuntime {
         }
         let engine = WasmEngine::start()?;
         Ok(self.engine.get_or_init(|| engine).clone())
+    }
+
+    /// The linker every plugin is instantiated with, built on first use.
+    fn linker(&self, engine: &WasmEngine) -> Result<&Linker<StoreState>> {
+        if let Some(linker) = self.linker.get() {
+            return Ok(linker);
+        }
+        let mut linker: Linker<StoreState> = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
+            .map_err(|error| Error::internal(format!("cannot link the host API: {error:#}")))?;
+        Ok(self.linker.get_or_init(|| linker))
     }
 
     async fn open(&self, artifact: Artifact<'_>) -> Result<WasmLoaded> {
@@ -100,11 +119,9 @@ impl WasmRuntime {
         let grants =
             Grants::resolve(&manifest.permissions, &plugin_folder(path, &manifest.plugin.entry), &plugin)?;
         grants.check_imports(&component, engine.engine())?;
-        let mut linker: Linker<StoreState> = Linker::new(engine.engine());
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
-            .map_err(|error| Error::internal(format!("cannot link the host API: {error:#}")))?;
-        let pre = linker.instantiate_pre(&component).and_then(bindings::PluginPre::new).map_err(|error| {
+        let pre = self
+            .linker(&engine)?
+            .instantiate_pre(&component).and_then(bindings::PluginPre::new).map_err(|error| {
             Error::precondition(format!(
                 "{shown} cannot be linked against the plugbay:plugin@1 world and the granted WASI: {error:#}"
             ))

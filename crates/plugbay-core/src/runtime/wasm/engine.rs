@@ -1,6 +1,7 @@
 //! The one wasmtime [`Engine`] a host shares across its wasm plugins, the epoch ticker that
 //! drives call deadlines, and compilation off the async threads with bounded concurrency.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,11 +24,22 @@ const MAX_CONCURRENT_COMPILES: usize = 1;
 const POOLED_INSTANCES: u32 = 256;
 /// Largest linear memory a pooled slot holds; `limits.memory_mb` lowers it per plugin.
 pub(crate) const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// Linear memory a freed pooled slot keeps mapped and zeroes with `memset`, instead of
+/// returning it to the kernel (`madvise`, page faults on reuse, a TLB shootdown that
+/// interrupts the other core): the start of memory, where a small plugin's stack, data and
+/// heap are. Costs at most this much resident memory per slot ever used.
+const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+/// The same for tables.
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
 /// A host's wasm engine: shared by every wasm plugin, created on the first wasm load.
 pub(crate) struct WasmEngine {
     engine: Engine,
     compiles: tokio::sync::Semaphore,
+    /// When the ticker last advanced the epoch, in nanoseconds since `origin`, so a
+    /// deadline is counted in the ticks that actually come (see [`WasmEngine::ticks_until`]).
+    last_tick: AtomicU64,
+    origin: Instant,
 }
 
 impl WasmEngine {
@@ -47,8 +59,12 @@ impl WasmEngine {
             }
         };
         tracing::debug!(pooling, "wasm: engine started");
-        let shared =
-            Arc::new(WasmEngine { engine, compiles: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES) });
+        let shared = Arc::new(WasmEngine {
+            engine,
+            compiles: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMPILES),
+            last_tick: AtomicU64::new(0),
+            origin: Instant::now(),
+        });
         start_ticker(Arc::downgrade(&shared));
         Ok(shared)
     }
@@ -56,6 +72,21 @@ impl WasmEngine {
     /// The wasmtime engine.
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Advances the epoch, then records when. In that order: a reader that sees the new
+    /// time also sees the new epoch, so its deadline can only come late, never early.
+    fn tick(&self) {
+        self.engine.increment_epoch();
+        let now = self.origin.elapsed().as_nanos() as u64;
+        self.last_tick.store(now, Ordering::Release);
+    }
+
+    /// Epoch ticks from now until `deadline`: the first tick at or after the deadline, so
+    /// the trap comes within one tick after it, never before.
+    pub(crate) fn ticks_until(&self, deadline: Instant) -> u64 {
+        let last_tick = self.origin + Duration::from_nanos(self.last_tick.load(Ordering::Acquire));
+        ticks_after(last_tick, deadline)
     }
 
     /// Compiles a component on tokio's blocking pool, at most
@@ -96,7 +127,9 @@ fn config(pooling: bool) -> Config {
             .total_memories(POOLED_INSTANCES * 2)
             .total_tables(POOLED_INSTANCES * 2)
             .total_stacks(POOLED_INSTANCES)
-            .max_memory_size(MAX_MEMORY_BYTES as usize);
+            .max_memory_size(MAX_MEMORY_BYTES as usize)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -109,7 +142,7 @@ fn start_ticker(engine: Weak<WasmEngine>) {
         loop {
             std::thread::sleep(EPOCH_TICK);
             match engine.upgrade() {
-                Some(engine) => engine.engine.increment_epoch(),
+                Some(engine) => engine.tick(),
                 None => return,
             }
         }
@@ -119,12 +152,12 @@ fn start_ticker(engine: Weak<WasmEngine>) {
     }
 }
 
-/// Epoch ticks from now until `deadline`, rounded so the trap comes at the deadline or
-/// within one tick after it, never before.
-pub(crate) fn ticks_until(deadline: Instant) -> u64 {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let tick = EPOCH_TICK.as_nanos();
-    (remaining.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+/// How many ticks after the one at `last_tick` the first tick at or after `deadline` is
+/// (at least one). Ticks come every [`EPOCH_TICK`] or a little later (the ticker sleeps),
+/// which only makes the trap later.
+fn ticks_after(last_tick: Instant, deadline: Instant) -> u64 {
+    let remaining = deadline.saturating_duration_since(last_tick);
+    (remaining.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
 }
 
 #[cfg(test)]
@@ -132,9 +165,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        assert_eq!(ticks_until(Instant::now()), 1);
-        let ticks = ticks_until(Instant::now() + EPOCH_TICK * 5);
-        assert!((5..=6).contains(&ticks), "{ticks}");
+    fn deadlines_count_the_ticks_from_the_last_one() {
+        let tick = Instant::now();
+        // A deadline already passed, or before the next tick: the next tick.
+        assert_eq!(ticks_after(tick, tick), 1);
+        assert_eq!(ticks_after(tick + EPOCH_TICK, tick), 1);
+        assert_eq!(ticks_after(tick, tick + EPOCH_TICK / 2), 1);
+        // Exactly on a tick: that tick; just after it: the one after.
+        assert_eq!(ticks_after(tick, tick + EPOCH_TICK * 5), 5);
+        assert_eq!(ticks_after(tick, tick + EPOCH_TICK * 5 + Duration::from_nanos(1)), 6);
     }
 }

@@ -29,7 +29,7 @@ use crate::manifest::{Limits, WasmInstanceMode};
 use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
 use crate::runtime::wasm::bindings::{Plugin, PluginIndices, PluginPre};
 use crate::runtime::wasm::capabilities::Grants;
-use crate::runtime::wasm::engine::{WasmEngine, ticks_until};
+use crate::runtime::wasm::engine::WasmEngine;
 use crate::runtime::wasm::limits::{MemoryLimiter, guest_failure};
 use crate::runtime::wasm::state::StateExports;
 use crate::runtime::{CallOutcome, Description, HostCallbacks, Instance, InstanceContext, LogLevel};
@@ -69,7 +69,7 @@ impl Shared {
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks_until(deadline));
+        store.set_epoch_deadline(self.engine.ticks_until(deadline));
         let instance = self
             .pre
             .instance_pre()
@@ -226,7 +226,7 @@ impl InstanceInner {
             .with_instance(
                 None,
                 async |live: &mut Live| exports.snapshot(&mut live.store, &live.instance).await,
-                "snapshot",
+                || "snapshot".to_owned(),
             )
             .await?
             .map_err(|failure| from_failure(failure, "snapshot"))?;
@@ -241,7 +241,7 @@ impl InstanceInner {
         self.with_instance(
             None,
             async |live: &mut Live| exports.restore(&mut live.store, &live.instance, &state).await,
-            "restore",
+            || "restore".to_owned(),
         )
         .await?
         .map_err(|failure| from_failure(failure, "restore"))?;
@@ -255,7 +255,7 @@ impl InstanceInner {
         &self,
         deadline: Option<Instant>,
         operation: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
-        doing: &str,
+        doing: impl Fn() -> String,
     ) -> Result<R> {
         let deadline = self.deadline(deadline);
         let mut slot = self.live.lock().await;
@@ -265,7 +265,7 @@ impl InstanceInner {
             Some(live) => live,
             None => self.fresh().await?,
         };
-        live.store.set_epoch_deadline(ticks_until(deadline));
+        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
         match operation(&mut live).await {
             Ok(result) => {
                 if self.shared.mode == WasmInstanceMode::Persistent {
@@ -273,7 +273,7 @@ impl InstanceInner {
                 }
                 Ok(result)
             }
-            Err(error) => Err(guest_failure(&error, doing)),
+            Err(error) => Err(guest_failure(&error, &doing())),
         }
     }
 
@@ -282,17 +282,19 @@ impl InstanceInner {
             content_type: payload.content_type.as_str().to_owned(),
             bytes: payload.bytes.to_vec(),
         };
-        let doing = format!("call {method}");
+        // Named only when something failed: a format per call costs more than the rest of
+        // the host's side of it.
+        let doing = || format!("call {method}");
         let output = self
             .with_instance(
                 deadline,
                 async |live: &mut Live| {
                     live.plugin.plugbay_plugin_guest().call_call(&mut live.store, method, &input).await
                 },
-                &doing,
+                doing,
             )
             .await?;
-        let output = output.map_err(|failure| from_failure(failure, &doing))?;
+        let output = output.map_err(|failure| from_failure(failure, &doing()))?;
         if output.bytes.len() > self.context.max_payload_bytes {
             return Err(Error::new(
                 Code::ResourceExhausted,
@@ -320,7 +322,7 @@ impl InstanceInner {
                         .call_on_event(&mut live.store, &event.topic, &event.action, &event.source, &data)
                         .await
                 },
-                "on_event",
+                || "on_event".to_owned(),
             )
             .await?;
         result.map_err(|failure| from_failure(failure, "on_event"))
@@ -328,7 +330,7 @@ impl InstanceInner {
 
     async fn shutdown(&self) {
         let Some(mut live) = self.live.lock().await.take() else { return };
-        live.store.set_epoch_deadline(ticks_until(self.deadline(None)));
+        live.store.set_epoch_deadline(self.shared.engine.ticks_until(self.deadline(None)));
         if let Err(error) = live.plugin.plugbay_plugin_guest().call_shutdown(&mut live.store).await {
             tracing::warn!(plugin = %self.context.plugin, "wasm shutdown failed: {}", guest_failure(&error, "shutdown"));
         }
