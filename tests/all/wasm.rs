@@ -1,8 +1,8 @@
 //! The wasm runtime: real components (WAT guests wrapped by the testkit) through the public
 //! `Host` API. Every fault test keeps a canary wasm plugin answering throughout: wrong
 //! artifacts (A5), oversized ones (A6), ungranted imports (B6), traps and deep recursion
-//! (C3), infinite loops (C4), memory bombs (C7); plus host callbacks, instance modes, the
-//! compiled cache and load/unload cycles.
+//! (C3), infinite loops and waits inside host calls (C4), memory bombs (C7); plus host
+//! callbacks, instance modes, snapshots, the compiled cache and load/unload cycles.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,6 +152,35 @@ async fn c4_infinite_loop_is_interrupted_at_its_deadline() {
     assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
     assert!(started.elapsed() < Duration::from_millis(300 + 150), "{:?}", started.elapsed());
     assert_eq!(&host.invoke(call("echo", b"alive")).await.unwrap().bytes[..], b"alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_guest_waiting_inside_a_host_call_gives_up_at_its_deadline() {
+    let dir = PluginsDir::new();
+    add_canary(&dir);
+    add_guest(&dir, "");
+    dir.add_process_fixture("");
+    let host = host_over(&dir).await;
+    assert_eq!(count(&host).await, 1);
+
+    // `hold` waits inside the host's `invoke` on a process plugin that sleeps 5 s: no wasm
+    // runs, so no epoch can interrupt it. The call's deadline goes with the nested call,
+    // and the host gives the caller up at it.
+    let hold = Call::new("guest.test@1", "hold", Payload::json(&5_000).unwrap())
+        .with_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let error = host.invoke(hold).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert!(error.to_string().contains("plugin guest"), "{error}");
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(300 + 150), "overshoot: {elapsed:?}");
+
+    // Everyone serves on: the guest, the canary, and the plugin it was waiting on.
+    assert!(count(&host).await >= 1);
+    assert_canary_answers(&host).await;
+    let echo = host.invoke(Call::new("fixture@1", "echo", Payload::json(&7).unwrap())).await.unwrap();
+    assert_eq!(echo.to_json::<u32>().unwrap(), 7);
 }
 
 #[tokio::test]

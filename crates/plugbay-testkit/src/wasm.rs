@@ -20,9 +20,11 @@ use crate::workspace_root;
 /// refused), `trap` (`unreachable`), `divide` (by zero), `oob` (out-of-bounds load), `fail`
 /// (returns an `invalid-argument` failure), `log` (logs the input, then echoes),
 /// `invoke` (calls `echo.test@1` `echo` through the host with the input), `publish`
-/// (publishes the input on topic `wasm.test`, then echoes).
+/// (publishes the input on topic `wasm.test`, then echoes), `hold` (calls `fixture@1`
+/// `sleep` through the host with the input, so the guest waits inside a host call).
 pub const GUEST_METHODS: &[&str] = &[
     "echo", "count", "spin", "recurse", "grow", "trap", "divide", "oob", "fail", "log", "invoke", "publish",
+    "hold",
 ];
 
 /// The WIT package of the contract, from the workspace.
@@ -145,6 +147,8 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
   (data (i32.const 2080) "wasm.test")
   (data (i32.const 2096) "published")
   (data (i32.const 2112) "bad input")
+  (data (i32.const 2128) "fixture@1")
+  (data (i32.const 2144) "sleep")
 
   (func $realloc (export "cabi_realloc") (param $old i32) (param $old_size i32) (param $align i32) (param $size i32) (result i32)
     (local $ptr i32) (local $end i32)
@@ -226,6 +230,12 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
     (if (i32.eq (local.get $first) (i32.const 105))
       (then
         (call $invoke (i32.const 2048) (i32.const 11) (i32.const 2064) (i32.const 4)
+          (local.get $ct) (local.get $ctl) (local.get $b) (local.get $bl) (i32.const 128))
+        (return (i32.const 128))))
+    ;; hold: fixture@1 sleep with the input, through the host
+    (if (i32.eq (local.get $first) (i32.const 104))
+      (then
+        (call $invoke (i32.const 2128) (i32.const 9) (i32.const 2144) (i32.const 5)
           (local.get $ct) (local.get $ctl) (local.get $b) (local.get $bl) (i32.const 128))
         (return (i32.const 128))))
     ;; publish on wasm.test

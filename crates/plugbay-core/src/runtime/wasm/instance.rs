@@ -23,7 +23,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bus::Event;
-use crate::call::{Call, ContentType, Payload, Target};
+use crate::call::{Call, ContentType, Deadline, Payload, Target};
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Limits, WasmInstanceMode};
 use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
@@ -65,6 +65,7 @@ impl Shared {
             wasi: self.grants.wasi()?,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&self.limits),
+            deadline: Some(deadline),
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -114,6 +115,9 @@ pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// The deadline of the operation running in this store, passed on to the calls the
+    /// guest makes through the host, so a guest waiting on another plugin gives up with it.
+    deadline: Option<Instant>,
 }
 
 impl WasiView for StoreState {
@@ -266,6 +270,7 @@ impl InstanceInner {
             None => self.fresh().await?,
         };
         live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
+        live.store.data_mut().deadline = Some(deadline);
         match operation(&mut live).await {
             Ok(result) => {
                 if self.shared.mode == WasmInstanceMode::Persistent {
@@ -451,7 +456,7 @@ impl host::Host for StoreState {
             content_type: ContentType::new(payload.content_type),
             bytes: Bytes::from(payload.bytes),
         };
-        let call = Call { target, method, payload, deadline: None };
+        let call = Call { target, method, payload, deadline: self.deadline.map(Deadline::at) };
         let reply =
             self.host_api()?.invoke_async(&self.plugin, call).await.map_err(|error| to_failure(&error))?;
         Ok(types::Payload {
