@@ -54,19 +54,6 @@ pub fn serve<P: Plugin>() -> ! {
 }
 
 fn run<P: Plugin>() -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start tokio: {error}"))?;
-    runtime.block_on(run_async::<P>())
-}
-
-fn env(name: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|_| format!("the host did not set {name}"))
-}
-
-async fn run_async<P: Plugin>() -> Result<(), String> {
     let offered = env("PLUGBAY_PROTOCOL_VERSIONS")?;
     if !offered.split(',').any(|v| v.trim() == VERSION.to_string()) {
         return Err(format!(
@@ -75,7 +62,38 @@ async fn run_async<P: Plugin>() -> Result<(), String> {
     }
     let socket = PathBuf::from(env("PLUGBAY_SOCKET")?);
     let host_socket = PathBuf::from(env("PLUGBAY_HOST_SOCKET")?);
-    let listener = tokio::net::UnixListener::bind(&socket)
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
+    let transports = std::env::var("PLUGBAY_TRANSPORTS").unwrap_or_default();
+    let framed = transports.split(',').any(|t| t.trim() == "framed");
+    if framed {
+        // The socket listens already: the host may connect and send its first request
+        // while tokio starts (the kernel queues both), so the two starts overlap.
+        println!("plugbay|{VERSION}|unix|{}|framed", socket.display());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start tokio: {error}"))?;
+    runtime.block_on(run_async::<P>(listener, socket, host_socket, framed))
+}
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("the host did not set {name}"))
+}
+
+/// Serves on `listener` (bound to `socket`, non-blocking) over the framed transport when
+/// the handshake line offered it (already printed), else over gRPC; `host_socket` is the
+/// host's callback socket.
+async fn run_async<P: Plugin>(
+    listener: std::os::unix::net::UnixListener,
+    socket: PathBuf,
+    host_socket: PathBuf,
+    framed: bool,
+) -> Result<(), String> {
+    let listener = tokio::net::UnixListener::from_std(listener)
         .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
     let (stop, stopped) = watch::channel(false);
     let service = Service::<P> {
@@ -84,9 +102,7 @@ async fn run_async<P: Plugin>() -> Result<(), String> {
         handle: tokio::runtime::Handle::current(),
         stop,
     };
-    let transports = std::env::var("PLUGBAY_TRANSPORTS").unwrap_or_default();
-    if transports.split(',').any(|t| t.trim() == "framed") {
-        println!("plugbay|{VERSION}|unix|{}|framed", socket.display());
+    if framed {
         framed::serve(listener, Arc::new(service), stopped).await;
         return Ok(());
     }
