@@ -64,6 +64,21 @@ async fn on_failure_does_not_restart_a_clean_exit_but_always_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_judges_the_exit_status_not_what_the_program_printed() {
+    let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 1\n").await;
+    let pid = pid_of(&host).await;
+    let lie = json!({"line": "exited with exit status: 0", "code": 1});
+    let error = host.invoke(json_call("fixture@1", "say_and_exit", lie)).await.unwrap_err();
+    assert_error(&error, Code::Unavailable, &["exit status: 1"]);
+    // A failure, whatever its stderr said: restarted.
+    assert_ne!(wait_for_new_pid(&host, pid).await, pid);
+    let crash = &host.crashes(Some("fixture"))[0];
+    assert!(crash.reason.contains("exited with exit status: 1"), "{crash:?}");
+    assert!(!crash.action.contains("exited cleanly"), "{crash:?}");
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c12_crashing_in_init_every_time_ends_quarantined_after_exactly_max_restarts() {
     let dir = PluginsDir::new();
     dir.add_process_fixture("[restart]\nmax_restarts = 3\nbackoff_ms = 1\nbackoff_max_ms = 4\n");

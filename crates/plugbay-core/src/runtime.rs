@@ -25,6 +25,17 @@ use crate::manifest::{Manifest, RuntimeKind};
 /// A boxed, sendable future (the async half of the runtime traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How an instance that could die on its own ended (see [`Instance::died`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// What happened, for people: the exit status or signal, and the program's last
+    /// stderr lines.
+    pub reason: String,
+    /// Whether it ended cleanly (a process that exited with status 0): the
+    /// `on-failure` restart policy leaves such an instance stopped.
+    pub clean: bool,
+}
+
 /// The result of starting a call: finished already (in-process runtimes, no thread hop),
 /// or a future to await under the call's deadline.
 pub enum CallOutcome {
@@ -228,8 +239,8 @@ pub trait Instance: Send + Sync {
     }
 
     /// For instances that can die on their own (a process that exits): a future that
-    /// resolves, with the reason, when it does. `None` for in-process instances.
-    fn died(&self) -> Option<BoxFuture<'static, String>> {
+    /// resolves, with how it ended, when it does. `None` for in-process instances.
+    fn died(&self) -> Option<BoxFuture<'static, Death>> {
         None
     }
 

@@ -38,12 +38,6 @@ pub(crate) fn coarse_resolution_ms() -> u64 {
     })
 }
 
-/// Whether a death, described by the runtime, is a clean exit (status 0) rather than a
-/// failure.
-pub(crate) fn is_clean_exit(reason: &str) -> bool {
-    reason.contains("exited with exit status: 0")
-}
-
 /// Whether `policy` restarts an instance that ended this way.
 pub(crate) fn restarts(policy: RestartPolicy, clean_exit: bool) -> bool {
     match policy {
@@ -292,8 +286,6 @@ mod tests {
         assert!(restarts(RestartPolicy::OnFailure, false));
         assert!(!restarts(RestartPolicy::OnFailure, true));
         assert!(restarts(RestartPolicy::Always, true));
-        assert!(is_clean_exit("the plugin process (pid 7) exited with exit status: 0"));
-        assert!(!is_clean_exit("the plugin process (pid 7) exited with exit status: 1"));
     }
 
     #[test]

@@ -275,8 +275,21 @@ pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> S
 
 /// The Rust fixture's `[provides]`.
 pub const FIXTURE_METHODS: &[&str] = &[
-    "echo", "panic", "segfault", "invoke", "publish", "events", "big", "sleep", "config", "abort", "exit",
-    "pid", "exit_if", "tag",
+    "echo",
+    "panic",
+    "segfault",
+    "invoke",
+    "publish",
+    "events",
+    "big",
+    "sleep",
+    "config",
+    "abort",
+    "exit",
+    "pid",
+    "exit_if",
+    "tag",
+    "say_and_exit",
 ];
 
 /// Makes a file executable (mode 0755).

@@ -12,6 +12,7 @@ use crate::call::{Call, Payload};
 use crate::error::{Code, Error};
 use crate::lifecycle::State;
 use crate::manifest::{Health, MANIFEST_FILE};
+use crate::runtime::Death;
 use crate::scheduler::Slot;
 use crate::supervisor::{self, ALERT_TOPIC, Alert, CrashReport, Verdict};
 
@@ -83,26 +84,27 @@ impl HostInner {
         let (host, entry, watched) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
         let health = slot.manifest.health.clone();
         tokio::spawn(async move {
-            let reason = tokio::select! {
-                reason = died => match watched.upgrade().and_then(|slot| slot.killed_because.lock().take()) {
-                    Some(why) => format!("{why}: {reason}"),
-                    None => reason,
+            let death = tokio::select! {
+                death = died => match watched.upgrade().and_then(|slot| slot.killed_because.lock().take()) {
+                    Some(why) => Death { reason: format!("{why}: {}", death.reason), clean: false },
+                    None => death,
                 },
                 reason = unhealthy(watched.clone(), health) => {
                     if let Some(slot) = watched.upgrade() {
                         slot.instance.kill();
                     }
-                    reason
+                    Death { reason, clean: false }
                 }
             };
             let (Some(host), Some(slot)) = (host.upgrade(), watched.upgrade()) else { return };
-            host.instance_ended(&entry, &slot, reason).await;
+            host.instance_ended(&entry, &slot, death).await;
         });
     }
 
     /// An instance ended on its own: out of routing at once, a crash report, then restart,
     /// quarantine or failure as the plugin's `[restart]` says.
-    async fn instance_ended(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>, reason: String) {
+    async fn instance_ended(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>, death: Death) {
+        let Death { reason, clean } = death;
         let _operation = entry.operation.lock().await;
         let (id, remaining, probation) = {
             let mut status = entry.status.lock();
@@ -135,7 +137,6 @@ impl HostInner {
         } else {
             self.scheduler.insert(&id, remaining.clone());
         }
-        let clean = supervisor::is_clean_exit(&reason);
         let error = Error::unavailable(reason).with_plugin(&id);
         self.after_failure(entry, Some(slot), &error, clean, remaining.is_empty());
     }

@@ -31,8 +31,9 @@ use crate::call::{ContentType, Payload};
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Manifest, ProcessTransport, RuntimeKind};
 use crate::runtime::{
-    Artifact, BoxFuture, CallOutcome, Description, Instance, InstanceContext, Loaded, Runtime,
+    Artifact, BoxFuture, CallOutcome, Death, Description, Instance, InstanceContext, Loaded, Runtime,
 };
+use crate::sandbox;
 use client::PluginClient;
 use handshake::Transport;
 use runner::{Program, Running, Sockets};
@@ -467,7 +468,7 @@ impl Instance for ProcessInstance {
         self.started.running.is_running()
     }
 
-    fn died(&self) -> Option<BoxFuture<'static, String>> {
+    fn died(&self) -> Option<BoxFuture<'static, Death>> {
         let mut exited = self.started.running.exited.clone();
         let tail = self.started.running.stderr.clone();
         let pid = self.started.running.pid();
@@ -483,12 +484,18 @@ impl Instance for ProcessInstance {
                     let exit = async move { exited.wait_for(Option::is_some).await.ok().and_then(|e| e.clone()) };
                     match tokio::time::timeout(Duration::from_secs(1), exit).await {
                         Ok(Some(exit)) => Some(exit),
-                        _ => return format!("the connection to the plugin process (pid {pid}) broke: {why}"),
+                        _ => {
+                            let reason = format!("the connection to the plugin process (pid {pid}) broke: {why}");
+                            return Death { reason, clean: false };
+                        }
                     }
                 }
             };
             let exit = why.unwrap_or_else(|| "went away".to_owned());
-            format!("the plugin process (pid {pid}) {exit}{}", tail.render())
+            // Decided on the host's own words for the exit status, never on the program's
+            // output that follows them.
+            let clean = exit == sandbox::child::CLEAN_EXIT;
+            Death { reason: format!("the plugin process (pid {pid}) {exit}{}", tail.render()), clean }
         }))
     }
 }

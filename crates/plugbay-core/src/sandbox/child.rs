@@ -32,11 +32,15 @@ pub fn reap(pidfd: &OwnedFd, limit: Duration) -> std::io::Result<Option<ExitStat
     )?)
 }
 
+/// What [`describe`] says of a process that exited with status 0.
+pub const CLEAN_EXIT: &str = "exited with exit status: 0";
+
 /// Describes how a process ended, in words (`exited with exit status: 1`, `was killed by
 /// signal 11 (SIGSEGV)`).
 pub fn describe(status: &ExitStatus) -> String {
     match (status.terminating_signal(), status.exit_status()) {
         (Some(signal), _) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+        (None, Some(0)) => CLEAN_EXIT.to_owned(),
         (None, Some(code)) => format!("exited with exit status: {code}"),
         (None, None) => "ended".into(),
     }
