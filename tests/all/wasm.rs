@@ -11,7 +11,8 @@ use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::PluginsDir;
 use plugbay_testkit::wasm::{
     GUEST_METHODS, component_importing_sockets, component_of_another_version,
-    component_with_a_wrong_state_interface, stateful_component, wasm_manifest, write_component, write_guest,
+    component_with_a_wrong_state_interface, component_with_many_functions, stateful_component, wasm_manifest,
+    write_component, write_guest,
 };
 
 use crate::support::{assert_error, assert_failed, info};
@@ -250,6 +251,42 @@ async fn a6_oversized_artifact_is_refused_before_compiling() {
     assert_failed(&host, "huge", Code::ResourceExhausted, &["104857600 bytes", "64 MiB"]);
     assert!(started.elapsed() < Duration::from_secs(5), "refused before compiling: {:?}", started.elapsed());
     assert_canary_answers(&host).await;
+}
+
+/// On tokio's current-thread runtime (a `#[tokio::test]`): if compiling ran on the async
+/// thread, nothing else could run until it ended.
+#[tokio::test]
+async fn a6_compile_bomb_compiles_off_the_async_threads() {
+    let dir = PluginsDir::new();
+    add_canary(&dir);
+    let host = host_over(&dir).await;
+    let provides: &[(&str, &[&str])] = &[("bomb.test@1", &["echo"])];
+    let bomb = component_with_many_functions("bomb", provides, 100_000);
+    write_component(&dir, "bomb", bomb, provides, "");
+
+    let folder = dir.path().join("bomb");
+    let load = host.load_folder(&folder);
+    tokio::pin!(load);
+    let mut answered_while_compiling = 0;
+    loop {
+        tokio::select! {
+            biased;
+            loaded = &mut load => {
+                loaded.expect("the bomb loads in the end");
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(5)) => {
+                assert_canary_answers(&host).await;
+                answered_while_compiling += 1;
+            }
+        }
+    }
+    assert!(
+        answered_while_compiling >= 5,
+        "the canary answered {answered_while_compiling} times during the compile"
+    );
+    let reply = host.invoke(Call::new("bomb.test@1", "echo", Payload::bytes(&b"boom"[..]))).await.unwrap();
+    assert_eq!(&reply.bytes[..], b"boom");
 }
 
 #[tokio::test]

@@ -313,6 +313,21 @@ pub fn component_with_a_wrong_state_interface(id: &str, provides: &[(&str, &[&st
     componentize_with(&core, &[&contract], "stateful-plugin")
 }
 
+/// The test guest ([`guest_wat`]) with `functions` more small functions, a compile bomb:
+/// a few MiB of code that takes the compiler seconds.
+pub fn component_with_many_functions(id: &str, provides: &[(&str, &[&str])], functions: usize) -> Vec<u8> {
+    let wat = guest_wat(id, provides);
+    let end = wat.rfind(')').expect("the module's closing parenthesis");
+    let mut bomb = String::with_capacity(functions * 64);
+    for index in 0..functions {
+        bomb.push_str(&format!(
+            "  (func (param i32) (result i32) (i32.add (local.get 0) (i32.const {index})))\n"
+        ));
+    }
+    let core = wat::parse_str(format!("{}{bomb})\n", &wat[..end])).expect("valid WAT");
+    componentize_with(&core, &[&contract()], "plugin")
+}
+
 /// A manifest for a wasm plugin; `extra` is appended (e.g. `[limits]` or `[wasm]` tables).
 pub fn wasm_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])], extra: &str) -> String {
     let native = crate::native_manifest(id, entry, provides);
