@@ -217,12 +217,7 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
     (if (i32.eq (local.get $first) (i32.const 111)) (then (drop (i32.load (i32.const -4))) unreachable))
     ;; fail: invalid-argument "bad input"
     (if (i32.eq (local.get $first) (i32.const 102))
-      (then
-        (i32.store8 (i32.const 32) (i32.const 1))
-        (i32.store8 (i32.const 36) (i32.const 0))
-        (i32.store (i32.const 40) (i32.const 2112))
-        (i32.store (i32.const 44) (i32.const 9))
-        (return (i32.const 32))))
+      (then {bad_input}))
     ;; log: info
     (if (i32.eq (local.get $first) (i32.const 108))
       (then (call $log (i32.const 2) (local.get $b) (local.get $bl))))
@@ -249,8 +244,18 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
 "#,
         describe_data = wat_string(&describe),
         describe_len = describe.len(),
+        bad_input = BAD_INPUT,
     )
 }
+
+/// Returns an `invalid-argument` failure "bad input" (the string at 2112) in the
+/// return area at 32: the layout of `result<_, failure>` and of `result<payload, failure>`.
+const BAD_INPUT: &str = "
+        (i32.store8 (i32.const 32) (i32.const 1))
+        (i32.store8 (i32.const 36) (i32.const 0))
+        (i32.store (i32.const 40) (i32.const 2112))
+        (i32.store (i32.const 44) (i32.const 9))
+        (return (i32.const 32))";
 
 /// The `state` interface's functions for [`stateful_guest_wat`], over the guest's `count`
 /// counter.
@@ -263,12 +268,7 @@ const STATE_FUNCS: &str = r#"
     (i32.const 32))
   (func (export "plugbay:plugin/state@1.0.0#restore") (param $p i32) (param $l i32) (result i32)
     (if (i32.ne (local.get $l) (i32.const 4))
-      (then
-        (i32.store8 (i32.const 32) (i32.const 1))
-        (i32.store8 (i32.const 36) (i32.const 0))
-        (i32.store (i32.const 40) (i32.const 2112))
-        (i32.store (i32.const 44) (i32.const 9))
-        (return (i32.const 32))))
+      (then BAD_INPUT))
     (global.set $counter (i32.load (local.get $p)))
     (i32.store8 (i32.const 32) (i32.const 0))
     (i32.const 32))
@@ -281,7 +281,7 @@ const STATE_FUNCS: &str = r#"
 pub fn stateful_guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
     let wat = guest_wat(id, provides);
     let end = wat.rfind(')').expect("the module's closing parenthesis");
-    format!("{}{STATE_FUNCS})\n", &wat[..end])
+    format!("{}{})\n", &wat[..end], STATE_FUNCS.replace("BAD_INPUT", BAD_INPUT))
 }
 
 /// A stateful guest ([`stateful_guest_wat`]) as a component of the `stateful-plugin` world.
