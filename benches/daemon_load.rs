@@ -42,12 +42,13 @@ use tonic::transport::{Channel, Endpoint};
 const CONCURRENCY: [usize; 3] = [1, 64, 1024];
 /// gRPC calls in flight per HTTP/2 connection.
 const STREAMS_PER_CONNECTION: usize = 64;
-/// Rounds per line; each runs the bare server, then the daemon (the order flips each round).
-const ROUNDS: usize = 4;
+/// Rounds per line; each runs the bare server, then the daemon (the order flips each round):
+/// many short rounds, so a burst of other work on the machine hits both sides alike.
+const ROUNDS: usize = 8;
 /// Calls before the timed window, on the same connections.
-const WARM_UP: Duration = Duration::from_millis(500);
+const WARM_UP: Duration = Duration::from_millis(300);
 /// The timed window of one round.
-const WINDOW: Duration = Duration::from_secs(2);
+const WINDOW: Duration = Duration::from_secs(1);
 /// The request body: a JSON string, as in the h2load figures.
 const BODY: &[u8] = b"\"hello\"";
 /// Set in the child that runs the bare servers.
