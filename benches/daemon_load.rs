@@ -15,7 +15,8 @@
 //! Each line alternates bare server and daemon for [`ROUNDS`] rounds of a warm-up and a
 //! timed window, fresh connections each time; every call completed in the window is timed on
 //! its own.
-//! `PLUGBAY_BENCH_WINDOW_MS` shortens the window for a quick check.
+//! `PLUGBAY_BENCH_WINDOW_MS` shortens the window for a quick check; `PLUGBAY_BENCH_LINE`
+//! (e.g. `http-64`, `grpc-1024`) runs only that line.
 
 mod bare;
 mod common;
@@ -451,8 +452,13 @@ fn main() {
             window.as_millis()
         );
         let mut rows = Vec::new();
+        let only = std::env::var("PLUGBAY_BENCH_LINE").ok();
         for api in [Api::Http, Api::Grpc] {
             for concurrency in CONCURRENCY {
+                let line = format!("{}-{concurrency}", if matches!(api, Api::Http) { "http" } else { "grpc" });
+                if only.as_ref().is_some_and(|only| *only != line) {
+                    continue;
+                }
                 let mut measured = [Measured::default(), Measured::default()];
                 for turn in 0..ROUNDS {
                     // Bare first in even rounds, daemon first in odd ones.

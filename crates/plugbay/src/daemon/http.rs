@@ -53,6 +53,8 @@ pub struct ApiState {
 
 /// Every route, behind the guard, and `/openapi.json` describing them.
 pub fn router(state: ApiState) -> Router {
+    // One reference count per request instead of one per field.
+    let state = Arc::new(state);
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(call))
         .routes(routes!(list, load))
@@ -79,7 +81,7 @@ pub fn router(state: ApiState) -> Router {
 
 /// Checks the host names the request carries ([`hosts::check`], DNS rebinding), refuses new requests once shutting down, and
 /// requires the bearer token on mutating routes when one is configured.
-async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     match admit(&state, &request) {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),
@@ -130,13 +132,15 @@ fn admit(state: &ApiState, request: &Request) -> Result<(), ApiError> {
     )
 )]
 async fn call(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let Path((capability, method)) = path.map_err(bad_path)?;
-    let timeout = deadline(&headers)?;
+    // The request taken apart, not its headers copied (as the `HeaderMap` extractor does).
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let timeout = deadline(headers)?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => ContentType::OCTET_STREAM,
         Some(value) => ContentType::new(
@@ -145,7 +149,7 @@ async fn call(
                 .map_err(|_| ApiError::new(Code::InvalidArgument, "the Content-Type header is not ASCII"))?,
         ),
     };
-    let bytes = read_body(body, &headers, state.config.max_body_bytes).await?;
+    let bytes = read_body(body, headers, state.config.max_body_bytes).await?;
     let mut call = Call::new(&capability, method, Payload::with_type(bytes, content_type));
     if let Some(timeout) = timeout {
         call = call.with_timeout(timeout);
@@ -198,7 +202,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     (status = 200, description = "Every plugin, sorted by id", body = Vec<crate::daemon::openapi::PluginSchema>),
     (status = 403, description = "Host header not allowed", body = ApiError),
 ))]
-async fn list(State(state): State<ApiState>) -> Json<Vec<PluginInfo>> {
+async fn list(State(state): State<Arc<ApiState>>) -> Json<Vec<PluginInfo>> {
     Json(state.host.plugins())
 }
 
@@ -211,7 +215,7 @@ async fn list(State(state): State<ApiState>) -> Json<Vec<PluginInfo>> {
     )
 )]
 async fn plugin(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PluginInfo>, ApiError> {
     let id = plugin_id(path)?;
@@ -236,7 +240,7 @@ struct LoadRequest {
     )
 )]
 async fn load(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     body: Result<Json<LoadRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<PluginInfo>), ApiError> {
     let Json(request) = body.map_err(|rejection| {
@@ -259,7 +263,7 @@ async fn load(
     )
 )]
 async fn unload(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PluginInfo>, ApiError> {
     let Path(id) = path.map_err(bad_path)?;
@@ -279,7 +283,7 @@ async fn unload(
     )
 )]
 async fn action(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<PluginInfo>, ApiError> {
     let Path((id, action)) = path.map_err(bad_path)?;
@@ -341,7 +345,7 @@ impl From<Event> for EventJson {
     )
 )]
 async fn events(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let Query(query) =
@@ -377,7 +381,7 @@ struct CrashesQuery {
     )
 )]
 async fn crashes(
-    State(state): State<ApiState>,
+    State(state): State<Arc<ApiState>>,
     query: Result<Query<CrashesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<plugbay_core::supervisor::CrashReport>>, ApiError> {
     let Query(query) =
@@ -396,7 +400,7 @@ async fn healthz() -> Json<serde_json::Value> {
     (status = 200, description = "ready", body = Object),
     (status = 503, description = "loading or shutting down", body = ApiError),
 ))]
-async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn readyz(State(state): State<Arc<ApiState>>) -> Result<Json<serde_json::Value>, ApiError> {
     if state.ready.load(Ordering::Acquire) {
         Ok(Json(serde_json::json!({"status": "ready"})))
     } else {
@@ -408,7 +412,7 @@ async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Value>
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
     (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
 ))]
-async fn prometheus(State(state): State<ApiState>) -> impl IntoResponse {
+async fn prometheus(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render(&state.host.metrics()))
 }
 
