@@ -2,8 +2,8 @@
 # variable only.
 
 # The features every cargo command of the test suite is built with (the process builds of
-# the Rust plugins). One feature set for clippy, the plugin build, the tests and the
-# doctests means the dependencies are compiled once. The same list is SUITE_FEATURES in
+# the Rust plugins). One feature set for the plugin build, the tests and the doctests (and
+# the build scripts and proc-macros clippy compiles) means the dependencies compile once. The same list is SUITE_FEATURES in
 # crates/plugbay-testkit/src/lib.rs; a test checks that they agree.
 SUITE_FEATURES="native-fixture/process,text-tools/process,kv-store/process"
 

@@ -147,8 +147,9 @@ fn build_suite() {
         }
         command.args(["-p", "plugbay"]);
     } else {
-        // Tests: the very targets `cargo nextest run --workspace` builds, so this build and
-        // the test build share every compiled dependency.
+        // Tests: the targets `cargo nextest run --workspace` builds (all but the examples),
+        // with its features, so this build and the test build share every compiled
+        // dependency.
         command.args(["--workspace", "--lib", "--bins", "--tests"]);
     }
     command.arg("--features").arg(SUITE_FEATURES.join(","));
@@ -173,16 +174,37 @@ const PLUGBAY_BINARY: &str = if cfg!(windows) { "plugbay.exe" } else { "plugbay"
 /// # Panics
 /// If cargo fails.
 pub fn plugbay_binary() -> PathBuf {
-    // The binary depends on more of the workspace than the plugins do, so cargo decides
-    // whether it is fresh (once per test process; a no-op after the test build).
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            build_suite();
-            suite_output_dir().join(PLUGBAY_BINARY)
+            let binary = suite_output_dir().join(PLUGBAY_BINARY);
+            let root = workspace_root();
+            let sources = PLUGBAY_SOURCES
+                .iter()
+                .map(|path| newest_mtime(&root.join(path)))
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let built = std::fs::metadata(&binary).and_then(|m| m.modified());
+            if !built.is_ok_and(|built| built >= sources) {
+                build_suite();
+            }
+            binary
         })
         .clone()
 }
+
+/// Sources whose change means the `plugbay` binary must be rebuilt (checked here, so that
+/// each test process does not run cargo only to hear that nothing changed).
+const PLUGBAY_SOURCES: &[&str] = &[
+    "crates/plugbay",
+    "crates/plugbay-core",
+    "crates/plugbay-proto",
+    "crates/plugbay-abi",
+    "proto",
+    "wit",
+    "Cargo.lock",
+    "Cargo.toml",
+];
 
 /// Compiles C source into a shared library at `out` with the system compiler (`$CC`, else
 /// `cc`), against `include/plugbay.h`, with extra flags such as `-DTABLE_ABI=2`.

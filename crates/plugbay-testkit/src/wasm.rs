@@ -269,6 +269,8 @@ const STATE_FUNCS: &str = r#"
   (func (export "plugbay:plugin/state@1.0.0#restore") (param $p i32) (param $l i32) (result i32)
     (if (i32.ne (local.get $l) (i32.const 4))
       (then BAD_INPUT))
+    (if (i32.eq (i32.load (local.get $p)) (i32.const 2))
+      (then BAD_INPUT))
     (global.set $counter (i32.load (local.get $p)))
     (i32.store8 (i32.const 32) (i32.const 0))
     (i32.const 32))
@@ -276,8 +278,9 @@ const STATE_FUNCS: &str = r#"
 "#;
 
 /// [`guest_wat`] that also exports the `state` interface (world `stateful-plugin`):
-/// `snapshot` returns the `count` counter (4 bytes, little endian) and `restore` sets it
-/// (any other length is an `invalid-argument` failure).
+/// `snapshot` returns the `count` counter (4 bytes, little endian) and `restore` sets it.
+/// `restore` refuses (`invalid-argument`) any other length, and the counter value 2: a
+/// snapshot this plugin cannot read, as a newer version might not read an older one's.
 pub fn stateful_guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
     let wat = guest_wat(id, provides);
     let end = wat.rfind(')').expect("the module's closing parenthesis");

@@ -74,12 +74,17 @@ impl WasmEngine {
         &self.engine
     }
 
-    /// Advances the epoch, then records when. In that order: a reader that sees the new
-    /// time also sees the new epoch, so its deadline can only come late, never early.
-    fn tick(&self) {
-        self.engine.increment_epoch();
-        let now = self.origin.elapsed().as_nanos() as u64;
-        self.last_tick.store(now, Ordering::Release);
+    /// Advances the epoch once per whole [`EPOCH_TICK`] since the engine started (more than
+    /// once when the ticker was held off the CPU, so deadlines catch up at once), then
+    /// records when the last of those ticks was due. In that order: a reader that sees the
+    /// new time also sees the new epoch, so its deadline can only come late, never early.
+    fn tick(&self, ticks: &mut u64) {
+        let due = (self.origin.elapsed().as_nanos() / EPOCH_TICK.as_nanos()) as u64;
+        while *ticks < due {
+            self.engine.increment_epoch();
+            *ticks += 1;
+        }
+        self.last_tick.store(*ticks * EPOCH_TICK.as_nanos() as u64, Ordering::Release);
     }
 
     /// Epoch ticks from now until `deadline`: the first tick at or after the deadline, so
@@ -139,10 +144,11 @@ fn config(pooling: bool) -> Config {
 /// is gone.
 fn start_ticker(engine: Weak<WasmEngine>) {
     let spawned = std::thread::Builder::new().name("plugbay-wasm-epoch".into()).spawn(move || {
+        let mut ticks = 0;
         loop {
             std::thread::sleep(EPOCH_TICK);
             match engine.upgrade() {
-                Some(engine) => engine.tick(),
+                Some(engine) => engine.tick(&mut ticks),
                 None => return,
             }
         }
@@ -152,9 +158,9 @@ fn start_ticker(engine: Weak<WasmEngine>) {
     }
 }
 
-/// How many ticks after the one at `last_tick` the first tick at or after `deadline` is
-/// (at least one). Ticks come every [`EPOCH_TICK`] or a little later (the ticker sleeps),
-/// which only makes the trap later.
+/// How many ticks after the one due at `last_tick` the first tick due at or after
+/// `deadline` is (at least one). A tick comes when it is due or a little later (the ticker
+/// sleeps), which only makes the trap later.
 fn ticks_after(last_tick: Instant, deadline: Instant) -> u64 {
     let remaining = deadline.saturating_duration_since(last_tick);
     (remaining.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)

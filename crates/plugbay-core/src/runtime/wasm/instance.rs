@@ -187,8 +187,38 @@ impl InstanceInner {
     }
 
     /// A new store and instance, initialised, and restored from the last snapshot when this
-    /// instance keeps one.
+    /// instance keeps one. A snapshot the plugin cannot restore is dropped (with a warning)
+    /// and the instance starts empty, as after a restart without one: otherwise every later
+    /// call would fail on it again.
     async fn fresh(&self) -> Result<Live> {
+        loop {
+            let mut live = self.initialised().await?;
+            let last_state = self.last_state.lock().clone();
+            let (Some(state), Some(exports)) = (last_state, self.state_exports()) else { return Ok(live) };
+            let restored = exports.restore(&mut live.store, &live.instance, &state).await;
+            let (why, sound) = match restored {
+                Ok(Ok(())) => {
+                    tracing::debug!(plugin = %self.context.plugin, "wasm: restored {} bytes of state", state.len());
+                    return Ok(live);
+                }
+                Ok(Err(failure)) => (from_failure(failure, "restore"), true),
+                Err(error) => (guest_failure(&error, "restore"), false),
+            };
+            tracing::warn!(
+                plugin = %self.context.plugin,
+                "wasm: the last snapshot ({} bytes) could not be restored, so it was dropped and the instance starts empty: {why}",
+                state.len()
+            );
+            *self.last_state.lock() = None;
+            if sound {
+                return Ok(live); // refused, but the instance is sound
+            }
+            // It trapped: this instance is broken; the next one starts without the snapshot.
+        }
+    }
+
+    /// A new store and instance, initialised.
+    async fn initialised(&self) -> Result<Live> {
         let Live { mut store, plugin, instance } = self
             .shared
             .instantiate(
@@ -199,23 +229,10 @@ impl InstanceInner {
             .await?;
         let init = plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await;
         match init {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => return Err(from_failure(failure, "init")),
-            Err(error) => return Err(guest_failure(&error, "init")),
+            Ok(Ok(())) => Ok(Live { store, plugin, instance }),
+            Ok(Err(failure)) => Err(from_failure(failure, "init")),
+            Err(error) => Err(guest_failure(&error, "init")),
         }
-        let mut live = Live { store, plugin, instance };
-        let last_state = self.last_state.lock().clone();
-        if let (Some(state), Some(exports)) = (last_state, self.state_exports()) {
-            let restored = exports.restore(&mut live.store, &live.instance, &state).await;
-            match restored {
-                Ok(Ok(())) => {
-                    tracing::debug!(plugin = %self.context.plugin, "wasm: restored {} bytes of state", state.len())
-                }
-                Ok(Err(failure)) => return Err(from_failure(failure, "restore")),
-                Err(error) => return Err(guest_failure(&error, "restore")),
-            }
-        }
-        Ok(live)
     }
 
     /// The `state` exports, when this instance keeps state (persistent mode).
@@ -335,7 +352,9 @@ impl InstanceInner {
 
     async fn shutdown(&self) {
         let Some(mut live) = self.live.lock().await.take() else { return };
-        live.store.set_epoch_deadline(self.shared.engine.ticks_until(self.deadline(None)));
+        let deadline = self.deadline(None);
+        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
+        live.store.data_mut().deadline = Some(deadline);
         if let Err(error) = live.plugin.plugbay_plugin_guest().call_shutdown(&mut live.store).await {
             tracing::warn!(plugin = %self.context.plugin, "wasm shutdown failed: {}", guest_failure(&error, "shutdown"));
         }
