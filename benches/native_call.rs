@@ -8,12 +8,15 @@
 
 use std::ffi::c_void;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use plugbay_abi::{self as abi, CallV1, HostApiV1, Output, PluginV1, Str};
 use plugbay_core::{Call, Host, HostConfig, Payload, Target};
 use plugbay_testkit::PluginsDir;
+
+mod common;
+use common::{time_first_loads, time_invokes};
 
 const SIZES: [usize; 2] = [64, 4096];
 
@@ -121,15 +124,7 @@ fn calls(c: &mut Criterion) {
                 b.iter(|| direct.echo(black_box(bytes)))
             });
             group.bench_with_input(BenchmarkId::new("host_invoke_await", size), &call, |b, call| {
-                b.iter_custom(|iterations| {
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iterations {
-                            black_box(host.invoke(call.clone()).await.unwrap());
-                        }
-                        start.elapsed()
-                    })
-                })
+                b.iter_custom(|iterations| time_invokes(&runtime, &host, call, iterations))
             });
             group.bench_with_input(BenchmarkId::new("host_invoke_sync", size), &call, |b, call| {
                 b.iter(|| black_box(host.invoke_sync(call).unwrap()))
@@ -153,20 +148,9 @@ fn load(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("load");
     group.measurement_time(Duration::from_secs(5));
+    let config = HostConfig::with_plugin_dir(dir.path());
     group.bench_function("native_plugin_from_folder", |b| {
-        b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iterations {
-                    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
-                    let start = Instant::now();
-                    host.load_folder(&folder).await.unwrap();
-                    total += start.elapsed();
-                    drop(host);
-                }
-                total
-            })
-        })
+        b.iter_custom(|iterations| time_first_loads(&runtime, &config, &folder, iterations))
     });
     group.finish();
 }

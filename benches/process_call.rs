@@ -17,7 +17,7 @@ use plugbay_core::{Call, Host, HostConfig, Payload};
 use plugbay_testkit::PluginsDir;
 
 mod common;
-use common::report;
+use common::{report, time_invokes};
 
 const SIZES: [usize; 2] = [64, 4096];
 /// Round trips timed one by one for the percentile summary.
@@ -98,15 +98,7 @@ fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
             let call = Call::new("fixture@1", "echo", Payload::bytes(vec![7u8; size]));
             group.throughput(Throughput::Bytes(size as u64));
             group.bench_with_input(BenchmarkId::new("host_invoke", size), &call, |b, call| {
-                b.iter_custom(|iterations| {
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iterations {
-                            black_box(host.invoke(call.clone()).await.unwrap());
-                        }
-                        start.elapsed()
-                    })
-                })
+                b.iter_custom(|iterations| time_invokes(&runtime, &host, call, iterations))
             });
             let samples = runtime.block_on(async {
                 let mut samples = Vec::with_capacity(SAMPLES);

@@ -6,13 +6,15 @@
 //! Run: `cargo bench --bench wasm_call` (results: BENCHMARKS.md).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use plugbay_core::{Call, Host, HostConfig, Payload};
 use plugbay_testkit::PluginsDir;
 use plugbay_testkit::wasm::write_guest;
+
+mod common;
+use common::{time_first_loads, time_invokes};
 
 const SIZES: [usize; 2] = [64, 4096];
 
@@ -33,15 +35,7 @@ fn calls(c: &mut Criterion) {
             let call = Call::new(&format!("{mode}@1"), "echo", Payload::bytes(vec![7u8; size]));
             group.throughput(Throughput::Bytes(size as u64));
             group.bench_with_input(BenchmarkId::new("host_invoke_await", size), &call, |b, call| {
-                b.iter_custom(|iterations| {
-                    runtime.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iterations {
-                            black_box(host.invoke(call.clone()).await.unwrap());
-                        }
-                        start.elapsed()
-                    })
-                })
+                b.iter_custom(|iterations| time_invokes(&runtime, &host, call, iterations))
             });
         }
         group.finish();
@@ -83,19 +77,7 @@ fn load(c: &mut Criterion) {
         ..HostConfig::with_plugin_dir(dir.path())
     };
     group.bench_function("new_host_from_cache", |b| {
-        b.iter_custom(|iterations| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iterations {
-                    let host = Host::build(config.clone()).unwrap();
-                    let start = Instant::now();
-                    host.load_folder(&folder).await.unwrap();
-                    total += start.elapsed();
-                    drop(host);
-                }
-                total
-            })
-        })
+        b.iter_custom(|iterations| time_first_loads(&runtime, &config, &folder, iterations))
     });
     group.finish();
 }

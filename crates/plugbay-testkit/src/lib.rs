@@ -295,24 +295,8 @@ pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> S
     text
 }
 
-/// The Rust fixture's `[provides]`.
-pub const FIXTURE_METHODS: &[&str] = &[
-    "echo",
-    "panic",
-    "segfault",
-    "invoke",
-    "publish",
-    "events",
-    "big",
-    "sleep",
-    "config",
-    "abort",
-    "exit",
-    "pid",
-    "exit_if",
-    "tag",
-    "say_and_exit",
-];
+/// The Rust fixture's `[provides]`: the methods it describes itself with.
+pub const FIXTURE_METHODS: &[&str] = native_fixture::METHODS;
 
 /// Makes a file executable (mode 0755).
 pub fn set_executable(path: &Path) {
