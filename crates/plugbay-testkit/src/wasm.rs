@@ -360,8 +360,9 @@ pub fn write_component(
 }
 
 /// Compiles C source into a core WebAssembly module with Debian's `clang` (target
-/// `wasm32-wasi`, sysroot `/usr` with wasi-libc), linked by `wasm-ld` as a reactor (no
-/// `main`; the plugin's exports are marked with `export_name`).
+/// `wasm32-wasi`, sysroot `/usr` with wasi-libc, `include/` for `plugbay_wasm.h`), linked
+/// by `wasm-ld` as a reactor (no `main`; the plugin's exports are marked with
+/// `export_name`).
 ///
 /// # Panics
 /// If clang, lld or wasi-libc is missing (the message says how to install them) or the
@@ -377,6 +378,8 @@ pub fn compile_c_to_wasm(source: &Path, out: &Path) {
 pub fn compile_c_to_wasm_with(source: &Path, out: &Path, flags: &[&str]) {
     let status = std::process::Command::new("clang")
         .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-mexec-model=reactor", "-Wall", "-Werror"])
+        .arg("-I")
+        .arg(crate::include_dir())
         .args(flags)
         .arg("-o")
         .arg(out)

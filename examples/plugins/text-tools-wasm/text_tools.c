@@ -9,21 +9,20 @@
  * `reverse` reverses Unicode scalar values; `word-count` answers
  * {"words": N, "chars": N, "lines": N} like the Rust plugin.
  *
- * The component-model canonical ABI is written out by hand (no bindings generator): the
- * host passes strings and lists in memory it allocates with `cabi_realloc`; this module
- * owns them and frees them; results are returned through a static return area, and the
- * memory they point to is freed in the `cabi_post_*` function the host calls afterwards.
+ * The component-model canonical ABI is written out by hand in include/plugbay_wasm.h (no
+ * bindings generator): the host passes strings and lists in memory it allocates with
+ * `cabi_realloc`; this module owns them and frees them; results are returned through a
+ * static return area, and the memory they point to is freed in the `cabi_post_*` function
+ * the host calls afterwards.
  */
+#include <plugbay_wasm.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPORT(name) __attribute__((export_name(name)))
-#define IMPORT(name) __attribute__((import_module("plugbay:plugin/host@1.0.0"), import_name(name)))
-#define GUEST "plugbay:plugin/guest@1.0.0#"
 
-IMPORT("log") void host_log(int32_t level, const char *message, size_t len);
+PLUGBAY_IMPORT("log") void host_log(int32_t level, const char *message, size_t len);
 
 enum { LEVEL_DEBUG = 3 };
 enum { CODE_INVALID_ARGUMENT = 0, CODE_NOT_FOUND = 2, CODE_RESOURCE_EXHAUSTED = 4 };
@@ -34,33 +33,11 @@ static const char DESCRIPTION[] =
 static const char JSON[] = "application/json";
 static const char TEXT[] = "text/plain; charset=utf-8";
 
-EXPORT("cabi_realloc")
-void *cabi_realloc(void *old, size_t old_size, size_t align, size_t new_size) {
-    (void)old_size;
-    if (new_size == 0) return (void *)align;
-    void *grown = realloc(old, new_size);
-    if (!grown) abort();
-    return grown;
-}
 
-/* result<payload, failure> (call) and result<_, failure> (init, on-event). */
-/* Frees memory the host allocated for an argument; empty strings and lists were never
- * allocated (the host may pass any aligned pointer for them). */
-static void release(void *ptr, size_t len) {
-    if (len) free(ptr);
-}
 
-struct ret {
-    uint8_t is_err;
-    union {
-        struct { const char *ct; size_t ct_len; uint8_t *bytes; size_t len; } ok;
-        struct { uint8_t code; const char *message; size_t len; } err;
-    } u;
-};
-static struct ret RET;
-static struct { const char *ptr; size_t len; } DESCRIBE_RET;
+static struct plugbay_ret RET;
 
-static struct ret *fail(uint8_t code, const char *message) {
+static struct plugbay_ret *fail(uint8_t code, const char *message) {
     RET.is_err = 1;
     RET.u.err.code = code;
     RET.u.err.message = message;
@@ -68,33 +45,29 @@ static struct ret *fail(uint8_t code, const char *message) {
     return &RET;
 }
 
-static struct ret *ok_empty(void) {
+static struct plugbay_ret *ok_empty(void) {
     RET.is_err = 0;
     return &RET;
 }
 
-EXPORT(GUEST "describe") void *describe(void) {
-    DESCRIBE_RET.ptr = DESCRIPTION;
-    DESCRIBE_RET.len = sizeof DESCRIPTION - 1;
-    return &DESCRIBE_RET;
-}
+PLUGBAY_DESCRIBE(DESCRIPTION)
 
-EXPORT(GUEST "init") struct ret *init(uint8_t *config, size_t len) {
-    release(config, len);
+PLUGBAY_EXPORT(PLUGBAY_GUEST "init") struct plugbay_ret *init(uint8_t *config, size_t len) {
+    plugbay_release(config, len);
     static const char ready[] = "text-tools-wasm ready: text.transform@1";
     host_log(LEVEL_DEBUG, ready, sizeof ready - 1);
     return ok_empty();
 }
 
-EXPORT(GUEST "on-event")
-struct ret *on_event(char *topic, size_t topic_len, char *action, size_t action_len, char *source,
+PLUGBAY_EXPORT(PLUGBAY_GUEST "on-event")
+struct plugbay_ret *on_event(char *topic, size_t topic_len, char *action, size_t action_len, char *source,
                      size_t source_len, char *ct, size_t ct_len, uint8_t *data, size_t data_len) {
-    release(topic, topic_len), release(action, action_len), release(source, source_len);
-    release(ct, ct_len), release(data, data_len);
+    plugbay_release(topic, topic_len), plugbay_release(action, action_len), plugbay_release(source, source_len);
+    plugbay_release(ct, ct_len), plugbay_release(data, data_len);
     return ok_empty();
 }
 
-EXPORT(GUEST "shutdown") void shutdown(void) {}
+PLUGBAY_EXPORT(PLUGBAY_GUEST "shutdown") void shutdown(void) {}
 
 /* A growable byte buffer. */
 struct buf { uint8_t *data; size_t len, cap; };
@@ -248,7 +221,7 @@ static int method_is(const char *method, size_t len, const char *name) {
     return strlen(name) == len && memcmp(method, name, len) == 0;
 }
 
-static struct ret *transform(const char *method, size_t method_len, int json, struct buf *text, struct buf *out) {
+static struct plugbay_ret *transform(const char *method, size_t method_len, int json, struct buf *text, struct buf *out) {
     int is_upper = method_is(method, method_len, "upper");
     if (is_upper || method_is(method, method_len, "lower")) {
         for (size_t i = 0; i < text->len; i++) {
@@ -295,11 +268,11 @@ static struct ret *transform(const char *method, size_t method_len, int json, st
     return &RET;
 }
 
-EXPORT(GUEST "call")
-struct ret *call(char *method, size_t method_len, char *ct, size_t ct_len, uint8_t *bytes, size_t len) {
+PLUGBAY_EXPORT(PLUGBAY_GUEST "call")
+struct plugbay_ret *call(char *method, size_t method_len, char *ct, size_t ct_len, uint8_t *bytes, size_t len) {
     int json = !is_plain_text(ct, ct_len);
     struct buf text = {0}, out = {0};
-    struct ret *result;
+    struct plugbay_ret *result;
     if (json && !parse_json_string(bytes, len, &text)) {
         result = fail(CODE_INVALID_ARGUMENT,
                       "text.transform@1 expects a JSON string such as \"hello\" (or raw text with content type text/plain)");
@@ -308,7 +281,7 @@ struct ret *call(char *method, size_t method_len, char *ct, size_t ct_len, uint8
     } else {
         result = transform(method, method_len, json, &text, &out);
     }
-    release(method, method_len), release(ct, ct_len), release(bytes, len), free(text.data);
+    plugbay_release(method, method_len), plugbay_release(ct, ct_len), plugbay_release(bytes, len), free(text.data);
     if (result->is_err) {
         free(out.data);
     } else {
@@ -318,6 +291,6 @@ struct ret *call(char *method, size_t method_len, char *ct, size_t ct_len, uint8
     return result;
 }
 
-EXPORT("cabi_post_" GUEST "call") void call_post_return(struct ret *ret) {
+PLUGBAY_EXPORT("cabi_post_" PLUGBAY_GUEST "call") void call_post_return(struct plugbay_ret *ret) {
     if (!ret->is_err) free(ret->u.ok.bytes);
 }
