@@ -1,22 +1,32 @@
 //! Wasm call cost: `Host::invoke` of a 64 B and a 4 KiB echo on a WAT guest (the testkit's
-//! guest component) in `persistent` and `per-call` instance modes, and the time to load a
-//! wasm plugin from its folder into a running host with the compiled cache cold (compiles)
-//! and warm (loads the cached code), and into a new host (engine start included).
+//! guest component) in `persistent` and `per-call` instance modes; the same echo on the
+//! guest without `invoke` (a component that cannot wait, so served on the caller's thread)
+//! through `Host::invoke`, through the synchronous `MethodHandle::call_borrowed`, and through
+//! wasmtime used directly (its generated bindings, same component, same export) in the same
+//! run; and the time to load a wasm plugin from its folder into a running host with the
+//! compiled cache cold (compiles) and warm (loads the cached code), and into a new host
+//! (engine start included).
 //!
 //! Run: `cargo bench --bench wasm_call` (results: BENCHMARKS.md).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use plugbay_core::{Call, Host, HostConfig, Payload};
+use plugbay_core::{Call, Host, HostConfig, Payload, Target};
 use plugbay_testkit::PluginsDir;
-use plugbay_testkit::wasm::write_guest;
+use plugbay_testkit::wasm::{component_from_wat, inline_guest_wat, write_guest, write_inline_guest};
 
 mod common;
 use common::{time_first_loads, time_invokes};
 
 const SIZES: [usize; 2] = [64, 4096];
+
+/// Bindings of the contract for wasmtime used directly (synchronous, as its guide shows).
+mod direct {
+    wasmtime::component::bindgen!({ path: "wit/plugbay.wit", world: "plugin" });
+}
 
 fn calls(c: &mut Criterion) {
     let dir = PluginsDir::new();
@@ -40,6 +50,57 @@ fn calls(c: &mut Criterion) {
         }
         group.finish();
     }
+    inline(c, &runtime);
+}
+
+/// The guest that cannot wait, persistent: through the host both ways, and through wasmtime
+/// directly (default engine settings, the host API's imports defined as traps: `echo` calls
+/// none of them).
+fn inline(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let dir = PluginsDir::new();
+    write_inline_guest(&dir, "inline", &[("inline@1", &["echo"])], "");
+    let host = runtime.block_on(async {
+        let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+        let report = host.load_all().await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        host
+    });
+    let handle = host.resolve(&Target::parse("inline@1"), "echo").unwrap();
+
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::new(&engine, component_from_wat(&inline_guest_wat("inline", &[])))
+            .unwrap();
+    let mut linker = wasmtime::component::Linker::new(&engine);
+    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let mut store = wasmtime::Store::new(&engine, ());
+    let plugin = direct::Plugin::instantiate(&mut store, &component, &linker).unwrap();
+
+    let mut group = c.benchmark_group("wasm_echo/inline");
+    for size in SIZES {
+        let bytes = vec![7u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        let call = Call::new("inline@1", "echo", Payload::bytes(bytes.clone()));
+        group.bench_with_input(BenchmarkId::new("host_invoke_await", size), &call, |b, call| {
+            b.iter_custom(|iterations| time_invokes(runtime, &host, call, iterations))
+        });
+        group.bench_with_input(BenchmarkId::new("method_handle_call_borrowed", size), &bytes, |b, bytes| {
+            b.iter(|| {
+                handle.call_borrowed(bytes, "application/octet-stream", |echoed, _| echoed.len()).unwrap()
+            })
+        });
+        let input = direct::plugbay::plugin::types::Payload {
+            content_type: "application/octet-stream".to_owned(),
+            bytes: bytes.clone(),
+        };
+        group.bench_with_input(BenchmarkId::new("wasmtime_direct", size), &input, |b, input| {
+            b.iter(|| {
+                let guest = plugin.plugbay_plugin_guest();
+                black_box(guest.call_call(&mut store, "echo", input).unwrap().unwrap())
+            })
+        });
+    }
+    group.finish();
 }
 
 /// Loading a wasm plugin into a running host (its engine already started by an earlier

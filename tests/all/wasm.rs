@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
+use plugbay_core::{Call, Code, Host, HostConfig, MethodHandle, Payload, State, Target};
 use plugbay_testkit::PluginsDir;
 use plugbay_testkit::wasm::{
     GUEST_METHODS, component_importing_sockets, component_of_another_version,
     component_with_a_wrong_state_interface, component_with_many_functions, stateful_component, wasm_manifest,
-    write_component, write_guest,
+    write_component, write_guest, write_inline_guest,
 };
 
 use crate::support::{assert_error, assert_failed, info};
@@ -309,6 +309,101 @@ async fn wasm_persistent_instances_keep_state_and_per_call_ones_do_not() {
     // A trap in per-call mode costs nothing but that call.
     assert_eq!(host.invoke(call("trap", b"")).await.unwrap_err().code(), Code::Internal);
     assert_eq!(&host.invoke(call("echo", b"fresh")).await.unwrap().bytes[..], b"fresh");
+}
+
+/// A synchronous handle on the guest's `method`.
+fn handle(host: &Host, method: &str) -> MethodHandle {
+    host.resolve(&Target::parse("guest.test@1"), method).expect("the guest serves it")
+}
+
+/// The guest's counter, through the synchronous path.
+fn count_now(host: &Host) -> u32 {
+    let counter = handle(host, "count").call_borrowed(b"", "application/octet-stream", |bytes, _| {
+        u32::from_le_bytes(bytes.try_into().expect("4 bytes"))
+    });
+    counter.expect("count answers")
+}
+
+#[tokio::test]
+async fn wasm_guest_that_cannot_wait_is_served_on_the_callers_thread() {
+    let dir = PluginsDir::new();
+    add_canary(&dir);
+    write_inline_guest(&dir, GUEST, &[("guest.test@1", GUEST_METHODS)], "\n[limits]\ntimeout_ms = 300\n");
+    let host = host_over(&dir).await;
+
+    // The response is lent from the guest's memory, content type included.
+    let echo = handle(&host, "echo");
+    let lent = echo.call_borrowed(b"ping", "text/plain", |bytes, content_type| {
+        (bytes.to_vec(), content_type.to_owned())
+    });
+    assert_eq!(lent.unwrap(), (b"ping".to_vec(), "text/plain".to_owned()));
+    assert_eq!(&echo.call(&Payload::bytes(&b"copied"[..])).unwrap().bytes[..], b"copied");
+    assert_eq!(
+        &handle(&host, "log").call(&Payload::bytes(&b"logged inline"[..])).unwrap().bytes[..],
+        b"logged inline"
+    );
+
+    // One instance behind both paths: its state is shared.
+    assert_eq!((count_now(&host), count(&host).await, count_now(&host)), (1, 2, 3));
+
+    // Faults on the synchronous path fail that call only; the next one gets a fresh instance.
+    for (method, code, fragment) in [
+        ("trap", Code::Internal, "unreachable"),
+        ("recurse", Code::ResourceExhausted, "stack overflow"),
+        ("fail", Code::InvalidArgument, "bad input"),
+        ("spin", Code::DeadlineExceeded, "deadline"),
+    ] {
+        let error =
+            handle(&host, method).call_borrowed(b"", "application/octet-stream", |_, _| ()).unwrap_err();
+        assert_error(&error, code, &[fragment, "plugin guest", method]);
+        assert_eq!(&echo.call(&Payload::bytes(&b"after"[..])).unwrap().bytes[..], b"after", "after {method}");
+        assert_canary_answers(&host).await;
+    }
+    assert_eq!(count_now(&host), 1, "the spin left a fresh instance");
+
+    // A thread with too small a stack for the guest runs it on a fiber's stack instead, so
+    // deep recursion there is still a clean error.
+    let on_small_stack = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn({
+            let (echo, recurse) = (echo.clone(), handle(&host, "recurse"));
+            move || {
+                let echoed = echo.call_borrowed(b"small", "text/plain", |bytes, _| bytes.to_vec()).unwrap();
+                let error = recurse.call_borrowed(b"", "text/plain", |_, _| ()).unwrap_err();
+                (echoed, error.code())
+            }
+        })
+        .unwrap()
+        .join()
+        .expect("the small-stack thread ends");
+    assert_eq!(on_small_stack, (b"small".to_vec(), Code::ResourceExhausted));
+    assert_eq!(info(&host, GUEST).state, State::Running);
+}
+
+#[tokio::test]
+async fn wasm_guest_that_can_wait_refuses_the_synchronous_path_clearly() {
+    // The guest imports the host's `invoke`: a call may wait, so it is served asynchronously.
+    let dir = PluginsDir::new();
+    add_guest(&dir, "");
+    let host = host_over(&dir).await;
+    let error = handle(&host, "echo").call(&Payload::bytes(&b"x"[..])).unwrap_err();
+    assert_error(&error, Code::FailedPrecondition, &["asynchronously", "Host::invoke", "plugin guest"]);
+    assert_eq!(&host.invoke(call("echo", b"async")).await.unwrap().bytes[..], b"async");
+
+    // Per-call instances are created for every call, asynchronously, whatever they import.
+    let dir = PluginsDir::new();
+    write_inline_guest(
+        &dir,
+        GUEST,
+        &[("guest.test@1", GUEST_METHODS)],
+        "\n[wasm]\ninstance = \"per-call\"\n",
+    );
+    let host = host_over(&dir).await;
+    assert_eq!(
+        handle(&host, "echo").call(&Payload::bytes(&b"x"[..])).unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!((count(&host).await, count(&host).await), (1, 1));
 }
 
 /// The cache entries (`*.cwasm`) in `dir`.

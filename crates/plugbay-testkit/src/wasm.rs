@@ -130,14 +130,60 @@ fn wat_string(text: &str) -> String {
 /// The WAT of the test guest (see the module docs and [`GUEST_METHODS`]), describing
 /// itself as `id` 0.1.0 with `provides`.
 pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
+    guest_wat_with(id, provides, INVOKE_IMPORT, INVOKE_METHODS)
+}
+
+/// [`guest_wat`] without the host's `invoke` import (its `invoke` and `hold` methods echo
+/// instead): a guest that imports nothing that can wait, so the host calls its persistent
+/// instance on the caller's thread.
+pub fn inline_guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
+    guest_wat_with(id, provides, "", "")
+}
+
+/// Writes a plugin folder `dir/<id>/` with the guest of [`inline_guest_wat`] and its manifest.
+pub fn write_inline_guest(
+    dir: &crate::PluginsDir,
+    id: &str,
+    provides: &[(&str, &[&str])],
+    extra: &str,
+) -> std::path::PathBuf {
+    write_component(dir, id, component_from_wat(&inline_guest_wat(id, provides)), provides, extra)
+}
+
+/// The guest's import of the host's `invoke`.
+const INVOKE_IMPORT: &str = r#"
+  (import "plugbay:plugin/host@1.0.0" "invoke" (func $invoke (param i32 i32 i32 i32 i32 i32 i32 i32 i32)))"#;
+
+/// The guest's methods that call through the host's `invoke`.
+const INVOKE_METHODS: &str = "
+    ;; invoke echo.test@1 echo with the input; its result has our result's layout
+    (if (i32.eq (local.get $first) (i32.const 105))
+      (then
+        (call $invoke (i32.const 2048) (i32.const 11) (i32.const 2064) (i32.const 4)
+          (local.get $ct) (local.get $ctl) (local.get $b) (local.get $bl) (i32.const 128))
+        (return (i32.const 128))))
+    ;; hold: fixture@1 sleep with the input, through the host
+    (if (i32.eq (local.get $first) (i32.const 104))
+      (then
+        (call $invoke (i32.const 2128) (i32.const 9) (i32.const 2144) (i32.const 5)
+          (local.get $ct) (local.get $ctl) (local.get $b) (local.get $bl) (i32.const 128))
+        (return (i32.const 128))))";
+
+/// The test guest's WAT with `invoke_import` and `invoke_methods` (both empty, or
+/// [`INVOKE_IMPORT`] and [`INVOKE_METHODS`]).
+fn guest_wat_with(
+    id: &str,
+    provides: &[(&str, &[&str])],
+    invoke_import: &str,
+    invoke_methods: &str,
+) -> String {
     let describe = describe_json(id, provides);
     let host = "plugbay:plugin/host@1.0.0";
     let guest = "plugbay:plugin/guest@1.0.0";
     format!(
         r#"(module
   (import "{host}" "log" (func $log (param i32 i32 i32)))
-  (import "{host}" "publish" (func $publish (param i32 i32 i32 i32 i32 i32 i32 i32 i32)))
-  (import "{host}" "invoke" (func $invoke (param i32 i32 i32 i32 i32 i32 i32 i32 i32)))
+  (import "{host}" "publish" (func $publish (param i32 i32 i32 i32 i32 i32 i32 i32 i32))){invoke_import}
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
   (global $counter (mut i32) (i32.const 0))
@@ -220,19 +266,7 @@ pub fn guest_wat(id: &str, provides: &[(&str, &[&str])]) -> String {
       (then {bad_input}))
     ;; log: info
     (if (i32.eq (local.get $first) (i32.const 108))
-      (then (call $log (i32.const 2) (local.get $b) (local.get $bl))))
-    ;; invoke echo.test@1 echo with the input; its result has our result's layout
-    (if (i32.eq (local.get $first) (i32.const 105))
-      (then
-        (call $invoke (i32.const 2048) (i32.const 11) (i32.const 2064) (i32.const 4)
-          (local.get $ct) (local.get $ctl) (local.get $b) (local.get $bl) (i32.const 128))
-        (return (i32.const 128))))
-    ;; hold: fixture@1 sleep with the input, through the host
-    (if (i32.eq (local.get $first) (i32.const 104))
-      (then
-        (call $invoke (i32.const 2128) (i32.const 9) (i32.const 2144) (i32.const 5)
-          (local.get $ct) (local.get $ctl) (local.get $b) (local.get $bl) (i32.const 128))
-        (return (i32.const 128))))
+      (then (call $log (i32.const 2) (local.get $b) (local.get $bl)))){invoke_methods}
     ;; publish on wasm.test
     (if (i32.eq (local.get $first) (i32.const 112))
       (then

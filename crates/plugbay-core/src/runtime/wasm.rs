@@ -20,12 +20,17 @@
 //!   (`InstancePre`), the pooling allocator, and compiled components cached on disk
 //!   ([`cache`]) when [`crate::HostConfig::wasm_cache_dir`] is set.
 //!
-//! Calls are asynchronous ([`CallOutcome::Pending`](crate::runtime::CallOutcome)): use
-//! `Host::invoke`; the synchronous paths answer `failed_precondition`.
+//! Calls to a persistent instance of a component that cannot wait (it imports nothing but
+//! the host's `log` and `publish`) run on the caller's thread: `Host::invoke` finishes them
+//! without a fiber, and `Host::resolve`'s synchronous paths serve them, lending the response
+//! from the guest's memory ([`inline`]). Every other call is asynchronous
+//! ([`CallOutcome::Pending`](crate::runtime::CallOutcome)); the synchronous paths answer
+//! those with `failed_precondition`.
 
 mod cache;
 mod capabilities;
 mod engine;
+mod inline;
 mod instance;
 mod limits;
 mod state;
@@ -36,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::error::{Code, Error, Result};
-use crate::manifest::RuntimeKind;
+use crate::manifest::{RuntimeKind, WasmInstanceMode};
 use crate::runtime::wasm::cache::{Cache, Lookup};
 use crate::runtime::wasm::capabilities::Grants;
 use crate::runtime::wasm::engine::WasmEngine;
@@ -48,7 +53,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit/plugbay.wit",
         world: "plugin",
-        imports: { default: async },
+        // Only `invoke` waits (for another plugin): `log` and `publish` are synchronous, so
+        // a component that imports nothing else can be called on the caller's thread.
+        imports: { "plugbay:plugin/host.invoke": async },
         exports: { default: async },
     });
 }
@@ -129,14 +136,21 @@ impl WasmRuntime {
         let indices = bindings::PluginIndices::new(pre.instance_pre())
             .map_err(|error| Error::precondition(format!("{shown}: {error:#}")))?;
         let state = state::StateExports::find(&component).map_err(|error| error.with_file(path))?;
+        let mode = manifest.wasm.instance;
+        let inline =
+            match mode == WasmInstanceMode::Persistent && inline::runs_inline(&component, engine.engine()) {
+                true => Some(inline::InlineCall::find(&component).map_err(|error| error.with_file(path))?),
+                false => None,
+            };
         let shared = Arc::new(Shared {
             engine,
             pre,
             indices,
             state,
+            inline,
             grants,
             limits: manifest.limits.clone(),
-            mode: manifest.wasm.instance,
+            mode,
         });
         let description = shared.describe(plugin).await.map_err(|error| error.with_file(path))?;
         Ok(WasmLoaded { shared, description })

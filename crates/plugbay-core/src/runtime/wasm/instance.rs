@@ -7,14 +7,23 @@
 //! - `per-call`: every call gets a fresh instance from the pre-linked component
 //!   (`InstancePre`, pooled slots), initialised, used once and dropped.
 //!
+//! A persistent instance of a component that cannot wait ([`inline`]) is called on the
+//! caller's thread: `Instance::call` finishes before it returns and `call_borrowed` lends the
+//! response from the guest's memory. Its lock is then a plain mutex, never held across a
+//! suspension: every operation on such an instance runs to completion in one poll.
+//!
 //! A persistent instance of a component that exports the `state` interface ([`state`])
 //! keeps its last snapshot: a fresh instance that replaces a trapped one is restored from
 //! it, as the host restores a restarted instance from its own copy. Per-call instances keep
 //! no state, so they take no snapshots.
 //!
 //! [`state`]: crate::runtime::wasm::state
+//! [`inline`]: crate::runtime::wasm::inline
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +39,7 @@ use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
 use crate::runtime::wasm::bindings::{Plugin, PluginIndices, PluginPre};
 use crate::runtime::wasm::capabilities::Grants;
 use crate::runtime::wasm::engine::WasmEngine;
+use crate::runtime::wasm::inline::{self, InlineCall};
 use crate::runtime::wasm::limits::{MemoryLimiter, guest_failure};
 use crate::runtime::wasm::state::StateExports;
 use crate::runtime::{CallOutcome, Description, HostCallbacks, Instance, InstanceContext, LogLevel};
@@ -42,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) indices: PluginIndices,
     /// The optional `state` interface's exports.
     pub(crate) state: Option<StateExports>,
+    /// `call`, when persistent instances of this component run on the caller's thread.
+    pub(crate) inline: Option<InlineCall>,
     pub(crate) grants: Grants,
     pub(crate) limits: Limits,
     pub(crate) mode: WasmInstanceMode,
@@ -79,7 +91,11 @@ impl Shared {
             .map_err(|error| guest_failure(&error, "instantiate"))?;
         let plugin =
             self.indices.load(&mut store, &instance).map_err(|error| guest_failure(&error, "instantiate"))?;
-        Ok(Live { store, plugin, instance })
+        let call = match &self.inline {
+            Some(inline) => Some(inline.function(&mut store, &instance)?),
+            None => None,
+        };
+        Ok(Live { store, plugin, instance, call })
     }
 
     /// Runs the plugin's describe in a throw-away instance (host API unavailable there).
@@ -89,7 +105,8 @@ impl Shared {
     /// description.
     pub(crate) async fn describe(&self, plugin: Arc<str>) -> Result<Description> {
         let deadline = Instant::now() + DESCRIBE_TIMEOUT;
-        let Live { mut store, plugin: guest, instance } = self.instantiate(plugin, None, deadline).await?;
+        let Live { mut store, plugin: guest, instance, .. } =
+            self.instantiate(plugin, None, deadline).await?;
         if let Some(state) = &self.state {
             state.check(&mut store, &instance)?;
         }
@@ -131,6 +148,17 @@ pub(crate) struct Live {
     store: Store<StoreState>,
     plugin: Plugin,
     instance: wasmtime::component::Instance,
+    /// The `call` export, for the synchronous path ([`Shared::inline`]).
+    call: Option<wasmtime::component::Func>,
+}
+
+/// Where a persistent instance waits between calls; the lock serialises calls.
+enum LiveSlot {
+    /// For components that can wait inside a call: an async mutex, held across it.
+    Waits(tokio::sync::Mutex<Option<Live>>),
+    /// For components that cannot ([`inline`]): a plain mutex, held only while an
+    /// operation runs to completion on this thread.
+    Inline(parking_lot::Mutex<Option<Live>>),
 }
 
 /// An instance of a wasm plugin (see the module docs for the two modes).
@@ -142,8 +170,8 @@ struct InstanceInner {
     shared: Arc<Shared>,
     context: InstanceContext,
     /// The persistent instance; `None` between a trap and the next call, and always in
-    /// per-call mode. The async mutex serialises calls.
-    live: tokio::sync::Mutex<Option<Live>>,
+    /// per-call mode.
+    live: LiveSlot,
     /// The last snapshot taken from or restored into this instance (persistent mode with
     /// the `state` interface only), restored into an instance that replaces a trapped one.
     last_state: parking_lot::Mutex<Option<Bytes>>,
@@ -157,21 +185,46 @@ impl WasmInstance {
     /// Instantiation failures (memory over the limit: `resource_exhausted`) and the
     /// plugin's init error.
     pub(crate) async fn start(shared: Arc<Shared>, context: InstanceContext) -> Result<WasmInstance> {
-        let inner = Arc::new(InstanceInner {
-            shared,
-            context,
-            live: tokio::sync::Mutex::new(None),
-            last_state: parking_lot::Mutex::new(None),
-        });
-        let live = inner.fresh().await?;
+        let live = match shared.inline {
+            Some(_) => LiveSlot::Inline(parking_lot::Mutex::new(None)),
+            None => LiveSlot::Waits(tokio::sync::Mutex::new(None)),
+        };
+        let inner =
+            Arc::new(InstanceInner { shared, context, live, last_state: parking_lot::Mutex::new(None) });
+        let live = inner.run(inner.fresh()).await?;
         if inner.shared.mode == WasmInstanceMode::Persistent {
-            *inner.live.lock().await = Some(live);
+            inner.put_live(live).await;
         }
         Ok(WasmInstance { inner })
     }
 }
 
 impl InstanceInner {
+    /// Takes the persistent instance out of its slot.
+    async fn take_live(&self) -> Option<Live> {
+        match &self.live {
+            LiveSlot::Waits(mutex) => mutex.lock().await.take(),
+            LiveSlot::Inline(mutex) => mutex.lock().take(),
+        }
+    }
+
+    /// Puts `live` in the slot.
+    async fn put_live(&self, live: Live) {
+        match &self.live {
+            LiveSlot::Waits(mutex) => *mutex.lock().await = Some(live),
+            LiveSlot::Inline(mutex) => *mutex.lock() = Some(live),
+        }
+    }
+
+    /// Runs `operation`: awaited when the instance can wait, else to completion on this
+    /// thread, so an inline slot's lock is never held across a suspension.
+    async fn run<R>(&self, operation: impl Future<Output = Result<R>>) -> Result<R> {
+        match self.live {
+            LiveSlot::Waits(_) => operation.await,
+            LiveSlot::Inline(_) => run_to_completion(operation),
+        }
+    }
+
     /// The deadline of a call that brought none: the plugin's `limits.timeout_ms`, else the
     /// host's default.
     fn deadline(&self, deadline: Option<Instant>) -> Instant {
@@ -219,7 +272,7 @@ impl InstanceInner {
 
     /// A new store and instance, initialised.
     async fn initialised(&self) -> Result<Live> {
-        let Live { mut store, plugin, instance } = self
+        let Live { mut store, plugin, instance, call } = self
             .shared
             .instantiate(
                 self.context.plugin.clone(),
@@ -229,7 +282,7 @@ impl InstanceInner {
             .await?;
         let init = plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await;
         match init {
-            Ok(Ok(())) => Ok(Live { store, plugin, instance }),
+            Ok(Ok(())) => Ok(Live { store, plugin, instance, call }),
             Ok(Err(failure)) => Err(from_failure(failure, "init")),
             Err(error) => Err(guest_failure(&error, "init")),
         }
@@ -279,7 +332,24 @@ impl InstanceInner {
         doing: impl Fn() -> String,
     ) -> Result<R> {
         let deadline = self.deadline(deadline);
-        let mut slot = self.live.lock().await;
+        match &self.live {
+            LiveSlot::Waits(mutex) => {
+                self.operate(&mut *mutex.lock().await, deadline, operation, doing).await
+            }
+            LiveSlot::Inline(mutex) => {
+                run_to_completion(self.operate(&mut mutex.lock(), deadline, operation, doing))
+            }
+        }
+    }
+
+    /// [`InstanceInner::with_instance`] on the locked `slot`.
+    async fn operate<R>(
+        &self,
+        slot: &mut Option<Live>,
+        deadline: Instant,
+        operation: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
+        doing: impl Fn() -> String,
+    ) -> Result<R> {
         // Taken out while the guest runs: if this future is dropped mid-call (the caller
         // gave up), the instance goes with it and the next call starts a fresh one.
         let mut live = match slot.take() {
@@ -299,7 +369,83 @@ impl InstanceInner {
         }
     }
 
+    /// The synchronous path ([`inline`]): runs the call on this thread and lends the
+    /// response to `receive`. `None` when this instance is not inline, or when `wait` is
+    /// false and another call holds it. On a thread whose stack is too small for the guest,
+    /// the guest runs on a fiber's stack (still to completion on this thread).
+    fn call_inline(
+        &self,
+        method: &str,
+        payload: &[u8],
+        content_type: &str,
+        deadline: Option<Instant>,
+        wait: bool,
+        receive: &mut dyn FnMut(&[u8], &str),
+    ) -> Option<Result<()>> {
+        let LiveSlot::Inline(mutex) = &self.live else { return None };
+        let mut slot = if wait { mutex.lock() } else { mutex.try_lock()? };
+        if !inline::stack_has_room() {
+            let payload = Payload {
+                content_type: ContentType::new(content_type),
+                bytes: Bytes::copy_from_slice(payload),
+            };
+            let call = self.call_locked(&mut slot, method, &payload, deadline);
+            return Some(
+                run_to_completion(call).map(|output| receive(&output.bytes, output.content_type.as_str())),
+            );
+        }
+        let mut live = match slot.take() {
+            Some(live) => live,
+            None => match run_to_completion(self.fresh()) {
+                Ok(live) => live,
+                Err(error) => return Some(Err(error)),
+            },
+        };
+        let deadline = self.deadline(deadline);
+        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
+        live.store.data_mut().deadline = Some(deadline);
+        let call = live.call.expect("inline instances keep their call export");
+        let max_bytes = self.context.max_payload_bytes;
+        let mut too_long = None;
+        let outcome = inline::call(call, &mut live.store, method, payload, content_type, &mut |bytes, ct| {
+            if bytes.len() > max_bytes {
+                too_long = Some(bytes.len());
+            } else {
+                receive(bytes, ct);
+            }
+        });
+        let result = match outcome {
+            Ok(result) => {
+                *slot = Some(live);
+                result.map_err(|failure| from_failure(failure, &format!("call {method}")))
+            }
+            Err(error) => Err(guest_failure(&error, &format!("call {method}"))),
+        };
+        Some(result.and_then(|()| match too_long {
+            Some(length) => Err(response_too_long(length, max_bytes)),
+            None => Ok(()),
+        }))
+    }
+
     async fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> Result<Payload> {
+        match &self.live {
+            LiveSlot::Waits(mutex) => {
+                self.call_locked(&mut *mutex.lock().await, method, payload, deadline).await
+            }
+            LiveSlot::Inline(mutex) => {
+                run_to_completion(self.call_locked(&mut mutex.lock(), method, payload, deadline))
+            }
+        }
+    }
+
+    /// A call through the guest's generated bindings (on a fiber) with `slot` locked.
+    async fn call_locked(
+        &self,
+        slot: &mut Option<Live>,
+        method: &str,
+        payload: &Payload,
+        deadline: Option<Instant>,
+    ) -> Result<Payload> {
         let input = types::Payload {
             content_type: payload.content_type.as_str().to_owned(),
             bytes: payload.bytes.to_vec(),
@@ -308,8 +454,9 @@ impl InstanceInner {
         // the host's side of it.
         let doing = || format!("call {method}");
         let output = self
-            .with_instance(
-                deadline,
+            .operate(
+                slot,
+                self.deadline(deadline),
                 async |live: &mut Live| {
                     live.plugin.plugbay_plugin_guest().call_call(&mut live.store, method, &input).await
                 },
@@ -318,14 +465,7 @@ impl InstanceInner {
             .await?;
         let output = output.map_err(|failure| from_failure(failure, &doing()))?;
         if output.bytes.len() > self.context.max_payload_bytes {
-            return Err(Error::new(
-                Code::ResourceExhausted,
-                format!(
-                    "the response is {} bytes; the limit is {} (max_payload_bytes)",
-                    output.bytes.len(),
-                    self.context.max_payload_bytes
-                ),
-            ));
+            return Err(response_too_long(output.bytes.len(), self.context.max_payload_bytes));
         }
         Ok(Payload { content_type: ContentType::new(output.content_type), bytes: Bytes::from(output.bytes) })
     }
@@ -351,20 +491,56 @@ impl InstanceInner {
     }
 
     async fn shutdown(&self) {
-        let Some(mut live) = self.live.lock().await.take() else { return };
+        let Some(mut live) = self.take_live().await else { return };
         let deadline = self.deadline(None);
         live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
         live.store.data_mut().deadline = Some(deadline);
-        if let Err(error) = live.plugin.plugbay_plugin_guest().call_shutdown(&mut live.store).await {
-            tracing::warn!(plugin = %self.context.plugin, "wasm shutdown failed: {}", guest_failure(&error, "shutdown"));
+        let shutdown = self
+            .run(async {
+                let guest = live.plugin.plugbay_plugin_guest();
+                guest.call_shutdown(&mut live.store).await.map_err(|error| guest_failure(&error, "shutdown"))
+            })
+            .await;
+        if let Err(error) = shutdown {
+            tracing::warn!(plugin = %self.context.plugin, "wasm shutdown failed: {error}");
         }
     }
 }
 
 impl Instance for WasmInstance {
     fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome {
+        let mut response = None;
+        let done = self.inner.call_inline(
+            method,
+            &payload.bytes,
+            payload.content_type.as_str(),
+            deadline,
+            false,
+            &mut |bytes, content_type| {
+                let content_type = match content_type == payload.content_type.as_str() {
+                    true => payload.content_type.clone(),
+                    false => ContentType::new(content_type),
+                };
+                response = Some(Payload { content_type, bytes: Bytes::copy_from_slice(bytes) });
+            },
+        );
+        if let Some(result) = done {
+            return CallOutcome::Done(result.and_then(|()| {
+                response.ok_or_else(|| Error::internal("the wasm call returned no response"))
+            }));
+        }
         let (inner, method, payload) = (self.inner.clone(), method.to_owned(), payload.clone());
         CallOutcome::Pending(Box::pin(async move { inner.call(&method, &payload, deadline).await }))
+    }
+
+    fn call_borrowed(
+        &self,
+        method: &str,
+        payload: &[u8],
+        content_type: &str,
+        receive: &mut dyn FnMut(&[u8], &str),
+    ) -> Option<Result<()>> {
+        self.inner.call_inline(method, payload, content_type, None, true, receive)
     }
 
     fn on_event(&self, event: &Event) -> CallOutcome {
@@ -385,6 +561,24 @@ impl Instance for WasmInstance {
     fn restore(&self, state: Bytes) -> crate::runtime::BoxFuture<'_, Result<()>> {
         Box::pin(self.inner.restore(state))
     }
+}
+
+/// Drives `operation`, which cannot suspend (an inline instance's), to its end on this
+/// thread; an operation that suspends anyway is dropped and fails, so no lock is held
+/// across a suspension.
+fn run_to_completion<R>(operation: impl Future<Output = Result<R>>) -> Result<R> {
+    match pin!(operation).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(Error::internal("a wasm instance that cannot wait suspended; it was discarded")),
+    }
+}
+
+/// A response over `max_payload_bytes`.
+fn response_too_long(length: usize, max_bytes: usize) -> Error {
+    Error::new(
+        Code::ResourceExhausted,
+        format!("the response is {length} bytes; the limit is {max_bytes} (max_payload_bytes)"),
+    )
 }
 
 /// A guest's error value, as a plugbay error with the guest's code.
@@ -433,7 +627,7 @@ impl StoreState {
 impl types::Host for StoreState {}
 
 impl host::Host for StoreState {
-    async fn log(&mut self, level: types::Level, message: String) {
+    fn log(&mut self, level: types::Level, message: String) {
         let level = match level {
             types::Level::Error => LogLevel::Error,
             types::Level::Warn => LogLevel::Warn,
@@ -451,7 +645,7 @@ impl host::Host for StoreState {
         }
     }
 
-    async fn publish(
+    fn publish(
         &mut self,
         topic: String,
         action: String,
