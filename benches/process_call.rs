@@ -72,11 +72,32 @@ impl Drop for RawPeer {
     }
 }
 
+/// Whether the benchmark `name` is selected by the filter on the command line, if any
+/// (criterion applies it to its own measurements; this skips the percentile loops too).
+fn selected(name: &str) -> bool {
+    std::env::args().skip(1).find(|arg| !arg.starts_with('-')).is_none_or(|filter| name.contains(&filter))
+}
+
 fn round_trips(c: &mut Criterion) {
     for (transport, manifest_extra) in [("framed", ""), ("grpc", "\n[process]\ntransport = \"grpc\"\n")] {
-        round_trips_over(c, transport, manifest_extra);
+        if selected(&format!("process/{transport}")) {
+            round_trips_over(c, transport, manifest_extra);
+        }
     }
-    raw_ping_pong(c);
+    if selected("process/raw_unix_ping_pong") {
+        raw_ping_pong(c);
+    }
+}
+
+/// `SAMPLES` round trips of `call`, each timed.
+async fn timed_invokes(host: &Host, call: &Call) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let start = Instant::now();
+        black_box(host.invoke(call.clone()).await.unwrap());
+        samples.push(start.elapsed());
+    }
+    samples
 }
 
 fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
@@ -100,16 +121,17 @@ fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
             group.bench_with_input(BenchmarkId::new("host_invoke", size), &call, |b, call| {
                 b.iter_custom(|iterations| time_invokes(&runtime, &host, call, iterations))
             });
-            let samples = runtime.block_on(async {
-                let mut samples = Vec::with_capacity(SAMPLES);
-                for _ in 0..SAMPLES {
-                    let start = Instant::now();
-                    black_box(host.invoke(call.clone()).await.unwrap());
-                    samples.push(start.elapsed());
-                }
-                samples
-            });
+            // From `block_on` on the bench's own thread: on a multi-thread runtime that thread
+            // is not one of its workers, so every reply crosses threads to reach it.
+            let samples = runtime.block_on(timed_invokes(&host, &call));
             report(&format!("process/{transport}/{flavor}/host_invoke/{size}"), samples);
+            if flavor == "multi_thread" {
+                // From a task on the runtime, as a server's request handler calls.
+                let (host, call) = (host.clone(), call.clone());
+                let task = runtime.spawn(async move { timed_invokes(&host, &call).await });
+                let samples = runtime.block_on(task).unwrap();
+                report(&format!("process/{transport}/{flavor}_task/host_invoke/{size}"), samples);
+            }
         }
         group.finish();
         runtime.block_on(host.unload("fixture")).unwrap();
@@ -187,6 +209,8 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     round_trips(&mut criterion);
-    spawn_to_first_call(&mut criterion);
+    if selected("process/spawn_to_first_call") {
+        spawn_to_first_call(&mut criterion);
+    }
     criterion.final_summary();
 }

@@ -33,6 +33,19 @@ pub(crate) async fn fixture_pid(host: &Host) -> u32 {
     host.invoke(json_call("fixture@1", "pid", json!(null))).await.unwrap().to_json().unwrap()
 }
 
+/// Has the fixture call the native canary through the host (`invoke`), and checks the answer.
+async fn assert_fixture_invokes_the_canary(host: &Host) {
+    let reply = host
+        .invoke(json_call(
+            "fixture@1",
+            "invoke",
+            json!({"target": "text.transform@1", "method": "upper", "payload": "abc"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.to_json::<String>().unwrap(), "ABC");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_plugin_serves_calls_events_and_host_callbacks() {
     let (_dir, host) = fixture_host("").await;
@@ -43,15 +56,7 @@ async fn process_plugin_serves_calls_events_and_host_callbacks() {
     assert_eq!(&echo.bytes[..], b"over the socket");
 
     // Host callbacks: the process plugin calls the native canary through the host.
-    let reply = host
-        .invoke(json_call(
-            "fixture@1",
-            "invoke",
-            json!({"target": "text.transform@1", "method": "upper", "payload": "abc"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(reply.to_json::<String>().unwrap(), "ABC");
+    assert_fixture_invokes_the_canary(&host).await;
 
     // Concurrent calls on one connection.
     let mut tasks = tokio::task::JoinSet::new();
@@ -313,6 +318,7 @@ async fn environment_is_cleared_but_for_allowed_names_and_stdin_is_null() {
     }
     assert!(names.contains(&"PLUGBAY_PLUGIN_COOKIE") && names.contains(&"PLUGBAY_SOCKET"));
     assert!(env.lines().any(|line| line == "PLUGBAY_TRANSPORTS=framed,grpc"), "{env}");
+    assert!(env.lines().any(|line| line == "PLUGBAY_FRAMED_FEATURES=host-calls"), "{env}");
     assert!(!names.contains(&"PATH"), "PATH is not passed unless allowed");
     let stdin = std::fs::read_to_string(dir.path().join("bad/stdin.txt")).unwrap();
     assert!(stdin.contains("/dev/null"), "{stdin}");
@@ -428,12 +434,12 @@ async fn transport_offer_follows_the_manifest() {
     let dir = PluginsDir::new();
     dir.add_script_plugin(
         "bad",
-        "echo \"$PLUGBAY_TRANSPORTS\" > transports.txt",
+        "echo \"$PLUGBAY_TRANSPORTS|${PLUGBAY_FRAMED_FEATURES-unset}\" > transports.txt",
         "\n[process]\ntransport = \"grpc\"\n",
     );
     let _host = host_over(&dir).await;
     let offered = std::fs::read_to_string(dir.path().join("bad/transports.txt")).unwrap();
-    assert_eq!(offered.trim(), "grpc");
+    assert_eq!(offered.trim(), "grpc|unset", "no framed features without framed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,4 +486,71 @@ async fn processes_a_plugin_started_die_with_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!pid_alive(helper), "the helper the plugin started was killed with it");
+}
+
+/// A wrapper that deletes the host's callback socket, then runs the fixture: whatever of
+/// the host API still works went over the plugin's own (framed) connection.
+const WITHOUT_CALLBACK_SOCKET: &str = "/bin/rm -f \"$PLUGBAY_HOST_SOCKET\"\nexec ./process-fixture";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_plugin_calls_the_host_on_its_own_connection() {
+    let dir = PluginsDir::new();
+    dir.add_wrapped_process_fixture("", WITHOUT_CALLBACK_SOCKET);
+    dir.add_canary();
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
+    assert_fixture_invokes_the_canary(&host).await;
+    // The host's errors come back with their code.
+    let error = host
+        .invoke(json_call("fixture@1", "invoke", json!({"target": "nothing@1", "method": "x", "payload": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error}");
+    let mut events = host.subscribe();
+    host.invoke(json_call("fixture@1", "publish", json!("fixture.framed"))).await.unwrap();
+    let event = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+        if event.topic == "fixture.framed" {
+            break event;
+        }
+    };
+    assert_eq!(event.source, "fixture");
+    let error = host.invoke(json_call("fixture@1", "publish", json!("Bad Topic"))).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error}");
+    assert_canary_answers(&host).await;
+}
+
+#[test]
+fn framed_plugin_log_lines_reach_the_host_tagged_with_its_id() {
+    // The fixture logs "fixture initialised" in its init; over the framed connection the
+    // line goes out ahead of Init's reply, so it is logged before the call even starts.
+    let dir = PluginsDir::new();
+    dir.add_wrapped_process_fixture("", WITHOUT_CALLBACK_SOCKET);
+    let output = std::process::Command::new(plugbay_testkit::plugbay_binary())
+        .args(["call", "fixture@1", "echo", "\"x\"", "--plugins"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|line| line.contains("fixture initialised"));
+    assert!(line.is_some_and(|line| line.contains("plugin=\"fixture\"")), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_plugin_uses_the_callback_socket_when_the_host_does_not_offer_host_calls() {
+    // What the SDK does with a host that predates host calls on the framed connection.
+    let dir = PluginsDir::new();
+    dir.add_wrapped_process_fixture("", "unset PLUGBAY_FRAMED_FEATURES\nexec ./process-fixture");
+    dir.add_canary();
+    let host = host_over(&dir).await;
+    assert_fixture_invokes_the_canary(&host).await;
+    assert!(
+        host.invoke(json_call("fixture@1", "publish", json!("fixture.old")))
+            .await
+            .unwrap()
+            .to_json::<bool>()
+            .unwrap()
+    );
 }

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use plugbay_proto::plugin::v1 as pb;
-use plugbay_proto::plugin::v1::host_service_client::HostServiceClient;
 use plugbay_proto::plugin::v1::plugin_service_server::{PluginService, PluginServiceServer};
 use tokio::sync::{OnceCell, watch};
-use tonic::transport::Channel;
 
 use crate::Plugin;
 
+mod callbacks;
 mod framed;
-use crate::host::{Host, LogLevel, Response};
-use crate::types::{ErrorCode, Event, Input, PluginError};
+use crate::host::Host;
+use crate::types::{Event, Input, PluginError};
+pub(crate) use callbacks::ProcessHost;
 
 /// The magic value the host sets in `PLUGBAY_PLUGIN_COOKIE`.
 const COOKIE: &str = "d6f2c0a4-plugbay-process-plugin";
@@ -67,6 +67,10 @@ fn run<P: Plugin>() -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
     let transports = std::env::var("PLUGBAY_TRANSPORTS").unwrap_or_default();
     let framed = transports.split(',').any(|t| t.trim() == "framed");
+    // A host that takes host API calls on the framed connection says so; an older one
+    // does not, and gets them on its callback socket.
+    let features = std::env::var("PLUGBAY_FRAMED_FEATURES").unwrap_or_default();
+    let host_calls = framed && features.split(',').any(|f| f.trim() == "host-calls");
     if framed {
         // The socket listens already: the host may connect and send its first request
         // while tokio starts (the kernel queues both), so the two starts overlap.
@@ -77,7 +81,9 @@ fn run<P: Plugin>() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start tokio: {error}"))?;
-    runtime.block_on(run_async::<P>(listener, socket, host_socket, framed))
+    // Start the blocking thread plugin code runs on (Init first) while the host connects.
+    drop(runtime.spawn_blocking(|| ()));
+    runtime.block_on(run_async::<P>(listener, socket, host_socket, framed.then_some(host_calls)))
 }
 
 fn env(name: &str) -> Result<String, String> {
@@ -85,13 +91,14 @@ fn env(name: &str) -> Result<String, String> {
 }
 
 /// Serves on `listener` (bound to `socket`, non-blocking) over the framed transport when
-/// the handshake line offered it (already printed), else over gRPC; `host_socket` is the
-/// host's callback socket.
+/// `framed` is set (the handshake line is printed already; inside, whether the host takes
+/// host calls on the connection), else over gRPC; `host_socket` is the host's callback
+/// socket.
 async fn run_async<P: Plugin>(
     listener: std::os::unix::net::UnixListener,
     socket: PathBuf,
     host_socket: PathBuf,
-    framed: bool,
+    framed: Option<bool>,
 ) -> Result<(), String> {
     let listener = tokio::net::UnixListener::from_std(listener)
         .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
@@ -102,8 +109,8 @@ async fn run_async<P: Plugin>(
         handle: tokio::runtime::Handle::current(),
         stop,
     };
-    if framed {
-        framed::serve(listener, Arc::new(service), stopped).await;
+    if let Some(host_calls) = framed {
+        framed::serve(listener, Arc::new(service), host_calls, stopped).await;
         return Ok(());
     }
     let (health_reporter, health_service) = plugbay_proto::tonic_health::server::health_reporter();
@@ -126,127 +133,6 @@ async fn run_async<P: Plugin>(
     server.await.map_err(|error| format!("the gRPC server failed: {error}"))
 }
 
-/// The host API over the host's callback socket, connected on first use (most plugins
-/// never call back, and a start should not pay for a connection it does not need).
-pub(crate) struct ProcessHost {
-    connection: Arc<Connection>,
-    /// Log lines on their way to the host: logging never waits for the host (a full queue
-    /// drops the line).
-    logs: tokio::sync::mpsc::Sender<pb::LogRequest>,
-    handle: tokio::runtime::Handle,
-}
-
-/// The connection to the host's callback socket, made on first use.
-struct Connection {
-    socket: PathBuf,
-    client: OnceCell<HostServiceClient<Channel>>,
-}
-
-impl Connection {
-    /// The client, connecting the first time.
-    async fn client(&self) -> Result<HostServiceClient<Channel>, tonic::Status> {
-        self.client
-            .get_or_try_init(|| async {
-                plugbay_proto::connect_unix(&self.socket)
-                    .await
-                    .map(|channel| {
-                        HostServiceClient::new(channel)
-                            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                    })
-                    .map_err(|error| {
-                        tonic::Status::unavailable(format!(
-                            "cannot reach the host's callback socket: {error}"
-                        ))
-                    })
-            })
-            .await
-            .cloned()
-    }
-}
-
-/// Log lines queued for the host before new ones are dropped.
-const LOG_QUEUE: usize = 1024;
-
-impl ProcessHost {
-    /// A host API for the callback socket at `socket`; log lines are sent in order by a
-    /// task on `handle`.
-    fn new(socket: PathBuf, handle: tokio::runtime::Handle) -> ProcessHost {
-        let connection = Arc::new(Connection { socket, client: OnceCell::new() });
-        let (logs, mut queue) = tokio::sync::mpsc::channel::<pb::LogRequest>(LOG_QUEUE);
-        let sender = connection.clone();
-        handle.spawn(async move {
-            while let Some(line) = queue.recv().await {
-                if let Ok(mut client) = sender.client().await {
-                    let _ = client.log(line).await;
-                }
-            }
-        });
-        ProcessHost { connection, logs, handle }
-    }
-
-    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
-        // Plugin code runs on blocking threads (see `Service::blocking`), never on a
-        // runtime worker, so blocking on the runtime here is allowed.
-        self.handle.block_on(future)
-    }
-
-    async fn client(&self) -> Result<HostServiceClient<Channel>, tonic::Status> {
-        self.connection.client().await
-    }
-
-    pub(crate) fn log(&self, level: LogLevel, message: &str) {
-        let level = match level {
-            LogLevel::Error => pb::log_request::Level::Error,
-            LogLevel::Warn => pb::log_request::Level::Warn,
-            LogLevel::Info => pb::log_request::Level::Info,
-            LogLevel::Debug => pb::log_request::Level::Debug,
-            LogLevel::Trace => pb::log_request::Level::Trace,
-        };
-        let request = pb::LogRequest { level: level as i32, message: message.to_owned() };
-        let _ = self.logs.try_send(request);
-    }
-
-    pub(crate) fn publish(
-        &self,
-        topic: &str,
-        action: &str,
-        payload: &[u8],
-        content_type: &str,
-    ) -> Result<(), PluginError> {
-        let request = pb::PublishRequest {
-            topic: topic.to_owned(),
-            action: action.to_owned(),
-            payload: payload.to_vec(),
-            content_type: content_type.to_owned(),
-        };
-        self.block_on(async { self.client().await?.publish(request).await }).map(drop).map_err(from_status)
-    }
-
-    pub(crate) fn invoke(
-        &self,
-        target: &str,
-        method: &str,
-        input: Input<'_>,
-    ) -> Result<Response, PluginError> {
-        let request = pb::InvokeRequest {
-            target: target.to_owned(),
-            method: method.to_owned(),
-            payload: input.bytes.to_vec(),
-            content_type: input.content_type.to_owned(),
-        };
-        let response = self
-            .block_on(async { self.client().await?.invoke(request).await })
-            .map_err(from_status)?
-            .into_inner();
-        Ok(Response { bytes: response.payload, content_type: response.content_type })
-    }
-}
-
-fn from_status(status: tonic::Status) -> PluginError {
-    PluginError::new(ErrorCode::from_status(status.code() as i32), status.message().to_owned())
-}
-
 fn to_status(error: PluginError) -> tonic::Status {
     tonic::Status::new(tonic::Code::from_i32(error.code.status()), error.message)
 }
@@ -260,6 +146,18 @@ pub(crate) struct Service<P: Plugin> {
 }
 
 impl<P: Plugin> Service<P> {
+    /// Creates the plugin (Init) with `config`; its host API goes over `link` when given,
+    /// else to the callback socket.
+    async fn start(&self, config: Vec<u8>, link: Option<Arc<framed::Link>>) -> Result<(), tonic::Status> {
+        let host = match link {
+            Some(link) => ProcessHost::framed(link, self.handle.clone()),
+            None => ProcessHost::grpc(self.host_socket.clone(), self.handle.clone()),
+        };
+        let host = Host::process(Arc::new(host));
+        let plugin = Self::blocking(move || P::init(host, &config)).await?;
+        self.plugin.set(plugin).map_err(|_| tonic::Status::failed_precondition("init was called twice"))
+    }
+
     fn plugin(&self) -> Result<Arc<OnceCell<P>>, tonic::Status> {
         if self.plugin.get().is_none() {
             return Err(tonic::Status::failed_precondition("the plugin is not initialised"));
@@ -310,10 +208,7 @@ impl<P: Plugin> PluginService for Service<P> {
         &self,
         request: tonic::Request<pb::InitRequest>,
     ) -> Result<tonic::Response<pb::InitResponse>, tonic::Status> {
-        let config = request.into_inner().config;
-        let host = Host::process(Arc::new(ProcessHost::new(self.host_socket.clone(), self.handle.clone())));
-        let plugin = Self::blocking(move || P::init(host, &config)).await?;
-        self.plugin.set(plugin).map_err(|_| tonic::Status::failed_precondition("init was called twice"))?;
+        self.start(request.into_inner().config, None).await?;
         Ok(tonic::Response::new(pb::InitResponse {}))
     }
 

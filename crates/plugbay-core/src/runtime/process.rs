@@ -131,7 +131,8 @@ impl Spec {
         };
         let deadline = tokio::time::Instant::now() + self.start_timeout();
         let running = runner::start(program, sockets, self.start_timeout()).await?;
-        match tokio::time::timeout_at(deadline, connect_and_check_health(&running)).await {
+        let connect = connect_and_check_health(&running, callbacks.service());
+        match tokio::time::timeout_at(deadline, connect).await {
             Ok(Ok((client, health))) => {
                 Ok(Started { running, client, health, callbacks, start_timeout: self.start_timeout() })
             }
@@ -152,13 +153,16 @@ impl Spec {
     }
 }
 
+/// Connects over the transport the plugin chose; a framed plugin's host API requests on
+/// the connection go to `host`.
 async fn connect_and_check_health(
     running: &Running,
+    host: callbacks::Callbacks,
 ) -> Result<(PluginClient, Option<HealthClient<Channel>>)> {
     if running.transport == Transport::Framed {
         // The framed transport has no health service: the plugin listens before it prints
         // the handshake, and Describe (next) answers once it serves.
-        let client = framed::FramedClient::connect(&running.socket).await.map_err(|error| {
+        let client = framed::FramedClient::connect(&running.socket, host).await.map_err(|error| {
             Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
         })?;
         return Ok((PluginClient::Framed(client), None));

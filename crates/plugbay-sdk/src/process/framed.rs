@@ -1,32 +1,48 @@
 //! The plugin's side of the lean framed transport (docs/process-protocol.md, "Framed"):
 //! length-prefixed protobuf frames multiplexed by call id on the plugin socket, answered by
-//! the same `PluginService` implementation the gRPC server uses.
+//! the same `PluginService` implementation the gRPC server uses. When the host offers
+//! `host-calls` (`PLUGBAY_FRAMED_FEATURES`), the plugin's host API (log, publish, invoke)
+//! travels on the same connection instead of a gRPC connection to the callback socket.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
+use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::plugin_service_server::PluginService;
 use plugbay_proto::prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
-use tokio::sync::{Mutex, watch};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::{MAX_MESSAGE_BYTES, Service};
 use crate::Plugin;
 
 const HEADER: usize = 17;
+const INIT: u8 = 2;
 const REPLY_OK: u8 = 0x80;
 const REPLY_ERROR: u8 = 0x81;
+/// Plugin-to-host requests (feature `host-calls`): a log line (never answered), publish,
+/// invoke.
+pub(super) const LOG: u8 = 0x10;
+pub(super) const PUBLISH: u8 = 0x11;
+pub(super) const INVOKE: u8 = 0x12;
+/// Log lines queued for the host before new ones are dropped.
+const LOG_QUEUE: usize = 1024;
 
-/// Serves connections until the plugin is asked to shut down.
+/// Serves connections until the plugin is asked to shut down. `host_calls`: the host takes
+/// host API requests on the connection.
 pub(super) async fn serve<P: Plugin>(
     listener: UnixListener,
     service: Arc<Service<P>>,
+    host_calls: bool,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection(stream, service.clone())); }
+                Ok((stream, _)) => { tokio::spawn(connection(stream, service.clone(), host_calls)); }
                 Err(_) => return,
             },
             _ = stopped.wait_for(|stop| *stop) => {
@@ -38,28 +54,157 @@ pub(super) async fn serve<P: Plugin>(
     }
 }
 
-async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Service<P>>) {
+type Reply = Result<Vec<u8>, tonic::Status>;
+
+/// One connection to the host, as the plugin's host API sees it: frames are written whole,
+/// log lines wait in a queue that goes out ahead of the next frame (so a line logged while
+/// serving a request reaches the host before its reply, in the same write), and replies to
+/// the plugin's own requests are routed back by id.
+pub(crate) struct Link {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Encoded log frames not written yet, oldest first.
+    logs: std::sync::Mutex<VecDeque<Vec<u8>>>,
+    /// Host requests being served: while one is, its reply carries the queued log lines.
+    serving: AtomicUsize,
+    /// Wakes the task that writes log lines logged while no request is being served.
+    flush: Arc<Notify>,
+    /// The plugin's requests waiting for the host's reply; `None` once the connection is gone.
+    pending: std::sync::Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>,
+    next_id: AtomicU64,
+}
+
+/// A frame: header then body.
+fn frame(kind: u8, id: u64, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.push(kind);
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    frame.extend_from_slice(body);
+    frame
+}
+
+fn lost() -> tonic::Status {
+    tonic::Status::unavailable("the connection to the host closed")
+}
+
+impl Link {
+    /// Writes `frame` after the queued log lines, in one write.
+    async fn write(&self, frame: &[u8]) -> std::io::Result<()> {
+        let mut writer = self.writer.lock().await;
+        let queued: Vec<Vec<u8>> = self.logs.lock().expect("not poisoned").drain(..).collect();
+        if queued.is_empty() {
+            return writer.write_all(frame).await;
+        }
+        let mut all = queued.concat();
+        all.extend_from_slice(frame);
+        writer.write_all(&all).await
+    }
+
+    /// Queues a log line; it never waits for the host (a full queue drops the line).
+    pub(crate) fn log(&self, request: &pb::LogRequest) {
+        {
+            let mut logs = self.logs.lock().expect("not poisoned");
+            if logs.len() >= LOG_QUEUE {
+                return;
+            }
+            logs.push_back(frame(LOG, 0, &request.encode_to_vec()));
+        }
+        if self.serving.load(Ordering::SeqCst) == 0 {
+            self.flush.notify_one();
+        }
+    }
+
+    /// Sends a request to the host and waits for its reply.
+    pub(crate) async fn request<Response: Message + Default>(
+        &self,
+        kind: u8,
+        request: &impl Message,
+    ) -> Result<Response, tonic::Status> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, reply) = oneshot::channel();
+        match self.pending.lock().expect("not poisoned").as_mut() {
+            Some(pending) => pending.insert(id, sender),
+            None => return Err(lost()),
+        };
+        if self.write(&frame(kind, id, &request.encode_to_vec())).await.is_err() {
+            if let Some(pending) = self.pending.lock().expect("not poisoned").as_mut() {
+                pending.remove(&id);
+            }
+            return Err(lost());
+        }
+        let body = reply.await.map_err(|_| lost())??;
+        Response::decode(&body[..])
+            .map_err(|error| tonic::Status::internal(format!("the host sent a malformed reply: {error}")))
+    }
+
+    /// Hands a reply from the host to the request waiting for it.
+    fn resolve(&self, kind: u8, id: u64, body: Vec<u8>) {
+        let reply = if kind == REPLY_OK { Ok(body) } else { Err(status_from(&body)) };
+        let waiter = self.pending.lock().expect("not poisoned").as_mut().and_then(|p| p.remove(&id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+}
+
+/// An error reply's body (status code, then message) as a status.
+fn status_from(body: &[u8]) -> tonic::Status {
+    if body.len() < 4 {
+        return tonic::Status::internal("the host sent a malformed error reply");
+    }
+    let code = i32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
+    tonic::Status::new(tonic::Code::from_i32(code), String::from_utf8_lossy(&body[4..]))
+}
+
+/// Writes the log lines queued while no request was being served, until the link is gone.
+async fn flush_logs(link: Weak<Link>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(link) = link.upgrade() else { return };
+        if link.write(&[]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Service<P>>, host_calls: bool) {
     let (mut reader, writer) = stream.into_split();
-    let writer = Arc::new(Mutex::new(writer));
+    let flush = Arc::new(Notify::new());
+    let link = Arc::new(Link {
+        writer: tokio::sync::Mutex::new(writer),
+        logs: std::sync::Mutex::new(VecDeque::new()),
+        serving: AtomicUsize::new(0),
+        flush: flush.clone(),
+        pending: std::sync::Mutex::new(Some(HashMap::new())),
+        next_id: AtomicU64::new(1),
+    });
+    let flusher = tokio::spawn(flush_logs(Arc::downgrade(&link), flush));
     loop {
         let mut header = [0u8; HEADER];
         if reader.read_exact(&mut header).await.is_err() {
-            return;
+            break;
         }
         let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
         let kind = header[4];
         let id = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
         if length > MAX_MESSAGE_BYTES {
-            return;
+            break;
         }
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).await.is_err() {
-            return;
+            break;
         }
-        let (service, writer) = (service.clone(), writer.clone());
+        if kind == REPLY_OK || kind == REPLY_ERROR {
+            link.resolve(kind, id, body);
+            continue;
+        }
+        let (service, link) = (service.clone(), link.clone());
+        link.serving.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             // A panic in a handler must still answer the host: run it as a task of its own.
-            let handled = tokio::spawn(async move { dispatch(&*service, kind, &body).await }).await;
+            let host = host_calls.then(|| link.clone());
+            let handled = tokio::spawn(async move { dispatch(&*service, host, kind, &body).await }).await;
             let handled = handled.unwrap_or_else(|error| {
                 Err(tonic::Status::internal(format!("the plugin panicked while serving a request: {error}")))
             });
@@ -71,19 +216,28 @@ async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Serv
                     (REPLY_ERROR, reply)
                 }
             };
-            let mut frame = Vec::with_capacity(HEADER + reply.len());
-            frame.extend_from_slice(&(reply.len() as u32).to_le_bytes());
-            frame.push(reply_kind);
-            frame.extend_from_slice(&id.to_le_bytes());
-            frame.extend_from_slice(&0u32.to_le_bytes());
-            frame.extend_from_slice(&reply);
-            let _ = writer.lock().await.write_all(&frame).await;
+            let _ = link.write(&frame(reply_kind, id, &reply)).await;
+            link.serving.fetch_sub(1, Ordering::SeqCst);
+            // A line logged after the reply's write took the queue waits for the flusher.
+            if !link.logs.lock().expect("not poisoned").is_empty() {
+                link.flush.notify_one();
+            }
         });
     }
+    flusher.abort();
+    // The plugin's requests still waiting get `unavailable`.
+    link.pending.lock().expect("not poisoned").take();
 }
 
 /// Decodes a request, runs it through the `PluginService` implementation, encodes the reply.
-async fn dispatch<S: PluginService>(service: &S, kind: u8, body: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+/// `host`: the link Init hands the plugin as its host API, when the host takes host calls
+/// on it.
+async fn dispatch<P: Plugin>(
+    service: &Service<P>,
+    host: Option<Arc<Link>>,
+    kind: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, tonic::Status> {
     fn decode<T: Message + Default>(body: &[u8]) -> Result<tonic::Request<T>, tonic::Status> {
         T::decode(body)
             .map(tonic::Request::new)
@@ -91,7 +245,11 @@ async fn dispatch<S: PluginService>(service: &S, kind: u8, body: &[u8]) -> Resul
     }
     let reply = match kind {
         1 => service.describe(decode(body)?).await?.into_inner().encode_to_vec(),
-        2 => service.init(decode(body)?).await?.into_inner().encode_to_vec(),
+        INIT => {
+            let request: tonic::Request<pb::InitRequest> = decode(body)?;
+            service.start(request.into_inner().config, host).await?;
+            pb::InitResponse {}.encode_to_vec()
+        }
         3 => service.call(decode(body)?).await?.into_inner().encode_to_vec(),
         4 => service.on_event(decode(body)?).await?.into_inner().encode_to_vec(),
         5 => service.shutdown(decode(body)?).await?.into_inner().encode_to_vec(),

@@ -1,6 +1,7 @@
 //! The host API for one process plugin: a `HostService` gRPC server on the socket the host
 //! assigned that program (`PLUGBAY_HOST_SOCKET`). The socket identifies the plugin, so a
-//! plugin cannot speak for another.
+//! plugin cannot speak for another. A framed plugin may send the same requests on its
+//! framed connection instead (`framed`), served by the same [`Callbacks`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -81,6 +82,11 @@ impl Server {
         let _ = self.state.callbacks.set(callbacks);
     }
 
+    /// The service, for host API requests on the plugin's framed connection.
+    pub(super) fn service(&self) -> Callbacks {
+        Callbacks(self.state.clone())
+    }
+
     /// Stops the server (idempotent).
     pub(super) fn close(&self) {
         if let Some(stop) = self.stop.lock().take() {
@@ -100,7 +106,10 @@ fn status(error: Error) -> tonic::Status {
     tonic::Status::new(tonic::Code::from_i32(error.code().grpc()), error.to_string())
 }
 
-struct Callbacks(Arc<State>);
+/// `HostService` for one program, over gRPC on its callback socket or over its framed
+/// connection. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct Callbacks(Arc<State>);
 
 impl Callbacks {
     fn callbacks(&self) -> std::result::Result<&Arc<dyn HostCallbacks>, tonic::Status> {

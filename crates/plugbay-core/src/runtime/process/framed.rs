@@ -7,6 +7,10 @@
 //! (u64), timeout in milliseconds (u32, 0 = none); then the body. Requests carry the
 //! request message; a reply has kind [`REPLY_OK`] with the response message, or
 //! [`REPLY_ERROR`] with a u32 status code and a UTF-8 message.
+//!
+//! With the `host-calls` feature (offered in `PLUGBAY_FRAMED_FEATURES`) the plugin sends
+//! its host API requests on the same connection: [`LOG`] (never answered), [`PUBLISH`]
+//! and [`INVOKE`], with ids of its own, answered with the same reply kinds.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,9 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use plugbay_proto::plugin::v1 as pb;
+use plugbay_proto::plugin::v1::host_service_server::HostService;
+use plugbay_proto::prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
+
+use super::callbacks::Callbacks;
 
 /// Request kinds.
 pub(super) const DESCRIBE: u8 = 1;
@@ -27,6 +36,12 @@ pub(super) const ON_EVENT: u8 = 4;
 pub(super) const SHUTDOWN: u8 = 5;
 pub(super) const SNAPSHOT: u8 = 6;
 pub(super) const RESTORE: u8 = 7;
+/// Plugin-to-host request kinds (feature `host-calls`).
+const LOG: u8 = 0x10;
+const PUBLISH: u8 = 0x11;
+const INVOKE: u8 = 0x12;
+/// The optional framed features this host offers (`PLUGBAY_FRAMED_FEATURES`).
+pub(super) const FEATURES: &str = "host-calls";
 /// Reply kinds.
 const REPLY_OK: u8 = 0x80;
 const REPLY_ERROR: u8 = 0x81;
@@ -77,8 +92,9 @@ impl Drop for Forget<'_> {
 }
 
 impl FramedClient {
-    /// Connects and starts reading replies.
-    pub(super) async fn connect(path: &Path) -> std::io::Result<FramedClient> {
+    /// Connects and starts reading replies; the plugin's host API requests on the
+    /// connection are served by `host`.
+    pub(super) async fn connect(path: &Path, host: Callbacks) -> std::io::Result<FramedClient> {
         let (reader, writer) = tokio::net::UnixStream::connect(path).await?.into_split();
         let inner = Arc::new(Inner {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
@@ -86,7 +102,7 @@ impl FramedClient {
             next_id: AtomicU64::new(1),
             closed: tokio::sync::watch::channel(None).0,
         });
-        tokio::spawn(read_replies(reader, Arc::downgrade(&inner)));
+        tokio::spawn(read_frames(reader, Arc::downgrade(&inner), host));
         Ok(FramedClient { inner })
     }
 
@@ -170,7 +186,57 @@ impl FramedClient {
     }
 }
 
-async fn read_replies(mut reader: OwnedReadHalf, inner: std::sync::Weak<Inner>) {
+/// An error status as an error reply's body: the code, then the message.
+fn error_body(status: &tonic::Status) -> Vec<u8> {
+    let mut body = (status.code() as i32).to_le_bytes().to_vec();
+    body.extend_from_slice(status.message().as_bytes());
+    body
+}
+
+/// Serves one host API request the plugin sent on the connection: a log line at once (in
+/// order), publish and invoke on a task of their own (an invoke may call back into this
+/// very plugin), answered on the connection.
+async fn host_call(host: &Callbacks, inner: &Arc<Inner>, kind: u8, id: u64, body: Vec<u8>) {
+    fn decode<T: Message + Default>(body: &[u8]) -> Result<tonic::Request<T>, tonic::Status> {
+        T::decode(body)
+            .map(tonic::Request::new)
+            .map_err(|error| tonic::Status::invalid_argument(format!("malformed request: {error}")))
+    }
+    if kind == LOG {
+        if let Ok(request) = decode::<pb::LogRequest>(&body) {
+            let _ = host.log(request).await;
+        }
+        return;
+    }
+    let (host, client) = (host.clone(), FramedClient { inner: inner.clone() });
+    tokio::spawn(async move {
+        let reply = match kind {
+            PUBLISH => match decode(&body) {
+                Ok(request) => host.publish(request).await.map(|r| r.into_inner().encode_to_vec()),
+                Err(status) => Err(status),
+            },
+            _ => match decode(&body) {
+                Ok(request) => host.invoke(request).await.map(|r| r.into_inner().encode_to_vec()),
+                Err(status) => Err(status),
+            },
+        };
+        let (kind, body) = match reply {
+            Ok(body) => (REPLY_OK, body),
+            Err(status) => (REPLY_ERROR, error_body(&status)),
+        };
+        let mut frame = Vec::with_capacity(HEADER + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&body);
+        let _ = client.send(frame).await;
+    });
+}
+
+/// Reads frames until the connection ends: replies to the host's requests, and the
+/// plugin's host API requests.
+async fn read_frames(mut reader: OwnedReadHalf, inner: std::sync::Weak<Inner>, host: Callbacks) {
     let why = loop {
         let mut header = [0u8; HEADER];
         if let Err(error) = reader.read_exact(&mut header).await {
@@ -194,6 +260,11 @@ async fn read_replies(mut reader: OwnedReadHalf, inner: std::sync::Weak<Inner>) 
                     tonic::Status::new(tonic::Code::from_i32(code), String::from_utf8_lossy(&body[4..]));
                 status.metadata_mut().insert(FROM_PLUGIN, tonic::metadata::MetadataValue::from_static("1"));
                 Err(status)
+            }
+            LOG | PUBLISH | INVOKE => {
+                let Some(inner) = inner.upgrade() else { return };
+                host_call(&host, &inner, kind, id, body).await;
+                continue;
             }
             other => break format!("the plugin sent a frame of unknown kind {other:#x}"),
         };

@@ -168,10 +168,14 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
         ("PLUGBAY_HOST_SOCKET", sockets.host.as_os_str()),
         ("PLUGBAY_PLUGIN_ID", OsStr::new(program.plugin)),
     ];
-    let env = allowed
-        .iter()
-        .map(|(name, value)| (name.as_os_str(), value.as_os_str()))
-        .chain(handshake_env.iter().map(|(name, value)| (OsStr::new(*name), *value)));
+    // The optional parts of the framed transport this host speaks, when it offers framed.
+    let framed_env = program
+        .transports
+        .contains(&Transport::Framed)
+        .then_some(("PLUGBAY_FRAMED_FEATURES", OsStr::new(super::framed::FEATURES)));
+    let env = allowed.iter().map(|(name, value)| (name.as_os_str(), value.as_os_str())).chain(
+        handshake_env.iter().chain(framed_env.iter()).map(|(name, value)| (OsStr::new(*name), *value)),
+    );
     let cannot_start = |error: std::io::Error| {
         Error::precondition(format!("cannot start {}: {error}", program.program.display()))
             .with_field("plugin.entry")
