@@ -361,6 +361,20 @@ async fn wasm_guest_that_cannot_wait_is_served_on_the_callers_thread() {
     }
     assert_eq!(count_now(&host), 1, "the spin left a fresh instance");
 
+    // `invoke_sync` serves it too, and interrupts it at the caller's deadline (20 ms), not
+    // at the manifest's timeout (300 ms).
+    let echoed = host.invoke_sync(&call("echo", b"sync")).unwrap();
+    assert_eq!(&echoed.bytes[..], b"sync");
+    let started = Instant::now();
+    let spin =
+        Call::new("guest.test@1", "spin", Payload::bytes(&b""[..])).with_timeout(Duration::from_millis(20));
+    assert_eq!(host.invoke_sync(&spin).unwrap_err().code(), Code::DeadlineExceeded);
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "the caller's deadline applied: {:?}",
+        started.elapsed()
+    );
+
     // A thread with too small a stack for the guest runs it on a fiber's stack instead, so
     // deep recursion there is still a clean error.
     let on_small_stack = std::thread::Builder::new()

@@ -1016,7 +1016,9 @@ impl HostInner {
         let budget = self.budget(&slot, call).map_err(context)?;
         let started_ms = in_flight.started_ms();
         let watched = slot.watch.is_some();
-        match slot.instance.call(&call.method, &call.payload, None) {
+        // A runtime that enforces deadlines (wasm on this thread) gets the call's budget.
+        let deadline = (!watched).then(|| std::time::Instant::now() + budget);
+        match slot.instance.call(&call.method, &call.payload, deadline) {
             CallOutcome::Done(result) if watched => {
                 overrun(started_ms, budget).map_or(result, Err).map_err(context)
             }

@@ -369,21 +369,20 @@ impl InstanceInner {
         }
     }
 
-    /// The synchronous path ([`inline`]): runs the call on this thread and lends the
-    /// response to `receive`. `None` when this instance is not inline, or when `wait` is
-    /// false and another call holds it. On a thread whose stack is too small for the guest,
-    /// the guest runs on a fiber's stack (still to completion on this thread).
+    /// The synchronous path ([`inline`]): runs the call on this thread (after the call
+    /// before it, as a native plugin's per-instance mutex does) and lends the response to
+    /// `receive`. `None` when this instance is not inline. On a thread whose stack is too
+    /// small for the guest, the guest runs on a fiber's stack, still on this thread.
     fn call_inline(
         &self,
         method: &str,
         payload: &[u8],
         content_type: &str,
         deadline: Option<Instant>,
-        wait: bool,
         receive: &mut dyn FnMut(&[u8], &str),
     ) -> Option<Result<()>> {
         let LiveSlot::Inline(mutex) = &self.live else { return None };
-        let mut slot = if wait { mutex.lock() } else { mutex.try_lock()? };
+        let mut slot = mutex.lock();
         if !inline::stack_has_room() {
             let payload = Payload {
                 content_type: ContentType::new(content_type),
@@ -515,7 +514,6 @@ impl Instance for WasmInstance {
             &payload.bytes,
             payload.content_type.as_str(),
             deadline,
-            false,
             &mut |bytes, content_type| {
                 let content_type = match content_type == payload.content_type.as_str() {
                     true => payload.content_type.clone(),
@@ -540,7 +538,7 @@ impl Instance for WasmInstance {
         content_type: &str,
         receive: &mut dyn FnMut(&[u8], &str),
     ) -> Option<Result<()>> {
-        self.inner.call_inline(method, payload, content_type, None, true, receive)
+        self.inner.call_inline(method, payload, content_type, None, receive)
     }
 
     fn on_event(&self, event: &Event) -> CallOutcome {
