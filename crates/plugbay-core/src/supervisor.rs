@@ -151,17 +151,23 @@ impl RecentCalls {
         let mut guard = self.calls.lock();
         let (next, calls) = &mut *guard;
         *next += 1;
-        if calls.len() == RECENT_CALLS {
-            calls.pop_front();
-        }
-        let outcome = "in flight".to_owned();
-        calls.push_back(CallRecord {
-            method: method.to_owned(),
-            payload_bytes,
-            duration_us: 0,
-            outcome,
-            seq: *next,
-        });
+        // Once full, the oldest record is reused, strings included: no allocation per call.
+        let mut record = match calls.len() == RECENT_CALLS {
+            true => calls.pop_front().expect("a full queue has a front"),
+            false => CallRecord {
+                method: String::new(),
+                payload_bytes: 0,
+                duration_us: 0,
+                outcome: String::new(),
+                seq: 0,
+            },
+        };
+        method.clone_into(&mut record.method);
+        "in flight".clone_into(&mut record.outcome);
+        record.payload_bytes = payload_bytes;
+        record.duration_us = 0;
+        record.seq = *next;
+        calls.push_back(record);
         *next
     }
 
