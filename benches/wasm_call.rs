@@ -1,5 +1,6 @@
 //! Wasm call cost: `Host::invoke` of a 64 B and a 4 KiB echo on a WAT guest (the testkit's
-//! guest component) in `persistent` and `per-call` instance modes; the same echo on the
+//! guest component) in `persistent` and `per-call` instance modes (per-call also without
+//! the pooling allocator, `HostConfig::wasm_pooling` off); the same echo on the
 //! guest without `invoke` (a component that cannot wait, so served on the caller's thread)
 //! through `Host::invoke`, through the synchronous `MethodHandle::call_borrowed`, and through
 //! wasmtime used directly (its generated bindings, same component, same export) in the same
@@ -39,6 +40,19 @@ fn calls(c: &mut Criterion) {
         assert!(report.failed.is_empty(), "{:?}", report.failed);
         host
     });
+    let unpooled = runtime.block_on(async {
+        let config = HostConfig { wasm_pooling: false, ..HostConfig::with_plugin_dir(dir.path()) };
+        let host = Host::build(config).unwrap();
+        let report = host.load_all().await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        host
+    });
+    let mut group = c.benchmark_group("wasm_echo/per-call-unpooled");
+    let call = Call::new("per-call@1", "echo", Payload::bytes(vec![7u8; 64]));
+    group.bench_with_input(BenchmarkId::new("host_invoke_await", 64), &call, |b, call| {
+        b.iter_custom(|iterations| time_invokes(&runtime, &unpooled, call, iterations))
+    });
+    group.finish();
     for mode in ["persistent", "per-call"] {
         let mut group = c.benchmark_group(format!("wasm_echo/{mode}"));
         for size in SIZES {

@@ -311,6 +311,20 @@ async fn wasm_persistent_instances_keep_state_and_per_call_ones_do_not() {
     assert_eq!(&host.invoke(call("echo", b"fresh")).await.unwrap().bytes[..], b"fresh");
 }
 
+#[tokio::test]
+async fn wasm_without_the_pooling_allocator_serves_both_modes() {
+    for (mode, counts) in [("persistent", (1, 2)), ("per-call", (1, 1))] {
+        let dir = PluginsDir::new();
+        add_guest(&dir, &format!("\n[wasm]\ninstance = \"{mode}\"\n"));
+        let host =
+            host_with(HostConfig { wasm_pooling: false, ..HostConfig::with_plugin_dir(dir.path()) }).await;
+        assert_eq!((count(&host).await, count(&host).await), counts, "{mode}");
+        let error = host.invoke(call("grow", b"")).await.unwrap_err();
+        assert_eq!(error.code(), Code::ResourceExhausted, "{mode}: {error}");
+        assert_eq!(&host.invoke(call("echo", b"on demand")).await.unwrap().bytes[..], b"on demand");
+    }
+}
+
 /// A synchronous handle on the guest's `method`.
 fn handle(host: &Host, method: &str) -> MethodHandle {
     host.resolve(&Target::parse("guest.test@1"), method).expect("the guest serves it")

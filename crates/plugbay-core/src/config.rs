@@ -45,6 +45,11 @@ pub struct HostConfig {
     /// if the host's user alone can write it), so a second start skips compilation.
     /// Default: `None` (no cache: every load compiles).
     pub wasm_cache_dir: Option<PathBuf>,
+    /// Whether the wasm engine pre-reserves pooled slots for instances (memories, tables,
+    /// stacks), which makes instantiation cheap (per-call instances above all) at the cost
+    /// of a large virtual address space reservation. When off, or when the machine refuses
+    /// the reservation, instances are allocated on demand. Default: on.
+    pub wasm_pooling: bool,
 }
 
 impl Default for HostConfig {
@@ -62,6 +67,7 @@ impl Default for HostConfig {
             watch_debounce: Duration::from_millis(100),
             reload_probation: Duration::from_secs(2),
             wasm_cache_dir: None,
+            wasm_pooling: true,
         }
     }
 }

@@ -192,7 +192,7 @@ impl Host {
         };
         let (bus, deliveries) = Bus::new(config.event_queue);
         #[cfg(feature = "wasm")]
-        let wasm = WasmRuntime::new(config.wasm_cache_dir.as_deref());
+        let wasm = WasmRuntime::new(config.wasm_cache_dir.as_deref(), config.wasm_pooling);
         let inner = Arc::new_cyclic(|me| HostInner {
             me: me.clone(),
             config,

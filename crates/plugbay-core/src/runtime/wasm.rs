@@ -63,6 +63,8 @@ mod bindings {
 /// The wasm runtime of one host: its engine (created on the first wasm load) and cache.
 pub struct WasmRuntime {
     engine: OnceLock<Arc<WasmEngine>>,
+    /// Whether the engine uses the pooling allocator ([`crate::HostConfig::wasm_pooling`]).
+    pooling: bool,
     /// WASI and the host API, linked once for every plugin of this runtime (what a plugin
     /// may use is decided by its WASI context and the import check, not by the linker).
     linker: OnceLock<Linker<StoreState>>,
@@ -71,10 +73,12 @@ pub struct WasmRuntime {
 
 impl WasmRuntime {
     /// A runtime that caches compiled components in `cache_dir` (created with mode 0700)
-    /// when given. Cheap: the engine is created on the first load.
-    pub fn new(cache_dir: Option<&Path>) -> WasmRuntime {
+    /// when given, and pools instance slots when `pooling`. Cheap: the engine is created on
+    /// the first load.
+    pub fn new(cache_dir: Option<&Path>, pooling: bool) -> WasmRuntime {
         WasmRuntime {
             engine: OnceLock::new(),
+            pooling,
             linker: OnceLock::new(),
             cache: cache_dir.and_then(Cache::open),
         }
@@ -84,7 +88,7 @@ impl WasmRuntime {
         if let Some(engine) = self.engine.get() {
             return Ok(engine.clone());
         }
-        let engine = WasmEngine::start()?;
+        let engine = WasmEngine::start(self.pooling)?;
         Ok(self.engine.get_or_init(|| engine).clone())
     }
 

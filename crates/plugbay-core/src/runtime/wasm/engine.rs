@@ -43,16 +43,21 @@ pub(crate) struct WasmEngine {
 }
 
 impl WasmEngine {
-    /// Builds the engine (pooling allocator when the machine allows it) and starts its
-    /// epoch ticker, which stops when the engine is dropped.
+    /// Builds the engine (the pooling allocator when `pooling` and the machine allows it)
+    /// and starts its epoch ticker, which stops when the engine is dropped.
     ///
     /// # Errors
     /// `internal` when wasmtime cannot be configured on this machine.
-    pub(crate) fn start() -> Result<Arc<WasmEngine>> {
-        let (engine, pooling) = match Engine::new(&config(true)) {
+    pub(crate) fn start(pooling: bool) -> Result<Arc<WasmEngine>> {
+        let pooled = match pooling {
+            true => Engine::new(&config(true)).map_err(|refused| {
+                tracing::warn!("wasm: pooling allocator unavailable ({refused}); using on-demand allocation");
+            }),
+            false => Err(()),
+        };
+        let (engine, pooling) = match pooled {
             Ok(engine) => (engine, true),
-            Err(pooled) => {
-                tracing::warn!("wasm: pooling allocator unavailable ({pooled}); using on-demand allocation");
+            Err(()) => {
                 let engine = Engine::new(&config(false))
                     .map_err(|error| Error::internal(format!("cannot configure wasmtime: {error}")))?;
                 (engine, false)
