@@ -81,8 +81,6 @@ fn run<P: Plugin>() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start tokio: {error}"))?;
-    // Start the blocking thread plugin code runs on (Init first) while the host connects.
-    drop(runtime.spawn_blocking(|| ()));
     runtime.block_on(run_async::<P>(listener, socket, host_socket, framed.then_some(host_calls)))
 }
 
