@@ -53,6 +53,7 @@ fn calls(c: &mut Criterion) {
         b.iter_custom(|iterations| time_invokes(&runtime, &unpooled, call, iterations))
     });
     group.finish();
+    drop(unpooled); // its engine and epoch ticker would share the machine with what follows
     for mode in ["persistent", "per-call"] {
         let mut group = c.benchmark_group(format!("wasm_echo/{mode}"));
         for size in SIZES {
