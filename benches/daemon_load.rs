@@ -16,7 +16,8 @@
 //! timed window, fresh connections each time; every call completed in the window is timed on
 //! its own.
 //! `PLUGBAY_BENCH_WINDOW_MS` shortens the window for a quick check; `PLUGBAY_BENCH_LINE`
-//! (e.g. `http-64`, `grpc-1024`) runs only that line.
+//! (e.g. `http-64`, `grpc-1024`) runs only that line; `PLUGBAY_BENCH_DAEMON` runs that
+//! `plugbay` binary instead of the one built from this tree (to compare two builds).
 
 mod bare;
 mod common;
@@ -416,7 +417,8 @@ fn main() {
 
     let plugins = PluginsDir::new();
     plugins.add_canary();
-    let mut daemon = Command::new(plugbay_binary());
+    let binary = std::env::var_os("PLUGBAY_BENCH_DAEMON").map_or_else(plugbay_binary, Into::into);
+    let mut daemon = Command::new(binary);
     daemon
         .args(["run", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--plugins"])
         .arg(plugins.path())

@@ -2,24 +2,28 @@
 //! guard every request passes first (`Host` header, shutdown, bearer token).
 
 use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::BoxError;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::future::{BoxFuture, Either};
 use futures_util::{Stream, StreamExt as _};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use plugbay_core::{Call, Code, ContentType, Event, Host, Payload, PluginInfo, bus};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
+use tower::Service;
 use utoipa::{OpenApi as _, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -37,6 +41,8 @@ use crate::daemon::shutdown::Shutdown;
 pub const TIMEOUT_HEADER: &str = "x-plugbay-timeout-ms";
 /// The largest deadline a caller may ask for (1 day), in milliseconds.
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// Where the call route's parameters start.
+const CALL_PREFIX: &str = "/v1/call/";
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -51,10 +57,9 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// Every route, behind the guard, and `/openapi.json` describing them.
-pub fn router(state: ApiState) -> Router {
-    // One reference count per request instead of one per field.
-    let state = Arc::new(state);
+/// The HTTP API: the guard (`admit`), then every route and `/openapi.json` describing
+/// them.
+pub fn api(state: ApiState) -> Api {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(call))
         .routes(routes!(list, load))
@@ -71,23 +76,63 @@ pub fn router(state: ApiState) -> Router {
         let document = document.clone();
         async move { ([(header::CONTENT_TYPE, "application/json")], document) }
     };
-    router
+    // One reference count per request instead of one per field.
+    let state = Arc::new(state);
+    let router = router
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone());
+    Api { state, router }
 }
 
-/// Checks the host names the request carries ([`hosts::check`], DNS rebinding), refuses new requests once shutting down, and
-/// requires the bearer token on mutating routes when one is configured.
-async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    match admit(&state, &request) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
+/// The HTTP API as one service (see [`api`]). The guard runs before the router rather
+/// than as a layer on each route, which would add a boxed middleware, a boxed future and a
+/// clone of the route to every request; and plain calls, the requests the daemon is for,
+/// go straight to `invoke` (what the router would do for them, without its matching,
+/// parameter maps and boxed services).
+#[derive(Clone)]
+pub struct Api {
+    state: Arc<ApiState>,
+    router: Router,
+}
+
+/// The future of one request to [`Api`]: refused by the guard, a plain call, or routed.
+type ApiFuture = Either<
+    Ready<Result<Response, Infallible>>,
+    Either<BoxFuture<'static, Result<Response, Infallible>>, <Router as Service<Request>>::Future>,
+>;
+
+impl<B> Service<axum::http::Request<B>> for Api
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ApiFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> ApiFuture {
+        let request = request.map(Body::new);
+        if let Err(error) = admit(&self.state, &request) {
+            return Either::Left(ready(Ok(error.into_response())));
+        }
+        let Some((capability, method)) = plain_call(&request) else {
+            return Either::Right(Either::Right(self.router.call(request)));
+        };
+        let (capability, method) = (capability.to_owned(), method.to_owned());
+        let state = self.state.clone();
+        Either::Right(Either::Left(Box::pin(async move {
+            Ok(invoke(&state, &capability, method, request).await.into_response())
+        })))
     }
 }
 
+/// The guard's checks, in order; the first refusal is the answer.
 fn admit(state: &ApiState, request: &Request) -> Result<(), ApiError> {
     hosts::check(&state.config.allowed_hosts, request)
         .map_err(|refusal| ApiError::new(refusal.code, refusal.message))?;
@@ -137,6 +182,16 @@ async fn call(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Path((capability, method)) = path.map_err(bad_path)?;
+    invoke(&state, &capability, method, request).await
+}
+
+/// The call route's work, for the [`call`] handler and the fast path in [`Api`].
+async fn invoke(
+    state: &ApiState,
+    capability: &str,
+    method: String,
+    request: Request,
+) -> Result<Response, ApiError> {
     // The request taken apart, not its headers copied (as the `HeaderMap` extractor does).
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
@@ -150,14 +205,30 @@ async fn call(
         ),
     };
     let bytes = read_body(body, headers, state.config.max_body_bytes).await?;
-    let mut call = Call::new(&capability, method, Payload::with_type(bytes, content_type));
+    let mut call = Call::new(capability, method, Payload::with_type(bytes, content_type));
     if let Some(timeout) = timeout {
         call = call.with_timeout(timeout);
     }
     let reply = state.host.invoke(call).await?;
-    let content_type = HeaderValue::from_str(reply.content_type.as_str())
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    // The request's own header when the reply has its type, as most do: no copy.
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        Some(value) if value.as_bytes() == reply.content_type.as_str().as_bytes() => value.clone(),
+        _ => HeaderValue::from_str(reply.content_type.as_str())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    };
     Ok(([(header::CONTENT_TYPE, content_type)], reply.bytes).into_response())
+}
+
+/// The capability and method of `POST /v1/call/{capability}/{method}` when both are plain
+/// (no percent escapes, which the router decodes): the requests [`Api`] answers without
+/// the router. Anything else, malformed calls included, goes through the router.
+fn plain_call(request: &Request) -> Option<(&str, &str)> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let (capability, method) = request.uri().path().strip_prefix(CALL_PREFIX)?.split_once('/')?;
+    let plain = |segment: &str| !segment.is_empty() && !segment.contains(['/', '%']);
+    (plain(capability) && plain(method)).then_some((capability, method))
 }
 
 /// The deadline from [`TIMEOUT_HEADER`]: 1 ms to 1 day.

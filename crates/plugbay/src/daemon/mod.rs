@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod config;
+mod connections;
 mod errors;
 mod grpc;
 mod hosts;
@@ -67,8 +68,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<Outcome> {
         shutdown: shutdown.clone(),
         ready: ready.clone(),
     };
-    let http =
-        tokio::spawn(serve::http(http_listener, http::router(state), config.clone(), shutdown.clone()));
+    let http = tokio::spawn(serve::http(http_listener, http::api(state), config.clone(), shutdown.clone()));
     let service = grpc::HostApiService::new(host.clone(), shutdown.clone(), config.token.clone());
     let grpc = tokio::spawn(serve::grpc(grpc_listener, service, config.clone(), shutdown.clone()));
 

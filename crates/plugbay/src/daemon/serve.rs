@@ -4,36 +4,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use plugbay_proto::host::v1::host_api_server::HostApiServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::daemon::config::DaemonConfig;
+use crate::daemon::connections::Connections;
 use crate::daemon::grpc::HostApiService;
 use crate::daemon::hosts::HostCheckLayer;
+use crate::daemon::http::Api;
 use crate::daemon::shutdown::Shutdown;
 
 /// Serves the HTTP API on `listener` until shutdown, then waits for requests in flight up
 /// to the drain deadline; returns whether they all finished.
 pub async fn http(
     listener: TcpListener,
-    router: Router,
+    service: Api,
     config: Arc<DaemonConfig>,
     shutdown: Shutdown,
 ) -> bool {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(64 * 1024);
+    builder.http1().header_read_timeout(config.header_read_timeout).max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256).max_header_list_size(64 * 1024);
-    let graceful = GracefulShutdown::new();
+    // The HTTP/1 header read timeout runs on the connections' coarse clock, and shutdown
+    // reaches them through it ([`Connections`]): no lock or timer wheel per request.
+    let connections = Connections::new(config.header_read_timeout);
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
@@ -48,11 +46,14 @@ pub async fn http(
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(router.clone());
+                let service = TowerToHyperService::new(service.clone());
+                let watched = connections.open();
+                // The connection keeps its own copy of the builder anyway (`into_owned`).
+                let mut builder = builder.clone();
+                builder.http1().timer(watched.timer());
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                    if let Err(error) = watched.serve(connection).await {
                         tracing::debug!("HTTP connection ended: {error}");
                     }
                 });
@@ -61,7 +62,7 @@ pub async fn http(
         }
     }
     drop(listener);
-    drained("HTTP", graceful.shutdown(), config.drain_timeout).await
+    drained("HTTP", connections.shut_down(), config.drain_timeout).await
 }
 
 /// Serves the gRPC API (and `grpc.health.v1`) on `listener` until shutdown, then lets

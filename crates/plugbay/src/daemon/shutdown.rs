@@ -1,28 +1,34 @@
 //! The shutdown signal every part of the daemon watches: set once on SIGTERM or SIGINT;
 //! from then on listeners stop accepting, new requests get `unavailable`, and streams end.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::watch;
 
 /// A cheap-to-clone handle on the daemon's one shutdown flag.
 #[derive(Clone)]
 pub struct Shutdown {
     sender: watch::Sender<bool>,
+    /// The flag again, read on every request without the channel's lock.
+    draining: Arc<AtomicBool>,
 }
 
 impl Shutdown {
     /// A flag not yet set.
     pub fn new() -> Shutdown {
-        Shutdown { sender: watch::Sender::new(false) }
+        Shutdown { sender: watch::Sender::new(false), draining: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Sets the flag (once; later calls do nothing).
     pub fn trigger(&self) {
+        self.draining.store(true, Ordering::SeqCst);
         self.sender.send_replace(true);
     }
 
     /// Whether the daemon is shutting down.
     pub fn is_draining(&self) -> bool {
-        *self.sender.borrow()
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Resolves once the flag is set (at once if it already is).
