@@ -287,6 +287,40 @@ fn d10_malformed_requests_get_a_4xx_json_error_and_slow_headers_time_out() {
 }
 
 #[test]
+fn wasm_components_compiled_by_one_daemon_are_loaded_from_the_cache_by_the_next() {
+    let dir = PluginsDir::new();
+    plugbay_testkit::wasm::write_guest(&dir, "guest", &[("guest.test@1", &["echo"])], "");
+    let cache = tempfile::tempdir().unwrap();
+    let entries = cache.path().join("wasm");
+    let config = cache.path().join("plugbay.toml");
+    std::fs::write(
+        &config,
+        format!("[wasm]\ncache_dir = {:?}\npooling = false\n", entries.display().to_string()),
+    )
+    .unwrap();
+    let identity = || -> Vec<(std::path::PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let read = std::fs::read_dir(&entries).expect("the cache directory exists");
+        read.map(|entry| entry.unwrap())
+            .map(|entry| (entry.path(), entry.metadata().unwrap().ino()))
+            .collect()
+    };
+    let first = {
+        let daemon = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()], None);
+        let answer = daemon.post_json("/v1/call/guest.test@1/echo", "\"compiled\"", &[]);
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"\"compiled\""[..]), "{answer:?}");
+        identity()
+    };
+    assert_eq!(first.len(), 1, "one entry: {first:?}");
+    assert!(first[0].0.extension().is_some_and(|extension| extension == "cwasm"), "{first:?}");
+    // The next daemon loads the entry as it is: a recompilation would replace the file.
+    let daemon = Daemon::start(dir.path(), &["--config", config.to_str().unwrap()], None);
+    let answer = daemon.post_json("/v1/call/guest.test@1/echo", "\"cached\"", &[]);
+    assert_eq!((answer.status, &answer.body[..]), (200, &b"\"cached\""[..]), "{answer:?}");
+    assert_eq!(identity(), first);
+}
+
+#[test]
 fn d9_oversize_bodies_get_413_before_they_are_read() {
     let dir = fixture_dir();
     let config = dir.path().join("plugbay.toml");

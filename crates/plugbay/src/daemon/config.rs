@@ -30,6 +30,8 @@ struct File {
     shutdown: Shutdown,
     #[serde(default)]
     host: Host,
+    #[serde(default)]
+    wasm: Wasm,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +64,13 @@ struct Host {
     watch: Option<bool>,
     watch_debounce_ms: Option<u64>,
     reload_probation_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wasm {
+    cache_dir: Option<PathBuf>,
+    pooling: Option<bool>,
 }
 
 /// The daemon's settings, complete and checked.
@@ -199,6 +208,8 @@ impl DaemonConfig {
                 3_600_000,
                 &in_file("host.reload_probation_ms"),
             )?),
+            wasm_cache_dir: file.wasm.cache_dir,
+            wasm_pooling: file.wasm.pooling.unwrap_or(defaults.wasm_pooling),
             ..defaults
         };
         host.validate().with_context(|| format!("{origin}: the host settings are not valid"))?;
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!(config.http_addr, "127.0.0.1:7878".parse().unwrap());
         assert_eq!(config.max_body_bytes, 16 << 20);
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        assert_eq!((config.host.wasm_cache_dir, config.host.wasm_pooling), (None, true));
     }
 
     #[test]
