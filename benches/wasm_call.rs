@@ -74,6 +74,12 @@ fn calls(c: &mut Criterion) {
 fn inline(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     let dir = PluginsDir::new();
     write_inline_guest(&dir, "inline", &[("inline@1", &["echo"])], "");
+    write_inline_guest(
+        &dir,
+        "inline-per-call",
+        &[("inline-per-call@1", &["echo"])],
+        "\n[wasm]\ninstance = \"per-call\"\n",
+    );
     let host = runtime.block_on(async {
         let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
         let report = host.load_all().await;
@@ -90,6 +96,13 @@ fn inline(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     linker.define_unknown_imports_as_traps(&component).unwrap();
     let mut store = wasmtime::Store::new(&engine, ());
     let plugin = direct::Plugin::instantiate(&mut store, &component, &linker).unwrap();
+
+    let mut group = c.benchmark_group("wasm_echo/inline-per-call");
+    let call = Call::new("inline-per-call@1", "echo", Payload::bytes(vec![7u8; 64]));
+    group.bench_with_input(BenchmarkId::new("host_invoke_await", 64), &call, |b, call| {
+        b.iter_custom(|iterations| time_invokes(runtime, &host, call, iterations))
+    });
+    group.finish();
 
     let mut group = c.benchmark_group("wasm_echo/inline");
     for size in SIZES {

@@ -417,21 +417,30 @@ async fn wasm_guest_that_can_wait_refuses_the_synchronous_path_clearly() {
     let error = handle(&host, "echo").call(&Payload::bytes(&b"x"[..])).unwrap_err();
     assert_error(&error, Code::FailedPrecondition, &["asynchronously", "Host::invoke", "plugin guest"]);
     assert_eq!(&host.invoke(call("echo", b"async")).await.unwrap().bytes[..], b"async");
+}
 
-    // Per-call instances are created for every call, asynchronously, whatever they import.
+#[tokio::test]
+async fn wasm_per_call_instances_of_a_guest_that_cannot_wait_are_served_on_the_callers_thread() {
     let dir = PluginsDir::new();
-    write_inline_guest(
-        &dir,
-        GUEST,
-        &[("guest.test@1", GUEST_METHODS)],
-        "\n[wasm]\ninstance = \"per-call\"\n",
-    );
+    add_canary(&dir);
+    let per_call = "\n[wasm]\ninstance = \"per-call\"\n[limits]\ntimeout_ms = 300\n";
+    write_inline_guest(&dir, GUEST, &[("guest.test@1", GUEST_METHODS)], per_call);
     let host = host_over(&dir).await;
-    assert_eq!(
-        handle(&host, "echo").call(&Payload::bytes(&b"x"[..])).unwrap_err().code(),
-        Code::FailedPrecondition
-    );
-    assert_eq!((count(&host).await, count(&host).await), (1, 1));
+    // Each call gets a fresh instance, on both paths: the counter never passes 1.
+    assert_eq!((count_now(&host), count(&host).await, count_now(&host)), (1, 1, 1));
+    let echo = handle(&host, "echo");
+    let lent = echo.call_borrowed(b"fresh", "text/plain", |bytes, content_type| {
+        (bytes.to_vec(), content_type.to_owned())
+    });
+    assert_eq!(lent.unwrap(), (b"fresh".to_vec(), "text/plain".to_owned()));
+    for (method, code) in
+        [("trap", Code::Internal), ("recurse", Code::ResourceExhausted), ("spin", Code::DeadlineExceeded)]
+    {
+        let error = handle(&host, method).call(&Payload::bytes(&b""[..])).unwrap_err();
+        assert_eq!(error.code(), code, "{method}: {error}");
+        assert_eq!(&echo.call(&Payload::bytes(&b"after"[..])).unwrap().bytes[..], b"after", "after {method}");
+        assert_canary_answers(&host).await;
+    }
 }
 
 /// The cache entries (`*.cwasm`) in `dir`.

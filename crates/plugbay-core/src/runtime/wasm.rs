@@ -20,10 +20,11 @@
 //!   (`InstancePre`), the pooling allocator, and compiled components cached on disk
 //!   ([`cache`]) when [`crate::HostConfig::wasm_cache_dir`] is set.
 //!
-//! Calls to a persistent instance of a component that cannot wait (it imports nothing but
-//! the host's `log` and `publish`) run on the caller's thread: `Host::invoke` finishes them
-//! without a fiber, and `Host::resolve`'s synchronous paths serve them, lending the response
-//! from the guest's memory ([`inline`]). Every other call is asynchronous
+//! Instances of a component that cannot wait (it imports nothing but the host's `log` and
+//! `publish`), persistent or per-call, are created and called on the caller's thread:
+//! `Host::invoke` finishes them without a fiber, and `Host::resolve`'s synchronous paths
+//! serve them, lending the response from the guest's memory ([`inline`]). Every other call
+//! is asynchronous
 //! ([`CallOutcome::Pending`](crate::runtime::CallOutcome)); the synchronous paths answer
 //! those with `failed_precondition`.
 
@@ -41,7 +42,7 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::error::{Code, Error, Result};
-use crate::manifest::{RuntimeKind, WasmInstanceMode};
+use crate::manifest::RuntimeKind;
 use crate::runtime::wasm::cache::{Cache, Lookup};
 use crate::runtime::wasm::capabilities::Grants;
 use crate::runtime::wasm::engine::WasmEngine;
@@ -141,11 +142,10 @@ impl WasmRuntime {
             .map_err(|error| Error::precondition(format!("{shown}: {error:#}")))?;
         let state = state::StateExports::find(&component).map_err(|error| error.with_file(path))?;
         let mode = manifest.wasm.instance;
-        let inline =
-            match mode == WasmInstanceMode::Persistent && inline::runs_inline(&component, engine.engine()) {
-                true => Some(inline::InlineCall::find(&component).map_err(|error| error.with_file(path))?),
-                false => None,
-            };
+        let inline = match inline::runs_inline(&component, engine.engine()) {
+            true => Some(inline::InlineExports::find(&component).map_err(|error| error.with_file(path))?),
+            false => None,
+        };
         let shared = Arc::new(Shared {
             engine,
             pre,

@@ -2,12 +2,12 @@
 //! no fiber and no future, and lends the response to the caller straight from the guest's
 //! memory.
 //!
-//! It serves persistent instances of components that cannot wait. A guest can only wait
+//! It serves the instances (persistent and per-call) of components that cannot wait. A guest can only wait
 //! inside an import the host defines as `async`: the host API's `invoke` (it waits for
 //! another plugin) and WASI (streams, files, clocks, sockets). A component that imports
 //! nothing but the host's `log` and `publish` never suspends, so wasmtime lets its store be
-//! called without a fiber ([`runs_inline`]). Every other component, and every per-call
-//! instance, is served asynchronously.
+//! instantiated and called without a fiber ([`runs_inline`]). Every other component is
+//! served asynchronously.
 //!
 //! The guest runs on the caller's stack here, so the path is only taken when that stack has
 //! room for the whole bounded wasm stack ([`stack_has_room`]); a call on a thread with less
@@ -78,62 +78,92 @@ struct PayloadView {
 /// `call: func(method: string, input: payload) -> result<payload, failure>`, as lent.
 type CallParams<'a> = (&'a str, PayloadArg<'a>);
 type CallResults = (std::result::Result<PayloadView, Failure>,);
+/// `init: func(config: list<u8>) -> result<_, failure>`.
+type InitParams<'a> = (&'a [u8],);
+type InitResults = (std::result::Result<(), Failure>,);
 
-/// Where a component's `call` export is; its type is checked once per loaded component.
+/// Where a component's `init` and `call` exports are.
 #[derive(Clone, Copy)]
-pub(crate) struct InlineCall {
+pub(crate) struct InlineExports {
+    init: ComponentExportIndex,
     call: ComponentExportIndex,
 }
 
-impl InlineCall {
-    /// The `call` export of `component`.
+/// An instance's `init` and `call`, their types checked against the contract.
+#[derive(Clone, Copy)]
+pub(crate) struct InlineFunctions {
+    init: Func,
+    call: Func,
+}
+
+impl InlineExports {
+    /// The `init` and `call` exports of `component`.
     ///
     /// # Errors
-    /// `failed_precondition` when the component does not export it (linking already
+    /// `failed_precondition` when the component does not export them (linking already
     /// refuses such a component; this is the same check in other words).
-    pub(crate) fn find(component: &wasmtime::component::Component) -> Result<InlineCall> {
-        let missing = || Error::precondition(format!("the component does not export {GUEST_INTERFACE}#call"));
-        let guest = component.get_export_index(None, GUEST_INTERFACE).ok_or_else(missing)?;
-        let call = component.get_export_index(Some(&guest), "call").ok_or_else(missing)?;
-        Ok(InlineCall { call })
+    pub(crate) fn find(component: &wasmtime::component::Component) -> Result<InlineExports> {
+        let missing = |name: &str| {
+            Error::precondition(format!("the component does not export {GUEST_INTERFACE}#{name}"))
+        };
+        let guest = component.get_export_index(None, GUEST_INTERFACE).ok_or_else(|| missing("call"))?;
+        let export = |name: &str| component.get_export_index(Some(&guest), name).ok_or_else(|| missing(name));
+        Ok(InlineExports { init: export("init")?, call: export("call")? })
     }
 
-    /// The `call` function of `instance`, its type checked against the contract.
+    /// The functions of `instance`, their types checked against the contract.
     ///
     /// # Errors
-    /// `failed_precondition` when the export does not have the contract's type.
-    pub(crate) fn function<T>(
+    /// `failed_precondition` naming the export whose type does not match.
+    pub(crate) fn functions<T>(
         &self,
         store: &mut Store<T>,
         instance: &wasmtime::component::Instance,
-    ) -> Result<Func> {
-        let typed = instance
+    ) -> Result<InlineFunctions> {
+        let wrong = |name: &str, error: wasmtime::Error| {
+            Error::precondition(format!("{GUEST_INTERFACE}#{name} does not match wit/plugbay.wit: {error:#}"))
+        };
+        let init = instance
+            .get_typed_func::<InitParams<'_>, InitResults>(store.as_context_mut(), self.init)
+            .map_err(|error| wrong("init", error))?;
+        let call = instance
             .get_typed_func::<CallParams<'_>, CallResults>(store.as_context_mut(), self.call)
-            .map_err(|error| {
-                Error::precondition(format!(
-                    "{GUEST_INTERFACE}#call does not match wit/plugbay.wit: {error:#}"
-                ))
-            })?;
-        Ok(*typed.func())
+            .map_err(|error| wrong("call", error))?;
+        Ok(InlineFunctions { init: *init.func(), call: *call.func() })
     }
 }
 
-/// Runs `call` (a function returned by [`InlineCall::function`]) in `store` on this thread
-/// and lends the response bytes and content type to `receive`.
+/// Runs the guest's `init` with `config` in `store` on this thread.
+///
+/// # Errors
+/// The outer error is a trap (wasmtime's); the inner one the guest's own failure.
+pub(crate) fn init<T>(
+    functions: InlineFunctions,
+    store: &mut Store<T>,
+    config: &[u8],
+) -> wasmtime::Result<std::result::Result<(), Failure>> {
+    // SAFETY: `functions` came from `InlineExports::functions`, which checked `init`
+    // against exactly these parameter and result types.
+    let typed = unsafe { TypedFunc::<InitParams<'_>, InitResults>::new_unchecked(functions.init) };
+    Ok(typed.call(store.as_context_mut(), (config,))?.0)
+}
+
+/// Runs the guest's `call` in `store` on this thread and lends the response bytes and
+/// content type to `receive`.
 ///
 /// # Errors
 /// The outer error is a trap (wasmtime's); the inner one the guest's own failure.
 pub(crate) fn call<T>(
-    call: Func,
+    functions: InlineFunctions,
     store: &mut Store<T>,
     method: &str,
     payload: &[u8],
     content_type: &str,
     receive: &mut dyn FnMut(&[u8], &str),
 ) -> wasmtime::Result<std::result::Result<(), Failure>> {
-    // SAFETY: `call` came from `InlineCall::function`, which checked it against exactly
-    // these parameter and result types.
-    let typed = unsafe { TypedFunc::<CallParams<'_>, CallResults>::new_unchecked(call) };
+    // SAFETY: `functions` came from `InlineExports::functions`, which checked `call`
+    // against exactly these parameter and result types.
+    let typed = unsafe { TypedFunc::<CallParams<'_>, CallResults>::new_unchecked(functions.call) };
     let (result,) =
         typed.call(store.as_context_mut(), (method, PayloadArg { content_type, bytes: payload }))?;
     let view = match result {

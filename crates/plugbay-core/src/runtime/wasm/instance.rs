@@ -7,9 +7,10 @@
 //! - `per-call`: every call gets a fresh instance from the pre-linked component
 //!   (`InstancePre`, pooled slots), initialised, used once and dropped.
 //!
-//! A persistent instance of a component that cannot wait ([`inline`]) is called on the
-//! caller's thread: `Instance::call` finishes before it returns and `call_borrowed` lends the
-//! response from the guest's memory. Its lock is then a plain mutex, never held across a
+//! An instance of a component that cannot wait ([`inline`]), persistent or per-call, is
+//! created, initialised and called on the caller's thread without a fiber: `Instance::call`
+//! finishes before it returns and `call_borrowed` lends the response from the guest's
+//! memory. Its lock is then a plain mutex, never held across a
 //! suspension: every operation on such an instance runs to completion in one poll.
 //!
 //! A persistent instance of a component that exports the `state` interface ([`state`])
@@ -39,7 +40,7 @@ use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
 use crate::runtime::wasm::bindings::{Plugin, PluginIndices, PluginPre};
 use crate::runtime::wasm::capabilities::Grants;
 use crate::runtime::wasm::engine::WasmEngine;
-use crate::runtime::wasm::inline::{self, InlineCall};
+use crate::runtime::wasm::inline::{self, InlineExports, InlineFunctions};
 use crate::runtime::wasm::limits::{MemoryLimiter, guest_failure};
 use crate::runtime::wasm::state::StateExports;
 use crate::runtime::{CallOutcome, Description, HostCallbacks, Instance, InstanceContext, LogLevel};
@@ -52,8 +53,8 @@ pub(crate) struct Shared {
     pub(crate) indices: PluginIndices,
     /// The optional `state` interface's exports.
     pub(crate) state: Option<StateExports>,
-    /// `call`, when persistent instances of this component run on the caller's thread.
-    pub(crate) inline: Option<InlineCall>,
+    /// `init` and `call`, when this component's instances run on the caller's thread.
+    pub(crate) inline: Option<InlineExports>,
     pub(crate) grants: Grants,
     pub(crate) limits: Limits,
     pub(crate) mode: WasmInstanceMode,
@@ -74,7 +75,11 @@ impl Shared {
         let state = StoreState {
             plugin,
             callbacks,
-            wasi: self.grants.wasi()?,
+            // A component that cannot wait imports no WASI: it gets no context to build.
+            wasi: match self.inline {
+                Some(_) => None,
+                None => Some(self.grants.wasi()?),
+            },
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&self.limits),
             deadline: Some(deadline),
@@ -83,19 +88,18 @@ impl Shared {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.engine.ticks_until(deadline));
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|error| guest_failure(&error, "instantiate"))?;
+        let instance = match self.inline {
+            Some(_) => self.pre.instance_pre().instantiate(&mut store),
+            None => self.pre.instance_pre().instantiate_async(&mut store).await,
+        };
+        let instance = instance.map_err(|error| guest_failure(&error, "instantiate"))?;
         let plugin =
             self.indices.load(&mut store, &instance).map_err(|error| guest_failure(&error, "instantiate"))?;
-        let call = match &self.inline {
-            Some(inline) => Some(inline.function(&mut store, &instance)?),
+        let inline = match &self.inline {
+            Some(inline) => Some(inline.functions(&mut store, &instance)?),
             None => None,
         };
-        Ok(Live { store, plugin, instance, call })
+        Ok(Live { store, plugin, instance, inline })
     }
 
     /// Runs the plugin's describe in a throw-away instance (host API unavailable there).
@@ -129,7 +133,9 @@ pub(crate) struct StoreState {
     plugin: Arc<str>,
     /// The host API; `None` while describing at load time.
     callbacks: Option<Arc<dyn HostCallbacks>>,
-    wasi: WasiCtx,
+    /// The WASI context with the plugin's grants; `None` for a component that imports no
+    /// WASI ([`Shared::inline`]).
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     limiter: MemoryLimiter,
     /// The deadline of the operation running in this store, passed on to the calls the
@@ -139,7 +145,10 @@ pub(crate) struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        // Only a component that imports WASI can reach this, and it has its context; an
+        // empty one (nothing granted) stands in otherwise.
+        let ctx = self.wasi.get_or_insert_with(|| WasiCtx::builder().build());
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
@@ -148,8 +157,8 @@ pub(crate) struct Live {
     store: Store<StoreState>,
     plugin: Plugin,
     instance: wasmtime::component::Instance,
-    /// The `call` export, for the synchronous path ([`Shared::inline`]).
-    call: Option<wasmtime::component::Func>,
+    /// The exports the synchronous path calls ([`Shared::inline`]).
+    inline: Option<InlineFunctions>,
 }
 
 /// Where a persistent instance waits between calls; the lock serialises calls.
@@ -272,7 +281,7 @@ impl InstanceInner {
 
     /// A new store and instance, initialised.
     async fn initialised(&self) -> Result<Live> {
-        let Live { mut store, plugin, instance, call } = self
+        let Live { mut store, plugin, instance, inline } = self
             .shared
             .instantiate(
                 self.context.plugin.clone(),
@@ -280,9 +289,12 @@ impl InstanceInner {
                 self.deadline(None),
             )
             .await?;
-        let init = plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await;
+        let init = match inline {
+            Some(functions) => inline::init(functions, &mut store, &self.context.config),
+            None => plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await,
+        };
         match init {
-            Ok(Ok(())) => Ok(Live { store, plugin, instance, call }),
+            Ok(Ok(())) => Ok(Live { store, plugin, instance, inline }),
             Ok(Err(failure)) => Err(from_failure(failure, "init")),
             Err(error) => Err(guest_failure(&error, "init")),
         }
@@ -403,19 +415,22 @@ impl InstanceInner {
         let deadline = self.deadline(deadline);
         live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
         live.store.data_mut().deadline = Some(deadline);
-        let call = live.call.expect("inline instances keep their call export");
+        let functions = live.inline.expect("inline instances keep their exports");
         let max_bytes = self.context.max_payload_bytes;
         let mut too_long = None;
-        let outcome = inline::call(call, &mut live.store, method, payload, content_type, &mut |bytes, ct| {
-            if bytes.len() > max_bytes {
-                too_long = Some(bytes.len());
-            } else {
-                receive(bytes, ct);
-            }
-        });
+        let outcome =
+            inline::call(functions, &mut live.store, method, payload, content_type, &mut |bytes, ct| {
+                if bytes.len() > max_bytes {
+                    too_long = Some(bytes.len());
+                } else {
+                    receive(bytes, ct);
+                }
+            });
         let result = match outcome {
             Ok(result) => {
-                *slot = Some(live);
+                if self.shared.mode == WasmInstanceMode::Persistent {
+                    *slot = Some(live);
+                }
                 result.map_err(|failure| from_failure(failure, &format!("call {method}")))
             }
             Err(error) => Err(guest_failure(&error, &format!("call {method}"))),
