@@ -398,13 +398,15 @@ async fn wasm_guest_that_cannot_wait_is_served_on_the_callers_thread() {
             move || {
                 let echoed = echo.call_borrowed(b"small", "text/plain", |bytes, _| bytes.to_vec()).unwrap();
                 let error = recurse.call_borrowed(b"", "text/plain", |_, _| ()).unwrap_err();
-                (echoed, error.code())
+                // The trapped instance is replaced here too: created and initialised on a fiber.
+                let again = echo.call_borrowed(b"again", "text/plain", |bytes, _| bytes.to_vec()).unwrap();
+                (echoed, error.code(), again)
             }
         })
         .unwrap()
         .join()
         .expect("the small-stack thread ends");
-    assert_eq!(on_small_stack, (b"small".to_vec(), Code::ResourceExhausted));
+    assert_eq!(on_small_stack, (b"small".to_vec(), Code::ResourceExhausted, b"again".to_vec()));
     assert_eq!(info(&host, GUEST).state, State::Running);
 }
 

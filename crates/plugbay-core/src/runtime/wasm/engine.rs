@@ -49,15 +49,18 @@ impl WasmEngine {
     /// # Errors
     /// `internal` when wasmtime cannot be configured on this machine.
     pub(crate) fn start(pooling: bool) -> Result<Arc<WasmEngine>> {
-        let pooled = match pooling {
-            true => Engine::new(&config(true)).map_err(|refused| {
-                tracing::warn!("wasm: pooling allocator unavailable ({refused}); using on-demand allocation");
-            }),
-            false => Err(()),
-        };
+        let pooled = pooling.then(|| Engine::new(&config(true))).and_then(|built| {
+            built
+                .inspect_err(|refused| {
+                    tracing::warn!(
+                        "wasm: pooling allocator unavailable ({refused}); using on-demand allocation"
+                    )
+                })
+                .ok()
+        });
         let (engine, pooling) = match pooled {
-            Ok(engine) => (engine, true),
-            Err(()) => {
+            Some(engine) => (engine, true),
+            None => {
                 let engine = Engine::new(&config(false))
                     .map_err(|error| Error::internal(format!("cannot configure wasmtime: {error}")))?;
                 (engine, false)

@@ -88,9 +88,11 @@ impl Shared {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.engine.ticks_until(deadline));
-        let instance = match self.inline {
-            Some(_) => self.pre.instance_pre().instantiate(&mut store),
-            None => self.pre.instance_pre().instantiate_async(&mut store).await,
+        // Synchronously (no fiber) when the component cannot wait and this thread's stack
+        // has room for the guest's start functions; on a fiber otherwise.
+        let instance = match self.inline.is_some() && inline::stack_has_room() {
+            true => self.pre.instance_pre().instantiate(&mut store),
+            false => self.pre.instance_pre().instantiate_async(&mut store).await,
         };
         let instance = instance.map_err(|error| guest_failure(&error, "instantiate"))?;
         let plugin =
@@ -234,6 +236,12 @@ impl InstanceInner {
         }
     }
 
+    /// Sets `live`'s epoch deadline and the deadline its host calls pass on.
+    fn arm(&self, live: &mut Live, deadline: Instant) {
+        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
+        live.store.data_mut().deadline = Some(deadline);
+    }
+
     /// The deadline of a call that brought none: the plugin's `limits.timeout_ms`, else the
     /// host's default.
     fn deadline(&self, deadline: Option<Instant>) -> Instant {
@@ -289,7 +297,7 @@ impl InstanceInner {
                 self.deadline(None),
             )
             .await?;
-        let init = match inline {
+        let init = match inline.filter(|_| inline::stack_has_room()) {
             Some(functions) => inline::init(functions, &mut store, &self.context.config),
             None => plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await,
         };
@@ -344,13 +352,16 @@ impl InstanceInner {
         doing: impl Fn() -> String,
     ) -> Result<R> {
         let deadline = self.deadline(deadline);
+        self.with_slot(async |slot: &mut Option<Live>| self.operate(slot, deadline, operation, doing).await)
+            .await
+    }
+
+    /// Runs `operation` on the locked slot: awaited under the async mutex when the instance
+    /// can wait, else to completion on this thread under the plain one.
+    async fn with_slot<R>(&self, operation: impl AsyncFnOnce(&mut Option<Live>) -> Result<R>) -> Result<R> {
         match &self.live {
-            LiveSlot::Waits(mutex) => {
-                self.operate(&mut *mutex.lock().await, deadline, operation, doing).await
-            }
-            LiveSlot::Inline(mutex) => {
-                run_to_completion(self.operate(&mut mutex.lock(), deadline, operation, doing))
-            }
+            LiveSlot::Waits(mutex) => operation(&mut *mutex.lock().await).await,
+            LiveSlot::Inline(mutex) => run_to_completion(operation(&mut mutex.lock())),
         }
     }
 
@@ -368,8 +379,7 @@ impl InstanceInner {
             Some(live) => live,
             None => self.fresh().await?,
         };
-        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
-        live.store.data_mut().deadline = Some(deadline);
+        self.arm(&mut live, deadline);
         match operation(&mut live).await {
             Ok(result) => {
                 if self.shared.mode == WasmInstanceMode::Persistent {
@@ -413,8 +423,7 @@ impl InstanceInner {
             },
         };
         let deadline = self.deadline(deadline);
-        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
-        live.store.data_mut().deadline = Some(deadline);
+        self.arm(&mut live, deadline);
         let functions = live.inline.expect("inline instances keep their exports");
         let max_bytes = self.context.max_payload_bytes;
         let mut too_long = None;
@@ -442,14 +451,10 @@ impl InstanceInner {
     }
 
     async fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> Result<Payload> {
-        match &self.live {
-            LiveSlot::Waits(mutex) => {
-                self.call_locked(&mut *mutex.lock().await, method, payload, deadline).await
-            }
-            LiveSlot::Inline(mutex) => {
-                run_to_completion(self.call_locked(&mut mutex.lock(), method, payload, deadline))
-            }
-        }
+        self.with_slot(async |slot: &mut Option<Live>| {
+            self.call_locked(slot, method, payload, deadline).await
+        })
+        .await
     }
 
     /// A call through the guest's generated bindings (on a fiber) with `slot` locked.
@@ -507,8 +512,7 @@ impl InstanceInner {
     async fn shutdown(&self) {
         let Some(mut live) = self.take_live().await else { return };
         let deadline = self.deadline(None);
-        live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
-        live.store.data_mut().deadline = Some(deadline);
+        self.arm(&mut live, deadline);
         let shutdown = self
             .run(async {
                 let guest = live.plugin.plugbay_plugin_guest();
