@@ -48,3 +48,31 @@ async fn plugins_publish_to_host_subscribers() {
     let error = host.invoke(json_call("fixture@1", "publish", json!("Bad Topic"))).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument, "{error}");
 }
+
+/// Lifecycle events are queued for a plugin that subscribes to them (the bus skips the
+/// plugin queue only for topics no running plugin wants).
+#[tokio::test]
+async fn lifecycle_events_reach_a_subscribed_plugin() {
+    let dir = PluginsDir::new();
+    let fixture = dir.add_fixture();
+    let manifest = fixture.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"fixture.*\"", "\"plugbay.lifecycle\"");
+    std::fs::write(&manifest, text).unwrap();
+    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+    host.load_folder(&fixture).await.unwrap();
+    host.publish(Event::new("fixture.ping", "created", Payload::default(), "test")).unwrap();
+    let canary = dir.add_canary();
+    host.load_folder(&canary).await.unwrap();
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        let reply = host.invoke(json_call("fixture@1", "events", json!(null))).await.unwrap();
+        received = reply.to_json::<Vec<String>>().unwrap();
+        if received.iter().any(|event| event == "plugbay.lifecycle:running:host") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(received.contains(&"plugbay.lifecycle:loaded:host".to_owned()), "{received:?}");
+    assert!(received.contains(&"plugbay.lifecycle:running:host".to_owned()), "{received:?}");
+    assert!(!received.iter().any(|event| event.starts_with("fixture.ping")), "{received:?}");
+}

@@ -123,12 +123,18 @@ impl Bus {
         self.watchers.subscribe()
     }
 
-    /// Publishes to the host's subscribers and queues delivery to plugins.
+    /// Publishes to the host's subscribers, and queues delivery to plugins when
+    /// `to_plugins` (a running plugin subscribes to the topic). An event no plugin wants
+    /// never enters the queue, so it wakes no task.
     ///
     /// # Errors
     /// `resource_exhausted` when the plugin delivery queue is full (the host's subscribers
     /// still got the event).
-    pub(crate) fn publish(&self, event: Event) -> Result<()> {
+    pub(crate) fn publish(&self, event: Event, to_plugins: bool) -> Result<()> {
+        if !to_plugins {
+            let _ = self.watchers.send(event);
+            return Ok(());
+        }
         let _ = self.watchers.send(event.clone());
         self.deliveries.try_send(event).map_err(|error| match error {
             mpsc::error::TrySendError::Full(event) => Error::new(

@@ -447,7 +447,7 @@ impl Host {
     /// `invalid_argument` for a bad topic; `resource_exhausted` when the queue is full.
     pub fn publish(&self, event: Event) -> Result<()> {
         bus::check_topic(&event.topic)?;
-        self.inner.bus.publish(event)
+        self.inner.publish(event)
     }
 
     /// Crash reports (instances that died, failed their health checks or failed to start
@@ -738,6 +738,15 @@ impl HostInner {
         Ok(())
     }
 
+    /// Publishes `event` on the bus; it is queued for plugins only when one subscribes.
+    ///
+    /// # Errors
+    /// `resource_exhausted` when the plugin delivery queue is full.
+    fn publish(&self, event: Event) -> Result<()> {
+        let to_plugins = self.scheduler.snapshot().wants_event(&event.topic, &event.source);
+        self.bus.publish(event, to_plugins)
+    }
+
     fn announce(&self, plugin: &str, from: Option<State>, to: State, reason: String) {
         match &from {
             Some(from) => tracing::debug!(plugin, %from, %to, %reason, "lifecycle"),
@@ -747,7 +756,7 @@ impl HostInner {
         let payload = Payload::json(&change).unwrap_or_default();
         // A full plugin queue must not block or fail a lifecycle step; subscribers still
         // get the event through the broadcast outlet.
-        let _ = self.bus.publish(Event::new(LIFECYCLE_TOPIC, to.as_str(), payload, "host"));
+        let _ = self.publish(Event::new(LIFECYCLE_TOPIC, to.as_str(), payload, "host"));
     }
 
     /// Marks a plugin failed with `error` (from any state that may fail).
@@ -1132,7 +1141,7 @@ impl HostCallbacks for HostLink {
 
     fn publish(&self, plugin: &str, topic: &str, action: &str, payload: Payload) -> Result<()> {
         bus::check_topic(topic)?;
-        self.host()?.bus.publish(Event::new(topic, action, payload, plugin))
+        self.host()?.publish(Event::new(topic, action, payload, plugin))
     }
 
     fn invoke(&self, plugin: &str, call: Call) -> Result<Payload> {

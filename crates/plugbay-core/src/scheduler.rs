@@ -370,6 +370,20 @@ impl RoutingTable {
     pub(crate) fn slots(&self) -> impl Iterator<Item = &Arc<Slot>> {
         self.plugins.values().flat_map(|providers| providers.slots.iter())
     }
+
+    /// Whether a routable plugin other than `source` subscribes to `topic` (its manifest's
+    /// `[subscribes] topics`).
+    pub(crate) fn wants_event(&self, topic: &str, source: &str) -> bool {
+        self.slots().any(|slot| {
+            *slot.plugin != *source
+                && slot
+                    .manifest
+                    .subscribes
+                    .topics
+                    .iter()
+                    .any(|pattern| crate::bus::topic_matches(pattern, topic))
+        })
+    }
 }
 
 /// The error when every instance that could serve a call has one stuck past its timeout.

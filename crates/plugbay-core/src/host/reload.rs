@@ -328,7 +328,7 @@ impl HostInner {
 
     fn announce_reload(&self, action: &str, event: ReloadEvent) {
         let payload = Payload::json(&event).unwrap_or_default();
-        let _ = self.bus.publish(Event::new(RELOAD_TOPIC, action, payload, "host"));
+        let _ = self.publish(Event::new(RELOAD_TOPIC, action, payload, "host"));
     }
 
     // ---- lazy loading ----

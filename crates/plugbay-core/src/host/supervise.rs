@@ -209,7 +209,7 @@ impl HostInner {
         if self.transition(entry, State::Quarantined, reason.clone()).is_ok() {
             let alert = Alert { plugin, kind: "quarantined".into(), reason };
             let payload = Payload::json(&alert).unwrap_or_default();
-            let _ = self.bus.publish(Event::new(ALERT_TOPIC, "quarantined", payload, "host"));
+            let _ = self.publish(Event::new(ALERT_TOPIC, "quarantined", payload, "host"));
         }
     }
 
