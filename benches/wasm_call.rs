@@ -6,7 +6,8 @@
 //! wasmtime used directly (its generated bindings, same component, same export) in the same
 //! run; and the time to load a wasm plugin from its folder into a running host with the
 //! compiled cache cold (compiles) and warm (loads the cached code), and into a new host
-//! (engine start included).
+//! (engine start included). `wasm_floor` is the cost of the cheapest component-model calls
+//! in wasmtime itself, outside the contract, for comparison.
 //!
 //! Run: `cargo bench --bench wasm_call` (results: BENCHMARKS.md).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
@@ -17,7 +18,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use plugbay_core::{Call, Host, HostConfig, Payload, Target};
 use plugbay_testkit::PluginsDir;
-use plugbay_testkit::wasm::{component_from_wat, inline_guest_wat, write_guest, write_inline_guest};
+use plugbay_testkit::wasm::{
+    component_from_wat, componentize_with, inline_guest_wat, write_guest, write_inline_guest,
+};
+use wasmtime::component::WasmList;
 
 mod common;
 use common::{time_first_loads, time_invokes};
@@ -171,9 +175,54 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor of a component-model call in wasmtime 48, on a minimal component outside the
+/// plugbay contract: an export `func(x: u32) -> u32` (nothing to copy), and the leanest
+/// echo the component model allows, `func(method: u32, input: list<u8>) -> list<u8>` (one
+/// `cabi_realloc` for the input, the output lent from guest memory). The contract's
+/// `call(method: string, input: payload) -> result<payload, failure>` is measured above.
+fn floor(c: &mut Criterion) {
+    const WIT: &str = "package bench:floor;\nworld floor {\n  export identity: func(x: u32) -> u32;\n  \
+                       export echo: func(method: u32, input: list<u8>) -> list<u8>;\n}\n";
+    const WAT: &str = r#"(module
+      (memory (export "memory") 1)
+      (global $heap (mut i32) (i32.const 4096))
+      (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+        (local $block i32)
+        (local.set $block (global.get $heap))
+        (global.set $heap (i32.add (global.get $heap) (local.get 3)))
+        (local.get $block))
+      (func (export "identity") (param i32) (result i32) (local.get 0))
+      (func (export "echo") (param $method i32) (param $input i32) (param $length i32) (result i32)
+        (i32.store (i32.const 32) (local.get $input))
+        (i32.store (i32.const 36) (local.get $length))
+        (i32.const 32))
+      (func (export "cabi_post_echo") (param i32) (global.set $heap (i32.const 4096))))"#;
+    let core = wat::parse_str(WAT).unwrap();
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::new(&engine, componentize_with(&core, &[WIT], "floor")).unwrap();
+    let linker = wasmtime::component::Linker::<()>::new(&engine);
+    let mut store = wasmtime::Store::new(&engine, ());
+    let instance = linker.instantiate(&mut store, &component).unwrap();
+    let identity = instance.get_typed_func::<(u32,), (u32,)>(&mut store, "identity").unwrap();
+    let echo = instance.get_typed_func::<(u32, &[u8]), (WasmList<u8>,)>(&mut store, "echo").unwrap();
+    let mut group = c.benchmark_group("wasm_floor");
+    group.bench_function("wasmtime_direct_u32_identity", |b| {
+        b.iter(|| identity.call(&mut store, (black_box(5),)).unwrap())
+    });
+    let input = vec![7u8; 64];
+    group.bench_function("wasmtime_direct_lean_echo/64", |b| {
+        b.iter(|| {
+            let (echoed,) = echo.call(&mut store, (1, &input)).unwrap();
+            black_box(echoed.as_le_slice(&store).len())
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = calls, load
+    targets = calls, floor, load
 }
 criterion_main!(benches);
