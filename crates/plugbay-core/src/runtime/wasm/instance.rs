@@ -36,6 +36,7 @@ use crate::bus::Event;
 use crate::call::{Call, ContentType, Deadline, Payload, Target};
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Limits, WasmInstanceMode};
+use crate::runtime::wasm::bindings::exports::plugbay::plugin::guest::Guest;
 use crate::runtime::wasm::bindings::plugbay::plugin::{host, types};
 use crate::runtime::wasm::bindings::{Plugin, PluginIndices, PluginPre};
 use crate::runtime::wasm::capabilities::Grants;
@@ -95,13 +96,11 @@ impl Shared {
             false => self.pre.instance_pre().instantiate_async(&mut store).await,
         };
         let instance = instance.map_err(|error| guest_failure(&error, "instantiate"))?;
-        let plugin =
-            self.indices.load(&mut store, &instance).map_err(|error| guest_failure(&error, "instantiate"))?;
         let inline = match &self.inline {
             Some(inline) => Some(inline.functions(&mut store, &instance)?),
             None => None,
         };
-        Ok(Live { store, plugin, instance, inline })
+        Ok(Live { store, plugin: None, instance, inline })
     }
 
     /// Runs the plugin's describe in a throw-away instance (host API unavailable there).
@@ -111,16 +110,12 @@ impl Shared {
     /// description.
     pub(crate) async fn describe(&self, plugin: Arc<str>) -> Result<Description> {
         let deadline = Instant::now() + DESCRIBE_TIMEOUT;
-        let Live { mut store, plugin: guest, instance, .. } =
-            self.instantiate(plugin, None, deadline).await?;
+        let mut live = self.instantiate(plugin, None, deadline).await?;
         if let Some(state) = &self.state {
-            state.check(&mut store, &instance)?;
+            state.check(&mut live.store, &live.instance)?;
         }
-        let json = guest
-            .plugbay_plugin_guest()
-            .call_describe(&mut store)
-            .await
-            .map_err(|error| guest_failure(&error, "describe"))?;
+        let (guest, store) = live.guest(&self.indices).map_err(|error| guest_failure(&error, "describe"))?;
+        let json = guest.call_describe(store).await.map_err(|error| guest_failure(&error, "describe"))?;
         serde_json::from_str(&json).map_err(|error| {
             Error::precondition(format!("describe returned no valid description ({error}): {json:.200}"))
         })
@@ -157,10 +152,24 @@ impl WasiView for StoreState {
 /// A live instance in its store.
 pub(crate) struct Live {
     store: Store<StoreState>,
-    plugin: Plugin,
+    /// The guest's exports through the generated bindings, looked up (and type-checked) on
+    /// first use: the synchronous path calls [`Live::inline`] instead, so its per-call
+    /// instances never pay for them.
+    plugin: Option<Plugin>,
     instance: wasmtime::component::Instance,
     /// The exports the synchronous path calls ([`Shared::inline`]).
     inline: Option<InlineFunctions>,
+}
+
+impl Live {
+    /// The guest's exports (looked up on first use) and the store to call them in.
+    fn guest(&mut self, indices: &PluginIndices) -> wasmtime::Result<(&Guest, &mut Store<StoreState>)> {
+        let plugin = match self.plugin.take() {
+            Some(plugin) => plugin,
+            None => indices.load(&mut self.store, &self.instance)?,
+        };
+        Ok((self.plugin.insert(plugin).plugbay_plugin_guest(), &mut self.store))
+    }
 }
 
 /// Where a persistent instance waits between calls; the lock serialises calls.
@@ -289,7 +298,7 @@ impl InstanceInner {
 
     /// A new store and instance, initialised.
     async fn initialised(&self) -> Result<Live> {
-        let Live { mut store, plugin, instance, inline } = self
+        let mut live = self
             .shared
             .instantiate(
                 self.context.plugin.clone(),
@@ -297,12 +306,15 @@ impl InstanceInner {
                 self.deadline(None),
             )
             .await?;
-        let init = match inline.filter(|_| inline::stack_has_room()) {
-            Some(functions) => inline::init(functions, &mut store, &self.context.config),
-            None => plugin.plugbay_plugin_guest().call_init(&mut store, &self.context.config).await,
+        let init = match live.inline.filter(|_| inline::stack_has_room()) {
+            Some(functions) => inline::init(functions, &mut live.store, &self.context.config),
+            None => match live.guest(&self.shared.indices) {
+                Ok((guest, store)) => guest.call_init(store, &self.context.config).await,
+                Err(error) => Err(error),
+            },
         };
         match init {
-            Ok(Ok(())) => Ok(Live { store, plugin, instance, inline }),
+            Ok(Ok(())) => Ok(live),
             Ok(Err(failure)) => Err(from_failure(failure, "init")),
             Err(error) => Err(guest_failure(&error, "init")),
         }
@@ -477,7 +489,8 @@ impl InstanceInner {
                 slot,
                 self.deadline(deadline),
                 async |live: &mut Live| {
-                    live.plugin.plugbay_plugin_guest().call_call(&mut live.store, method, &input).await
+                    let (guest, store) = live.guest(&self.shared.indices)?;
+                    guest.call_call(store, method, &input).await
                 },
                 doing,
             )
@@ -498,10 +511,8 @@ impl InstanceInner {
             .with_instance(
                 None,
                 async |live: &mut Live| {
-                    live.plugin
-                        .plugbay_plugin_guest()
-                        .call_on_event(&mut live.store, &event.topic, &event.action, &event.source, &data)
-                        .await
+                    let (guest, store) = live.guest(&self.shared.indices)?;
+                    guest.call_on_event(store, &event.topic, &event.action, &event.source, &data).await
                 },
                 || "on_event".to_owned(),
             )
@@ -515,8 +526,9 @@ impl InstanceInner {
         self.arm(&mut live, deadline);
         let shutdown = self
             .run(async {
-                let guest = live.plugin.plugbay_plugin_guest();
-                guest.call_shutdown(&mut live.store).await.map_err(|error| guest_failure(&error, "shutdown"))
+                let (guest, store) =
+                    live.guest(&self.shared.indices).map_err(|error| guest_failure(&error, "shutdown"))?;
+                guest.call_shutdown(store).await.map_err(|error| guest_failure(&error, "shutdown"))
             })
             .await;
         if let Err(error) = shutdown {
