@@ -1,6 +1,6 @@
 //! The daemon's overhead through its APIs: calls per second, p50 and p99 latency of
-//! `plugbay run` (the release binary, native `text-tools` plugin, `upper` on a 7-byte JSON
-//! string) beside a bare axum echo and a bare tonic echo ([`bare`]) measured in the same run,
+//! `plugbay run` (the release binary, a native echo plugin: the testkit's C fixture `cfix`,
+//! `echo` of a 7-byte body) beside a bare axum echo and a bare tonic echo ([`bare`]) measured in the same run,
 //! at concurrency 1, 64 and 1024, over HTTP/1.1 and gRPC.
 //!
 //! Run: `cargo bench --bench daemon_load` (results: BENCHMARKS.md). It builds the release
@@ -249,7 +249,7 @@ impl GrpcClient {
 
     /// One call; the reply's payload.
     async fn call(&mut self) -> Result<Vec<u8>, tonic::Status> {
-        let (target, method, content_type) = ("text.transform@1", "upper", "application/json");
+        let (target, method, content_type) = ("cfix@1", "echo", "application/json");
         match self {
             GrpcClient::Bare(client) => {
                 let request = bare_pb::InvokeRequest {
@@ -308,7 +308,7 @@ async fn round(api: Api, target: &Target, concurrency: usize, window: Duration) 
 
 /// One call to each API of `target`, checked, before any load.
 async fn check_answers(target: &Target) {
-    let expected: &[u8] = if target.is_daemon() { b"\"HELLO\"" } else { BODY };
+    let expected: &[u8] = BODY;
     let reply = GrpcClient::connect(target).await.call().await.expect("a gRPC call succeeds");
     assert_eq!(reply, expected, "{}: gRPC reply", target.name);
     let stream = TcpStream::connect(target.http).await.expect("connect");
@@ -416,7 +416,7 @@ fn main() {
         .map_or(WINDOW, Duration::from_millis);
 
     let plugins = PluginsDir::new();
-    plugins.add_canary();
+    plugins.add_c_fixture("cfix", &[]);
     let binary = std::env::var_os("PLUGBAY_BENCH_DAEMON").map_or_else(plugbay_binary, Into::into);
     let mut daemon = Command::new(binary);
     daemon
@@ -430,12 +430,7 @@ fn main() {
     wait_ready(daemon.http);
     let targets = [
         Target { name: "bare", http: bare.http, grpc: bare.grpc, path: bare::HTTP_PATH },
-        Target {
-            name: "daemon",
-            http: daemon.http,
-            grpc: daemon.grpc,
-            path: "/v1/call/text.transform@1/upper",
-        },
+        Target { name: "daemon", http: daemon.http, grpc: daemon.grpc, path: "/v1/call/cfix@1/echo" },
     ];
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
