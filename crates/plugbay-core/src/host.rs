@@ -1176,13 +1176,7 @@ async fn deliver_to_plugins(host: Weak<HostInner>, mut queue: mpsc::Receiver<Eve
         let Some(host) = host.upgrade() else { return };
         let table = host.scheduler.snapshot();
         for slot in table.slots() {
-            let subscribed = slot
-                .manifest
-                .subscribes
-                .topics
-                .iter()
-                .any(|pattern| bus::topic_matches(pattern, &event.topic));
-            if !subscribed || *slot.plugin == *event.source {
+            if !slot.wants_event(&event.topic, &event.source) {
                 continue;
             }
             let Ok(_in_flight) = slot.enter() else { continue };

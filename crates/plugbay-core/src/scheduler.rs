@@ -157,6 +157,13 @@ impl Slot {
         }
     }
 
+    /// Whether this instance's plugin subscribes to `topic` (its manifest's `[subscribes]
+    /// topics`) and is not `source`, the event's publisher.
+    pub(crate) fn wants_event(&self, topic: &str, source: &str) -> bool {
+        *self.plugin != *source
+            && self.manifest.subscribes.topics.iter().any(|pattern| crate::bus::topic_matches(pattern, topic))
+    }
+
     /// Counts a call in; refused once the slot is draining.
     pub(crate) fn enter(&self) -> Result<InFlight<'_>> {
         if !self.accepting.load(Ordering::SeqCst) {
@@ -371,18 +378,9 @@ impl RoutingTable {
         self.plugins.values().flat_map(|providers| providers.slots.iter())
     }
 
-    /// Whether a routable plugin other than `source` subscribes to `topic` (its manifest's
-    /// `[subscribes] topics`).
+    /// Whether a routable plugin other than `source` subscribes to `topic`.
     pub(crate) fn wants_event(&self, topic: &str, source: &str) -> bool {
-        self.slots().any(|slot| {
-            *slot.plugin != *source
-                && slot
-                    .manifest
-                    .subscribes
-                    .topics
-                    .iter()
-                    .any(|pattern| crate::bus::topic_matches(pattern, topic))
-        })
+        self.slots().any(|slot| slot.wants_event(topic, source))
     }
 }
 

@@ -123,7 +123,7 @@ pub struct Alert {
 }
 
 /// One call an instance served, as remembered for crash reports: never the payload bytes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallRecord {
     /// The method.
     pub method: String,
@@ -152,16 +152,8 @@ impl RecentCalls {
         let (next, calls) = &mut *guard;
         *next += 1;
         // Once full, the oldest record is reused, strings included: no allocation per call.
-        let mut record = match calls.len() == RECENT_CALLS {
-            true => calls.pop_front().expect("a full queue has a front"),
-            false => CallRecord {
-                method: String::new(),
-                payload_bytes: 0,
-                duration_us: 0,
-                outcome: String::new(),
-                seq: 0,
-            },
-        };
+        let recycled = if calls.len() == RECENT_CALLS { calls.pop_front() } else { None };
+        let mut record = recycled.unwrap_or_default();
         method.clone_into(&mut record.method);
         "in flight".clone_into(&mut record.outcome);
         record.payload_bytes = payload_bytes;

@@ -49,15 +49,16 @@ impl WasmEngine {
     /// # Errors
     /// `internal` when wasmtime cannot be configured on this machine.
     pub(crate) fn start(pooling: bool) -> Result<Arc<WasmEngine>> {
-        let pooled = pooling.then(|| Engine::new(&config(true))).and_then(|built| {
-            built
+        let pooled = match pooling {
+            false => None,
+            true => Engine::new(&config(true))
                 .inspect_err(|refused| {
                     tracing::warn!(
                         "wasm: pooling allocator unavailable ({refused}); using on-demand allocation"
                     )
                 })
-                .ok()
-        });
+                .ok(),
+        };
         let (engine, pooling) = match pooled {
             Some(engine) => (engine, true),
             None => {
