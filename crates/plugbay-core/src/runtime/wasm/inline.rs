@@ -89,7 +89,7 @@ pub(crate) struct InlineExports {
     call: ComponentExportIndex,
 }
 
-/// An instance's `init` and `call`, their types checked against the contract.
+/// An instance's `init` and `call` (their types checked at load).
 #[derive(Clone, Copy)]
 pub(crate) struct InlineFunctions {
     init: Func,
@@ -111,25 +111,46 @@ impl InlineExports {
         Ok(InlineExports { init: export("init")?, call: export("call")? })
     }
 
-    /// The functions of `instance`, their types checked against the contract.
+    /// Checks the types of `init` and `call` against the contract on `instance`, once per
+    /// loaded component (export types belong to the component, so one instance's check
+    /// holds for all of them). The load runs it on the instance that describes the plugin,
+    /// so no instance is called through [`InlineExports::functions`] unchecked.
     ///
     /// # Errors
     /// `failed_precondition` naming the export whose type does not match.
+    pub(crate) fn check<T>(
+        &self,
+        store: &mut Store<T>,
+        instance: &wasmtime::component::Instance,
+    ) -> Result<()> {
+        let wrong = |name: &str, error: wasmtime::Error| {
+            Error::precondition(format!("{GUEST_INTERFACE}#{name} does not match wit/plugbay.wit: {error:#}"))
+        };
+        instance
+            .get_typed_func::<InitParams<'_>, InitResults>(store.as_context_mut(), self.init)
+            .map_err(|error| wrong("init", error))?;
+        instance
+            .get_typed_func::<CallParams<'_>, CallResults>(store.as_context_mut(), self.call)
+            .map_err(|error| wrong("call", error))?;
+        Ok(())
+    }
+
+    /// The functions of `instance` (types checked by [`InlineExports::check`] at load).
+    ///
+    /// # Errors
+    /// `failed_precondition` when an export is missing (linking already refuses such a
+    /// component).
     pub(crate) fn functions<T>(
         &self,
         store: &mut Store<T>,
         instance: &wasmtime::component::Instance,
     ) -> Result<InlineFunctions> {
-        let wrong = |name: &str, error: wasmtime::Error| {
-            Error::precondition(format!("{GUEST_INTERFACE}#{name} does not match wit/plugbay.wit: {error:#}"))
+        let mut function = |index: ComponentExportIndex, name: &str| {
+            instance.get_func(store.as_context_mut(), index).ok_or_else(|| {
+                Error::precondition(format!("the instance does not export {GUEST_INTERFACE}#{name}"))
+            })
         };
-        let init = instance
-            .get_typed_func::<InitParams<'_>, InitResults>(store.as_context_mut(), self.init)
-            .map_err(|error| wrong("init", error))?;
-        let call = instance
-            .get_typed_func::<CallParams<'_>, CallResults>(store.as_context_mut(), self.call)
-            .map_err(|error| wrong("call", error))?;
-        Ok(InlineFunctions { init: *init.func(), call: *call.func() })
+        Ok(InlineFunctions { init: function(self.init, "init")?, call: function(self.call, "call")? })
     }
 }
 
@@ -142,8 +163,9 @@ pub(crate) fn init<T>(
     store: &mut Store<T>,
     config: &[u8],
 ) -> wasmtime::Result<std::result::Result<(), Failure>> {
-    // SAFETY: `functions` came from `InlineExports::functions`, which checked `init`
-    // against exactly these parameter and result types.
+    // SAFETY: `functions` came from `InlineExports::functions` on an instance of a component
+    // whose `init` `InlineExports::check` checked at load against exactly these parameter
+    // and result types.
     let typed = unsafe { TypedFunc::<InitParams<'_>, InitResults>::new_unchecked(functions.init) };
     Ok(typed.call(store.as_context_mut(), (config,))?.0)
 }
@@ -161,8 +183,9 @@ pub(crate) fn call<T>(
     content_type: &str,
     receive: &mut dyn FnMut(&[u8], &str),
 ) -> wasmtime::Result<std::result::Result<(), Failure>> {
-    // SAFETY: `functions` came from `InlineExports::functions`, which checked `call`
-    // against exactly these parameter and result types.
+    // SAFETY: `functions` came from `InlineExports::functions` on an instance of a component
+    // whose `call` `InlineExports::check` checked at load against exactly these parameter
+    // and result types.
     let typed = unsafe { TypedFunc::<CallParams<'_>, CallResults>::new_unchecked(functions.call) };
     let (result,) =
         typed.call(store.as_context_mut(), (method, PayloadArg { content_type, bytes: payload }))?;

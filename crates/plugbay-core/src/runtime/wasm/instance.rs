@@ -103,16 +103,21 @@ impl Shared {
         Ok(Live { store, plugin: None, instance, inline })
     }
 
-    /// Runs the plugin's describe in a throw-away instance (host API unavailable there).
+    /// Runs the plugin's describe in a throw-away instance (host API unavailable there),
+    /// after checking the types of the exports found by name at load (`state`, and the
+    /// synchronous path's `init` and `call`) on it.
     ///
     /// # Errors
-    /// `failed_precondition` when describe traps or returns something that is not a
-    /// description.
+    /// `failed_precondition` when an export does not match the contract, or describe traps
+    /// or returns something that is not a description.
     pub(crate) async fn describe(&self, plugin: Arc<str>) -> Result<Description> {
         let deadline = Instant::now() + DESCRIBE_TIMEOUT;
         let mut live = self.instantiate(plugin, None, deadline).await?;
         if let Some(state) = &self.state {
             state.check(&mut live.store, &live.instance)?;
+        }
+        if let Some(inline) = &self.inline {
+            inline.check(&mut live.store, &live.instance)?;
         }
         let (guest, store) = live.guest(&self.indices).map_err(|error| guest_failure(&error, "describe"))?;
         let json = guest.call_describe(store).await.map_err(|error| guest_failure(&error, "describe"))?;
