@@ -157,19 +157,34 @@ fn raw_ping_pong(c: &mut Criterion) {
     group.finish();
 }
 
+/// Spawn to first answered call, with the plugins' private directories (and sockets) in the
+/// default temporary directory (`/tmp`, a disk file system on the benchmark machine), and,
+/// when the machine has one, on a memory file system (`/dev/shm`).
 fn spawn_to_first_call(c: &mut Criterion) {
+    let tmpfs = std::path::Path::new("/dev/shm");
+    spawn_to_first_call_with(c, "spawn_to_first_call", None);
+    if tmpfs.is_dir() {
+        spawn_to_first_call_with(c, "spawn_to_first_call/sockets_in_dev_shm", Some(tmpfs));
+    }
+}
+
+fn spawn_to_first_call_with(c: &mut Criterion, name: &str, socket_dir: Option<&std::path::Path>) {
     let dir = PluginsDir::new();
     let folder = dir.add_process_fixture("");
+    let config = HostConfig {
+        process_socket_dir: socket_dir.map(std::path::Path::to_path_buf),
+        ..HostConfig::with_plugin_dir(dir.path())
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = Call::new("fixture@1", "echo", Payload::bytes(&b"first"[..]));
     let mut group = c.benchmark_group("process");
     group.sample_size(20).measurement_time(Duration::from_secs(8));
-    group.bench_function("spawn_to_first_call", |b| {
+    group.bench_function(name, |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
-                    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+                    let host = Host::build(config.clone()).unwrap();
                     let start = Instant::now();
                     host.load_folder(&folder).await.unwrap();
                     black_box(host.invoke(call.clone()).await.unwrap());
@@ -185,7 +200,7 @@ fn spawn_to_first_call(c: &mut Criterion) {
     let (mut load, mut first) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         for _ in 0..20 {
-            let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+            let host = Host::build(config.clone()).unwrap();
             let start = Instant::now();
             host.load_folder(&folder).await.unwrap();
             load.push(start.elapsed());
@@ -195,8 +210,8 @@ fn spawn_to_first_call(c: &mut Criterion) {
             host.unload("fixture").await.unwrap();
         }
     });
-    report("process/spawn_to_first_call: load", load);
-    report("process/spawn_to_first_call: first call", first);
+    report(&format!("process/{name}: load"), load);
+    report(&format!("process/{name}: first call"), first);
 }
 
 fn main() {

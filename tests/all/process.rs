@@ -404,6 +404,34 @@ async fn private_directory_and_sockets_are_removed_when_the_plugin_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_directory_is_made_in_the_configured_socket_dir() {
+    let dir = PluginsDir::new();
+    let folder =
+        dir.add_wrapped_process_fixture("", "echo \"$PLUGBAY_SOCKET\" > socket.path\nexec ./process-fixture");
+    let sockets = tempfile::tempdir().unwrap();
+    let config = HostConfig {
+        process_socket_dir: Some(sockets.path().to_path_buf()),
+        ..HostConfig::with_plugin_dir(dir.path())
+    };
+    let host = Host::build(config).unwrap();
+    host.load_all().await;
+    assert!(host.invoke(json_call("fixture@1", "echo", json!("hi"))).await.is_ok());
+    let socket =
+        std::path::PathBuf::from(std::fs::read_to_string(folder.join("socket.path")).unwrap().trim());
+    let private = socket.parent().unwrap();
+    assert_eq!(private.parent(), Some(sockets.path()), "{} is in the configured directory", socket.display());
+    assert!(private.file_name().unwrap().to_string_lossy().starts_with("plugbay-fixture-"));
+    host.unload("fixture").await.unwrap();
+    for _ in 0..100 {
+        if std::fs::read_dir(sockets.path()).unwrap().count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(std::fs::read_dir(sockets.path()).unwrap().count(), 0, "the private directory is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_plugin_speaks_grpc_when_the_manifest_offers_only_grpc() {
     // The same fixture, offered gRPC only: calls, host callbacks, errors and a crash
     // mid-call behave as over the framed transport.

@@ -50,6 +50,13 @@ pub struct HostConfig {
     /// of a large virtual address space reservation. When off, or when the machine refuses
     /// the reservation, instances are allocated on demand. Default: on.
     pub wasm_pooling: bool,
+    /// Where each process plugin program gets its private directory (mode 0700, holding its
+    /// socket and the host's callback socket; removed when the program stops). An absolute
+    /// path. A memory file system is best (tmpfs: `/run/plugbay`, `$XDG_RUNTIME_DIR`,
+    /// `/dev/shm`): on a disk file system, creating the directory and its two sockets
+    /// adds about 0.1 ms to each program start (BENCHMARKS.md). Default: `None`, the
+    /// system's temporary directory (`$TMPDIR`, else `/tmp`).
+    pub process_socket_dir: Option<PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -68,9 +75,15 @@ impl Default for HostConfig {
             reload_probation: Duration::from_secs(2),
             wasm_cache_dir: None,
             wasm_pooling: true,
+            process_socket_dir: None,
         }
     }
 }
+
+/// Longest [`HostConfig::process_socket_dir`]: a Unix socket path holds 107 bytes, and the
+/// private directory and socket names inside take up to 48 more
+/// (`/plugbay-<id, cut to 20>-XXXXXX/plugin.sock`).
+const MAX_SOCKET_DIR_BYTES: usize = 56;
 
 impl HostConfig {
     /// A default configuration reading plugins from one folder.
@@ -95,6 +108,18 @@ impl HostConfig {
         let debounce_ok = (Duration::from_millis(10)..=Duration::from_secs(60)).contains(&debounce);
         positive("watch_debounce", debounce_ok, "between 10 ms and 60 s")?;
         positive("reload_probation", self.reload_probation <= Duration::from_secs(3600), "at most 1 hour")?;
+        if let Some(dir) = &self.process_socket_dir {
+            // Room for `/plugbay-<id>-XXXXXX/plugin.sock` within a socket path's 107 bytes.
+            let fits = dir.as_os_str().len() <= MAX_SOCKET_DIR_BYTES;
+            positive("process_socket_dir", dir.is_absolute(), "an absolute path")?;
+            positive(
+                "process_socket_dir",
+                fits,
+                &format!(
+                    "at most {MAX_SOCKET_DIR_BYTES} bytes long (the sockets in it must fit a Unix socket path)"
+                ),
+            )?;
+        }
         Ok(())
     }
 }
@@ -109,5 +134,16 @@ mod tests {
         let error =
             HostConfig { default_timeout: Duration::ZERO, ..HostConfig::default() }.validate().unwrap_err();
         assert_eq!(error.field(), Some("default_timeout"));
+    }
+
+    #[test]
+    fn process_socket_dir_must_be_absolute_and_short() {
+        let with = |dir: &str| HostConfig { process_socket_dir: Some(dir.into()), ..HostConfig::default() };
+        with("/dev/shm").validate().unwrap();
+        let relative = with("run/plugbay").validate().unwrap_err();
+        assert_eq!(relative.field(), Some("process_socket_dir"));
+        assert!(relative.message().contains("absolute"), "{relative}");
+        let long = with(&format!("/{}", "d".repeat(70))).validate().unwrap_err();
+        assert!(long.message().contains("at most 56 bytes"), "{long}");
     }
 }

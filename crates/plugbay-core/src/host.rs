@@ -191,13 +191,14 @@ impl Host {
             }
         };
         let (bus, deliveries) = Bus::new(config.event_queue);
+        let process = ProcessRuntime::new(config.process_socket_dir.clone());
         #[cfg(feature = "wasm")]
         let wasm = WasmRuntime::new(config.wasm_cache_dir.as_deref(), config.wasm_pooling);
         let inner = Arc::new_cyclic(|me| HostInner {
             me: me.clone(),
             config,
             native: NativeRuntime,
-            process: ProcessRuntime,
+            process,
             #[cfg(feature = "wasm")]
             wasm,
             scheduler: Scheduler::new(),

@@ -30,6 +30,11 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 ///
 /// Started by hand (without the host's environment) it prints what it is and exits with
 /// status 1.
+///
+/// Over the framed transport it prints the handshake as soon as it listens, then starts
+/// one async thread for the connection; plugin code runs on blocking threads. For the
+/// quickest start, link the program statically (docs/process-protocol.md, "Starting
+/// fast").
 pub fn serve<P: Plugin>() -> ! {
     let code = match std::env::var("PLUGBAY_PLUGIN_COOKIE") {
         Ok(cookie) if cookie == COOKIE => match run::<P>() {
@@ -76,11 +81,15 @@ fn run<P: Plugin>() -> Result<(), String> {
         // while tokio starts (the kernel queues both), so the two starts overlap.
         println!("plugbay|{VERSION}|unix|{}|framed", socket.display());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves the connection; plugin code runs on tokio's blocking threads, so it
+    // may block (or call the host) without holding up other requests.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start tokio: {error}"))?;
+    // The first blocking thread starts now, while the host connects and asks Describe, not
+    // when Init needs it.
+    drop(runtime.spawn_blocking(|| {}));
     runtime.block_on(run_async::<P>(listener, socket, host_socket, framed.then_some(host_calls)))
 }
 

@@ -46,7 +46,18 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The process runtime.
 #[derive(Debug, Default)]
-pub struct ProcessRuntime;
+pub struct ProcessRuntime {
+    /// Where programs get their private directories (`None`: the temporary directory).
+    socket_dir: Option<std::path::PathBuf>,
+}
+
+impl ProcessRuntime {
+    /// A runtime whose programs get their private directories in `socket_dir`
+    /// ([`crate::HostConfig::process_socket_dir`]; `None`: the temporary directory).
+    pub fn new(socket_dir: Option<std::path::PathBuf>) -> ProcessRuntime {
+        ProcessRuntime { socket_dir }
+    }
+}
 
 impl Runtime for ProcessRuntime {
     fn kind(&self) -> RuntimeKind {
@@ -64,7 +75,12 @@ impl Runtime for ProcessRuntime {
                 Error::internal(format!("cannot resolve {}: {error}", artifact.path.display()))
             })?;
             let folder = program.parent().unwrap_or(&program).to_path_buf();
-            let spec = Spec { manifest: artifact.manifest.clone(), folder, program };
+            let spec = Spec {
+                manifest: artifact.manifest.clone(),
+                folder,
+                program,
+                socket_dir: self.socket_dir.clone(),
+            };
             // The first program is started now, to ask it what it is; it becomes the first
             // instance, initialised by `instantiate`.
             let started = spec.start().await?;
@@ -95,6 +111,7 @@ struct Spec {
     manifest: Manifest,
     folder: std::path::PathBuf,
     program: std::path::PathBuf,
+    socket_dir: Option<std::path::PathBuf>,
 }
 
 /// A program after the handshake, connected and healthy, not yet initialised.
@@ -116,8 +133,8 @@ impl Spec {
 
     async fn start(&self) -> Result<Started> {
         let id = &self.manifest.plugin.id;
-        let sockets = Sockets::new(id)?;
-        let callbacks = callbacks::Server::bind(&sockets.host, id)?;
+        let sockets = Sockets::new(id, self.socket_dir.as_deref())?;
+        let host_socket = sockets.host.clone();
         let program = Program {
             plugin: id,
             folder: &self.folder,
@@ -130,7 +147,10 @@ impl Spec {
             },
         };
         let deadline = tokio::time::Instant::now() + self.start_timeout();
-        let running = runner::start(program, sockets, self.start_timeout()).await?;
+        let spawning = runner::spawn(program, sockets)?;
+        // While the program starts (on the spawner thread, then on its own), not before.
+        let callbacks = callbacks::Server::bind(&host_socket, id)?;
+        let running = spawning.handshake(self.start_timeout()).await?;
         let connect = connect_and_check_health(&running, callbacks.service());
         match tokio::time::timeout_at(deadline, connect).await {
             Ok(Ok((client, health))) => {

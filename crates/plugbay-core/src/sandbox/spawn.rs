@@ -27,6 +27,21 @@ pub struct Launch {
     _strings: Vec<CString>,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
+    /// The write ends of the program's stdout and stderr pipes. The `Launch` is their only
+    /// holder besides the child, so once both are gone the read ends see end-of-file.
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    /// The read ends, until [`Launch::take_output`] hands them out.
+    output: Option<Output>,
+}
+
+/// The read ends of a program's stdout and stderr.
+#[derive(Debug)]
+pub struct Output {
+    /// The read end of its stdout.
+    pub stdout: OwnedFd,
+    /// The read end of its stderr.
+    pub stderr: OwnedFd,
 }
 
 // SAFETY: the raw pointers in `argv` / `envp` point into `_strings`, which the `Launch` owns
@@ -40,10 +55,6 @@ pub struct Started {
     pub pid: rustix::process::Pid,
     /// A pidfd for it, obtained atomically with the clone: it can never name another process.
     pub pidfd: OwnedFd,
-    /// The read end of its stdout.
-    pub stdout: OwnedFd,
-    /// The read end of its stderr.
-    pub stderr: OwnedFd,
 }
 
 /// The child's set-up steps, named in errors.
@@ -66,7 +77,11 @@ const CHILD_STACK: usize = 64 * 1024;
 
 impl Launch {
     /// Prepares `program` (made absolute, so the working directory change cannot alter
-    /// which file runs) with `args`, exactly the environment `env`, in `cwd`.
+    /// which file runs) with `args`, exactly the environment `env`, in `cwd`, and the pipes
+    /// its stdout and stderr will write to. The caller may take their read ends
+    /// ([`Launch::take_output`]) and start reading before the program is started, even on
+    /// another thread: a start that fails drops the write ends, so the reader sees
+    /// end-of-file.
     pub fn new<'a>(
         program: &Path,
         args: impl IntoIterator<Item = &'a OsStr>,
@@ -88,33 +103,42 @@ impl Launch {
         let pointers = |range: &[CString]| {
             range.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
         };
+        let (stdout_read, stdout) = pipe()?;
+        let (stderr_read, stderr) = pipe()?;
         Ok(Launch {
             program: c_string(program.as_os_str().as_bytes(), "the program path")?,
             cwd: c_string(cwd.as_os_str().as_bytes(), "the working directory")?,
             argv: pointers(&strings[..argc]),
             envp: pointers(&strings[argc..]),
             _strings: strings,
+            stdout,
+            stderr,
+            output: Some(Output { stdout: stdout_read, stderr: stderr_read }),
         })
     }
 
-    /// Starts the program: stdin `/dev/null`, stdout and stderr pipes, its own process
-    /// group, SIGKILL when the calling thread exits (call it from a thread that lives as
-    /// long as the host), signal mask empty and handlers at their defaults (ignored ones
-    /// stay ignored, except SIGPIPE).
-    pub fn start(&self) -> io::Result<Started> {
+    /// The read ends of the program's stdout and stderr (`None` once taken).
+    pub fn take_output(&mut self) -> Option<Output> {
+        self.output.take()
+    }
+
+    /// Starts the program: stdin `/dev/null`, stdout and stderr the pipes made by `new`, its
+    /// own process group, SIGKILL when the calling thread exits (call it from a thread that
+    /// lives as long as the host), signal mask empty and handlers at their defaults (ignored
+    /// ones stay ignored, except SIGPIPE). Consumes the `Launch`, so the host's copies of
+    /// the pipes' write ends are closed when it returns.
+    pub fn start(self) -> io::Result<Started> {
         let devnull = rustix::fs::open(
             "/dev/null",
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
             0.into(),
         )?;
         let devnull = above_stdio(devnull)?;
-        let (stdout_read, stdout_write) = pipe()?;
-        let (stderr_read, stderr_write) = pipe()?;
         let mut setup = ChildSetup {
-            launch: self,
+            launch: &self,
             stdin: devnull.as_raw_fd(),
-            stdout: stdout_write.as_raw_fd(),
-            stderr: stderr_write.as_raw_fd(),
+            stdout: self.stdout.as_raw_fd(),
+            stderr: self.stderr.as_raw_fd(),
             parent: rustix::process::getpid().as_raw_nonzero().get(),
             failed_step: 0,
             failed_errno: 0,
@@ -161,8 +185,6 @@ impl Launch {
         Ok(Started {
             pid: rustix::process::Pid::from_raw(pid).expect("clone returned a positive pid"),
             pidfd,
-            stdout: stdout_read,
-            stderr: stderr_read,
         })
     }
 }

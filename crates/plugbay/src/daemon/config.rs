@@ -32,6 +32,8 @@ struct File {
     host: Host,
     #[serde(default)]
     wasm: Wasm,
+    #[serde(default)]
+    process: Process,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +73,12 @@ struct Host {
 struct Wasm {
     cache_dir: Option<PathBuf>,
     pooling: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Process {
+    socket_dir: Option<PathBuf>,
 }
 
 /// The daemon's settings, complete and checked.
@@ -210,6 +218,11 @@ impl DaemonConfig {
             )?),
             wasm_cache_dir: file.wasm.cache_dir,
             wasm_pooling: file.wasm.pooling.unwrap_or(defaults.wasm_pooling),
+            process_socket_dir: file
+                .process
+                .socket_dir
+                .map(|dir| std::path::absolute(&dir).with_context(|| in_file("process.socket_dir")))
+                .transpose()?,
             ..defaults
         };
         host.validate().with_context(|| format!("{origin}: the host settings are not valid"))?;
@@ -279,6 +292,7 @@ mod tests {
         assert_eq!(config.max_body_bytes, 16 << 20);
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
         assert_eq!((config.host.wasm_cache_dir, config.host.wasm_pooling), (None, true));
+        assert_eq!(config.host.process_socket_dir, None);
     }
 
     #[test]

@@ -67,18 +67,36 @@ pub(crate) struct Sockets {
     pub(crate) host: PathBuf,
 }
 
+/// The most bytes of a Unix socket path (`sun_path` holds 108, with the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 impl Sockets {
-    /// A new private directory (mode 0700) with the two socket paths in it.
-    pub(crate) fn new(plugin: &str) -> Result<Sockets> {
+    /// A new private directory (mode 0700) in `parent` (default: the system's temporary
+    /// directory) with the two socket paths in it. The directory is named after the plugin
+    /// (its id cut to 20 bytes, so the paths fit).
+    pub(crate) fn new(plugin: &str, parent: Option<&Path>) -> Result<Sockets> {
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let name = &plugin[..plugin.len().min(20)];
         let dir = tempfile::Builder::new()
-            .prefix(&format!("plugbay-{plugin}-"))
+            .prefix(&format!("plugbay-{name}-"))
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
+            .tempdir_in(&parent)
             .map_err(|error| {
-                Error::internal(format!("cannot create the plugin's private directory: {error}"))
+                Error::internal(format!(
+                    "cannot create the plugin's private directory in {}: {error}",
+                    parent.display()
+                ))
             })?;
         let plugin = dir.path().join("plugin.sock");
         let host = dir.path().join("host.sock");
+        if plugin.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::precondition(format!(
+                "the plugin's socket path {} is {} bytes, more than the {MAX_SOCKET_PATH} a Unix socket \
+                 path may have; use a shorter directory (HostConfig::process_socket_dir, or TMPDIR)",
+                plugin.display(),
+                plugin.as_os_str().len()
+            )));
+        }
         Ok(Sockets { dir, plugin, host })
     }
 }
@@ -103,13 +121,19 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-async fn start_on_spawner(launch: Launch) -> std::io::Result<Started> {
+/// Hands `launch` to the spawner thread; the answer comes on the returned channel. If no one
+/// waits for the answer any more, the spawner kills the program it started.
+fn start_on_spawner(launch: Launch) -> std::io::Result<oneshot::Receiver<std::io::Result<Started>>> {
     let (reply, answer) = oneshot::channel();
     let job: Job = Box::new(move || {
-        let _ = reply.send(launch.start());
+        if let Err(Ok(orphan)) = reply.send(launch.start()) {
+            let _ = rustix::process::kill_process_group(orphan.pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::pidfd_send_signal(&orphan.pidfd, rustix::process::Signal::KILL);
+            let _ = sandbox::child::reap(&orphan.pidfd, Duration::from_secs(1));
+        }
     });
     spawner().send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-    answer.await.map_err(|_| std::io::Error::other("the spawner thread dropped the request"))?
+    Ok(answer)
 }
 
 /// Reaps the program when it exits: kills what is left of its process group first (while
@@ -151,10 +175,22 @@ impl Drop for Reaper {
     }
 }
 
-/// Starts `program` with the handshake environment and waits for its handshake line.
-/// Everything (spawn, handshake) happens within `timeout`; on any failure the program is
-/// killed and the error says why, with its exit status and last stderr lines when known.
-pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Duration) -> Result<Running> {
+/// A program being started: the spawner thread has it, and its output is being read.
+/// Dropping it kills the program.
+pub(crate) struct Spawning {
+    plugin: Arc<str>,
+    sockets: Sockets,
+    program: PathBuf,
+    transports: Vec<Transport>,
+    started: oneshot::Receiver<std::io::Result<Started>>,
+    stdout: pipe::Receiver,
+    tail: Arc<Tail>,
+}
+
+/// Starts `program` with the handshake environment, without waiting: the spawner thread
+/// starts it while the caller goes on (binding the host's callback socket, say), and
+/// [`Spawning::handshake`] then waits for its handshake line.
+pub(crate) fn spawn(program: Program<'_>, sockets: Sockets) -> Result<Spawning> {
     let plugin: Arc<str> = Arc::from(program.plugin);
     let versions = handshake::offered_versions();
     let transports = handshake::offered_transports(program.transports);
@@ -176,57 +212,88 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
     let env = allowed.iter().map(|(name, value)| (name.as_os_str(), value.as_os_str())).chain(
         handshake_env.iter().chain(framed_env.iter()).map(|(name, value)| (OsStr::new(*name), *value)),
     );
-    let cannot_start = |error: std::io::Error| {
-        Error::precondition(format!("cannot start {}: {error}", program.program.display()))
-            .with_field("plugin.entry")
-    };
-    let launch = Launch::new(&program.program, program.args.iter().map(OsStr::new), env, program.folder)
+    let cannot_start = |error| cannot_start(&program.program, error);
+    let mut launch = Launch::new(&program.program, program.args.iter().map(OsStr::new), env, program.folder)
         .map_err(cannot_start)?;
-    let started = start_on_spawner(launch).await.map_err(cannot_start)?;
-    let pid = started.pid;
-    let pidfd = started.pidfd.try_clone().ok();
-    let stdout = pipe::Receiver::from_owned_fd(started.stdout).map_err(cannot_start)?;
-    let stderr = pipe::Receiver::from_owned_fd(started.stderr).map_err(cannot_start)?;
+    let output = launch.take_output().expect("a new launch has its output");
+    let stdout = pipe::Receiver::from_owned_fd(output.stdout).map_err(cannot_start)?;
+    let stderr = pipe::Receiver::from_owned_fd(output.stderr).map_err(cannot_start)?;
+    let started = start_on_spawner(launch).map_err(cannot_start)?;
     let tail = Arc::new(Tail::default());
     tokio::spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
-    let (exit_sender, exited) = watch::channel(None);
-    let reaper = Reaper { pid, pidfd: started.pidfd, reaped: false };
-    tokio::spawn(reaper.run(exit_sender));
-    let mut running = Running {
-        plugin: plugin.clone(),
-        socket: sockets.plugin,
-        transport: Transport::Grpc,
-        exited,
-        stderr: tail,
-        pid: pid.as_raw_nonzero().get() as u32,
-        pidfd,
-        _dir: sockets.dir,
-    };
-    let offered = program.transports;
-    let handshake = tokio::time::timeout(timeout, read_handshake(&mut running, stdout, offered)).await;
-    let result = match handshake {
-        Ok(result) => result,
-        Err(_) => Err(Error::unavailable(format!(
-            "no handshake within the start timeout of {} ms; the program was killed",
-            timeout.as_millis()
-        ))),
-    };
-    match result {
-        Ok(()) => Ok(running),
-        Err(error) => {
-            running.kill();
-            Err(running.explain(error).await)
+    Ok(Spawning {
+        plugin,
+        sockets,
+        program: program.program,
+        transports: program.transports.to_vec(),
+        started,
+        stdout,
+        tail,
+    })
+}
+
+impl Spawning {
+    /// Waits for the program's handshake line and checks it. Everything (spawn, handshake)
+    /// happens within `timeout`; on any failure the program is killed and the error says
+    /// why, with its exit status and last stderr lines when known.
+    ///
+    /// The line is read without first waiting for the spawner thread's answer: the answer
+    /// is almost always there by the time the line is, so the task wakes once, not twice.
+    /// A program that could not be started closes the pipe unwritten, and the spawner's
+    /// error is reported then.
+    pub(crate) async fn handshake(self, timeout: Duration) -> Result<Running> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut lines = LineReader::new(self.stdout);
+        let line = tokio::time::timeout_at(deadline, lines.next_line()).await;
+        let started = match self.started.await {
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => return Err(cannot_start(&self.program, error)),
+            Err(_) => return Err(Error::internal("the spawner thread dropped the request")),
+        };
+        let pid = started.pid;
+        let (exit_sender, exited) = watch::channel(None);
+        let mut running = Running {
+            plugin: self.plugin,
+            socket: self.sockets.plugin,
+            transport: Transport::Grpc,
+            exited,
+            stderr: self.tail,
+            pid: pid.as_raw_nonzero().get() as u32,
+            pidfd: started.pidfd.try_clone().ok(),
+            _dir: self.sockets.dir,
+        };
+        tokio::spawn(Reaper { pid, pidfd: started.pidfd, reaped: false }.run(exit_sender));
+        let result = match line {
+            Ok(line) => read_handshake(&mut running, lines, line, &self.transports).await,
+            Err(_) => Err(Error::unavailable(format!(
+                "no handshake within the start timeout of {} ms; the program was killed",
+                timeout.as_millis()
+            ))),
+        };
+        match result {
+            Ok(()) => Ok(running),
+            Err(error) => {
+                running.kill();
+                Err(running.explain(error).await)
+            }
         }
     }
 }
 
-/// Reads the handshake line, checks it and the socket, then forwards the rest of stdout.
-async fn read_handshake(running: &mut Running, stdout: pipe::Receiver, offered: &[Transport]) -> Result<()> {
-    let mut lines = LineReader::new(stdout);
-    let line = lines
-        .next_line()
-        .await
-        .map_err(|error| Error::unavailable(format!("cannot read its stdout: {error}")))?;
+/// The error for a program that could not be started.
+fn cannot_start(program: &Path, error: std::io::Error) -> Error {
+    Error::precondition(format!("cannot start {}: {error}", program.display())).with_field("plugin.entry")
+}
+
+/// Checks the handshake `line` (the first line read from `lines`, the program's stdout)
+/// and the socket, then forwards the rest of stdout.
+async fn read_handshake(
+    running: &mut Running,
+    lines: LineReader<pipe::Receiver>,
+    line: std::io::Result<Option<output::Line>>,
+    offered: &[Transport],
+) -> Result<()> {
+    let line = line.map_err(|error| Error::unavailable(format!("cannot read its stdout: {error}")))?;
     let Some(line) = line else {
         let exit =
             running.wait_exit(Duration::from_secs(2)).await.unwrap_or_else(|| "closed its stdout".into());
@@ -312,5 +379,24 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_path_too_long_is_refused_with_its_length() {
+        let base = tempfile::tempdir().unwrap();
+        let deep = base.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).unwrap();
+        let error = Sockets::new("fixture", Some(&deep)).err().unwrap();
+        assert!(error.message().contains("more than the 107 a Unix socket path may have"), "{error}");
+        assert_eq!(std::fs::read_dir(&deep).unwrap().count(), 0, "the directory made for it is removed");
+        let sockets =
+            Sockets::new("a-plugin-with-a-rather-long-id-of-forty-bytes", Some(base.path())).unwrap();
+        let name = sockets.plugin.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("plugbay-a-plugin-with-a-rath-"), "the id is cut to 20 bytes: {name}");
     }
 }
