@@ -30,6 +30,44 @@ pub(super) const PUBLISH: u8 = 0x11;
 pub(super) const INVOKE: u8 = 0x12;
 /// Log lines queued for the host before new ones are dropped.
 const LOG_QUEUE: usize = 1024;
+/// How long shutdown waits for the replies of requests still being served.
+const REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Requests being served on every connection, so that shutdown can wait for their replies
+/// (Shutdown's own among them) instead of guessing how long they take.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn begin(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no request is being served, at most `limit`.
+    async fn drained(&self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+}
 
 /// Serves connections until the plugin is asked to shut down. `host_calls`: the host takes
 /// host API requests on the connection.
@@ -39,15 +77,19 @@ pub(super) async fn serve<P: Plugin>(
     host_calls: bool,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let in_flight = Arc::new(InFlight::default());
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection(stream, service.clone(), host_calls)); }
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, service.clone(), host_calls, in_flight.clone()));
+                }
                 Err(_) => return,
             },
             _ = stopped.wait_for(|stop| *stop) => {
-                // Let the Shutdown reply reach the host before the process exits.
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                // The Shutdown reply (and those of calls still running) must reach the host
+                // before the process exits: a reply written to the socket survives the exit.
+                in_flight.drained(REPLY_GRACE).await;
                 return;
             }
         }
@@ -168,7 +210,12 @@ async fn flush_logs(link: Weak<Link>, wake: Arc<Notify>) {
     }
 }
 
-async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Service<P>>, host_calls: bool) {
+async fn connection<P: Plugin>(
+    stream: tokio::net::UnixStream,
+    service: Arc<Service<P>>,
+    host_calls: bool,
+    in_flight: Arc<InFlight>,
+) {
     let (mut reader, writer) = stream.into_split();
     let flush = Arc::new(Notify::new());
     let link = Arc::new(Link {
@@ -199,8 +246,9 @@ async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Serv
             link.resolve(kind, id, body);
             continue;
         }
-        let (service, link) = (service.clone(), link.clone());
+        let (service, link, in_flight) = (service.clone(), link.clone(), in_flight.clone());
         link.serving.fetch_add(1, Ordering::SeqCst);
+        in_flight.begin();
         tokio::spawn(async move {
             // A panic in a handler must still answer the host: run it as a task of its own.
             let host = host_calls.then(|| link.clone());
@@ -218,6 +266,7 @@ async fn connection<P: Plugin>(stream: tokio::net::UnixStream, service: Arc<Serv
             };
             let _ = link.write(&frame(reply_kind, id, &reply)).await;
             link.serving.fetch_sub(1, Ordering::SeqCst);
+            in_flight.end();
             // A line logged after the reply's write took the queue waits for the flusher.
             if !link.logs.lock().expect("not poisoned").is_empty() {
                 link.flush.notify_one();
