@@ -80,10 +80,14 @@ impl Default for HostConfig {
     }
 }
 
-/// Longest [`HostConfig::process_socket_dir`]: a Unix socket path holds 107 bytes, and the
-/// private directory and socket names inside take up to 48 more
-/// (`/plugbay-<id, cut to 20>-XXXXXX/plugin.sock`).
-const MAX_SOCKET_DIR_BYTES: usize = 56;
+/// The most bytes of a Unix socket path (`sun_path` holds 108, with the final NUL).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+/// How many bytes of a plugin id name its private directory.
+pub(crate) const SOCKET_DIR_ID_BYTES: usize = 20;
+/// Longest [`HostConfig::process_socket_dir`]: what is left of a socket path once the
+/// private directory and the socket are named in it (`/plugbay-<id>-XXXXXX/plugin.sock`).
+const MAX_SOCKET_DIR_BYTES: usize =
+    MAX_SOCKET_PATH - "/plugbay-".len() - SOCKET_DIR_ID_BYTES - "-XXXXXX".len() - "/plugin.sock".len();
 
 impl HostConfig {
     /// A default configuration reading plugins from one folder.
@@ -144,6 +148,6 @@ mod tests {
         assert_eq!(relative.field(), Some("process_socket_dir"));
         assert!(relative.message().contains("absolute"), "{relative}");
         let long = with(&format!("/{}", "d".repeat(70))).validate().unwrap_err();
-        assert!(long.message().contains("at most 56 bytes"), "{long}");
+        assert!(long.message().contains("at most 59 bytes"), "{long}");
     }
 }

@@ -31,10 +31,11 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Started by hand (without the host's environment) it prints what it is and exits with
 /// status 1.
 ///
-/// Over the framed transport it prints the handshake as soon as it listens, then starts
-/// one async thread for the connection; plugin code runs on blocking threads. For the
-/// quickest start, link the program statically (docs/process-protocol.md, "Starting
-/// fast").
+/// The connection is served by a current-thread async runtime on the calling thread;
+/// plugin code runs on blocking threads, so it may block or call the host. Over the framed
+/// transport the handshake is printed as soon as the socket listens, before that runtime
+/// starts. For the quickest start, link the program statically
+/// (docs/process-protocol.md, "Starting fast").
 pub fn serve<P: Plugin>() -> ! {
     let code = match std::env::var("PLUGBAY_PLUGIN_COOKIE") {
         Ok(cookie) if cookie == COOKIE => match run::<P>() {
@@ -90,7 +91,12 @@ fn run<P: Plugin>() -> Result<(), String> {
     // The first blocking thread starts now, while the host connects and asks Describe, not
     // when Init needs it.
     drop(runtime.spawn_blocking(|| {}));
-    runtime.block_on(run_async::<P>(listener, socket, host_socket, framed.then_some(host_calls)))
+    let served =
+        runtime.block_on(run_async::<P>(listener, socket, host_socket, framed.then_some(host_calls)));
+    // The process exits next: do not wait for plugin code still running on a blocking
+    // thread (the replies that had to go out are written).
+    runtime.shutdown_background();
+    served
 }
 
 fn env(name: &str) -> Result<String, String> {

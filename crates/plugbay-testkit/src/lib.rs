@@ -130,16 +130,32 @@ fn process_programs_dir() -> PathBuf {
     if !STATIC_PROGRAMS {
         return suite_output_dir();
     }
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| workspace_root().join("target").join(host_target()).join("release")).clone()
+    workspace_root().join("target").join(host_target()).join("release")
 }
 
 /// The target triple rustc builds for by default (`rustc -vV`, line `host:`).
-fn host_target() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let output = Command::new(rustc).arg("-vV").output().expect("rustc runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines().find_map(|line| line.strip_prefix("host: ")).expect("`rustc -vV` names the host").to_owned()
+fn host_target() -> &'static str {
+    static TARGET: OnceLock<String> = OnceLock::new();
+    TARGET.get_or_init(|| {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let output = Command::new(rustc).arg("-vV").output().expect("rustc runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|line| line.strip_prefix("host: "))
+            .expect("`rustc -vV` names the host")
+            .to_owned()
+    })
+}
+
+/// Sets `flag` for a cargo command on top of the caller's own rustc flags (cargo reads
+/// `CARGO_ENCODED_RUSTFLAGS` first, then `RUSTFLAGS`).
+fn add_rustflag(command: &mut Command, flag: &str) {
+    match std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        Ok(flags) if !flags.is_empty() => {
+            command.env("CARGO_ENCODED_RUSTFLAGS", format!("{flags}\x1f{}", flag.replace(' ', "\x1f")))
+        }
+        _ => command.env("RUSTFLAGS", format!("{} {flag}", std::env::var("RUSTFLAGS").unwrap_or_default())),
+    };
 }
 
 fn build_rust_plugins() -> PathBuf {
@@ -190,7 +206,8 @@ fn build_suite() {
     if STATIC_PROGRAMS {
         let mut command = Command::new(&cargo);
         command.current_dir(&root).args(["build", "--quiet", "--release", "--bins", "--target"]);
-        command.arg(host_target()).env("RUSTFLAGS", "-C target-feature=+crt-static");
+        command.arg(host_target());
+        add_rustflag(&mut command, "-C target-feature=+crt-static");
         for (name, _) in RUST_PLUGINS {
             command.arg("-p").arg(name);
         }

@@ -134,7 +134,8 @@ impl Spec {
     async fn start(&self) -> Result<Started> {
         let id = &self.manifest.plugin.id;
         let sockets = Sockets::new(id, self.socket_dir.as_deref())?;
-        let host_socket = sockets.host.clone();
+        // Listening before the program starts (docs/process-protocol.md, section 1).
+        let callbacks = callbacks::Server::bind(&sockets.host, id)?;
         let program = Program {
             plugin: id,
             folder: &self.folder,
@@ -147,10 +148,7 @@ impl Spec {
             },
         };
         let deadline = tokio::time::Instant::now() + self.start_timeout();
-        let spawning = runner::spawn(program, sockets)?;
-        // While the program starts (on the spawner thread, then on its own), not before.
-        let callbacks = callbacks::Server::bind(&host_socket, id)?;
-        let running = spawning.handshake(self.start_timeout()).await?;
+        let running = runner::start(program, sockets, self.start_timeout()).await?;
         let connect = connect_and_check_health(&running, callbacks.service());
         match tokio::time::timeout_at(deadline, connect).await {
             Ok(Ok((client, health))) => {

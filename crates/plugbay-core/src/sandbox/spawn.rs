@@ -31,8 +31,6 @@ pub struct Launch {
     /// holder besides the child, so once both are gone the read ends see end-of-file.
     stdout: OwnedFd,
     stderr: OwnedFd,
-    /// The read ends, until [`Launch::take_output`] hands them out.
-    output: Option<Output>,
 }
 
 /// The read ends of a program's stdout and stderr.
@@ -78,16 +76,15 @@ const CHILD_STACK: usize = 64 * 1024;
 impl Launch {
     /// Prepares `program` (made absolute, so the working directory change cannot alter
     /// which file runs) with `args`, exactly the environment `env`, in `cwd`, and the pipes
-    /// its stdout and stderr will write to. The caller may take their read ends
-    /// ([`Launch::take_output`]) and start reading before the program is started, even on
-    /// another thread: a start that fails drops the write ends, so the reader sees
-    /// end-of-file.
+    /// its stdout and stderr will write to. The read ends come back beside the `Launch`, so
+    /// the caller can read before the program is started, even on another thread: a start
+    /// that fails drops the write ends, and the reader sees end-of-file.
     pub fn new<'a>(
         program: &Path,
         args: impl IntoIterator<Item = &'a OsStr>,
         env: impl IntoIterator<Item = (&'a OsStr, &'a OsStr)>,
         cwd: &Path,
-    ) -> io::Result<Launch> {
+    ) -> io::Result<(Launch, Output)> {
         let program = std::path::absolute(program)?;
         let mut strings = vec![c_string(program.as_os_str().as_bytes(), "the program path")?];
         for arg in args {
@@ -105,7 +102,7 @@ impl Launch {
         };
         let (stdout_read, stdout) = pipe()?;
         let (stderr_read, stderr) = pipe()?;
-        Ok(Launch {
+        let launch = Launch {
             program: c_string(program.as_os_str().as_bytes(), "the program path")?,
             cwd: c_string(cwd.as_os_str().as_bytes(), "the working directory")?,
             argv: pointers(&strings[..argc]),
@@ -113,13 +110,8 @@ impl Launch {
             _strings: strings,
             stdout,
             stderr,
-            output: Some(Output { stdout: stdout_read, stderr: stderr_read }),
-        })
-    }
-
-    /// The read ends of the program's stdout and stderr (`None` once taken).
-    pub fn take_output(&mut self) -> Option<Output> {
-        self.output.take()
+        };
+        Ok((launch, Output { stdout: stdout_read, stderr: stderr_read }))
     }
 
     /// Starts the program: stdin `/dev/null`, stdout and stderr the pipes made by `new`, its

@@ -296,6 +296,17 @@ mod tests {
     }
 
     #[test]
+    fn the_process_socket_dir_is_read_and_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plugbay.toml");
+        std::fs::write(&file, "[process]\nsocket_dir = \"run/plugbay\"\n").unwrap();
+        let args = RunArgs { config: Some(file), plugins: None, http: None, grpc: None };
+        let config = DaemonConfig::load(&args, None).unwrap();
+        let expected = std::env::current_dir().unwrap().join("run/plugbay");
+        assert_eq!(config.host.process_socket_dir, Some(expected));
+    }
+
+    #[test]
     fn the_bound_address_is_an_allowed_host() {
         let hosts = default_hosts(&["10.1.2.3:80".parse().unwrap(), "10.1.2.4:81".parse().unwrap()]);
         for name in ["10.1.2.3", "10.1.2.4", "localhost"] {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, watch};
 
+use crate::config::{MAX_SOCKET_PATH, SOCKET_DIR_ID_BYTES};
 use crate::error::{Error, Result};
 use crate::runtime::process::handshake::{self, PLUGIN_COOKIE, Transport};
 use crate::runtime::process::output::{self, LineReader, Tail};
@@ -67,23 +68,22 @@ pub(crate) struct Sockets {
     pub(crate) host: PathBuf,
 }
 
-/// The most bytes of a Unix socket path (`sun_path` holds 108, with the final NUL).
-const MAX_SOCKET_PATH: usize = 107;
-
 impl Sockets {
     /// A new private directory (mode 0700) in `parent` (default: the system's temporary
     /// directory) with the two socket paths in it. The directory is named after the plugin
     /// (its id cut to 20 bytes, so the paths fit).
     pub(crate) fn new(plugin: &str, parent: Option<&Path>) -> Result<Sockets> {
         let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let name = &plugin[..plugin.len().min(20)];
+        let name = &plugin[..plugin.len().min(SOCKET_DIR_ID_BYTES)];
         let dir = tempfile::Builder::new()
             .prefix(&format!("plugbay-{name}-"))
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&parent)
             .map_err(|error| {
-                Error::internal(format!(
-                    "cannot create the plugin's private directory in {}: {error}",
+                Error::precondition(format!(
+                    "cannot create the plugin's private directory in {} (the process socket \
+                     directory: HostConfig::process_socket_dir, [process] socket_dir in \
+                     plugbay.toml, else TMPDIR): {error}",
                     parent.display()
                 ))
             })?;
@@ -92,7 +92,8 @@ impl Sockets {
         if plugin.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(Error::precondition(format!(
                 "the plugin's socket path {} is {} bytes, more than the {MAX_SOCKET_PATH} a Unix socket \
-                 path may have; use a shorter directory (HostConfig::process_socket_dir, or TMPDIR)",
+                 path may have; use a shorter directory (HostConfig::process_socket_dir, \
+                 [process] socket_dir in plugbay.toml, or TMPDIR)",
                 plugin.display(),
                 plugin.as_os_str().len()
             )));
@@ -121,19 +122,52 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-/// Hands `launch` to the spawner thread; the answer comes on the returned channel. If no one
-/// waits for the answer any more, the spawner kills the program it started.
-fn start_on_spawner(launch: Launch) -> std::io::Result<oneshot::Receiver<std::io::Result<Started>>> {
+/// Hands `launch` to the spawner thread; its answer comes through the returned [`Answer`].
+/// If no one waits for the answer any more, the spawner kills the program it started.
+fn start_on_spawner(launch: Launch) -> std::io::Result<Answer> {
     let (reply, answer) = oneshot::channel();
     let job: Job = Box::new(move || {
         if let Err(Ok(orphan)) = reply.send(launch.start()) {
-            let _ = rustix::process::kill_process_group(orphan.pid, rustix::process::Signal::KILL);
-            let _ = rustix::process::pidfd_send_signal(&orphan.pidfd, rustix::process::Signal::KILL);
-            let _ = sandbox::child::reap(&orphan.pidfd, Duration::from_secs(1));
+            kill_and_reap(orphan);
         }
     });
     spawner().send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-    Ok(answer)
+    Ok(Answer(answer))
+}
+
+/// The spawner thread's answer for one program. Dropped before it was taken (the start
+/// was abandoned: its caller gave up, or the runtime shut down), it kills and reaps the
+/// program, whether the answer had come yet or not.
+struct Answer(oneshot::Receiver<std::io::Result<Started>>);
+
+impl Answer {
+    /// The started program, waiting for the answer until `deadline`.
+    async fn take(mut self, deadline: tokio::time::Instant) -> std::io::Result<Started> {
+        match tokio::time::timeout_at(deadline, &mut self.0).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(std::io::Error::other("the spawner thread dropped the request")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the spawner thread did not answer within the start timeout",
+            )),
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        // After `close`, either the answer is here or the spawner's send fails (and it
+        // kills the program itself). Once taken, there is nothing left to receive.
+        self.0.close();
+        if let Ok(Ok(orphan)) = self.0.try_recv() {
+            kill_and_reap(orphan);
+        }
+    }
+}
+
+/// Kills a started program no one will watch, and reaps it (its [`Reaper`]'s drop does both).
+fn kill_and_reap(started: Started) {
+    drop(Reaper { pid: started.pid, pidfd: started.pidfd, reaped: false });
 }
 
 /// Reaps the program when it exits: kills what is left of its process group first (while
@@ -175,22 +209,17 @@ impl Drop for Reaper {
     }
 }
 
-/// A program being started: the spawner thread has it, and its output is being read.
-/// Dropping it kills the program.
-pub(crate) struct Spawning {
-    plugin: Arc<str>,
-    sockets: Sockets,
-    program: PathBuf,
-    transports: Vec<Transport>,
-    started: oneshot::Receiver<std::io::Result<Started>>,
-    stdout: pipe::Receiver,
-    tail: Arc<Tail>,
-}
-
-/// Starts `program` with the handshake environment, without waiting: the spawner thread
-/// starts it while the caller goes on (binding the host's callback socket, say), and
-/// [`Spawning::handshake`] then waits for its handshake line.
-pub(crate) fn spawn(program: Program<'_>, sockets: Sockets) -> Result<Spawning> {
+/// Starts `program` with the handshake environment and waits for its handshake line.
+/// Everything (spawn, handshake) happens within `timeout`; on any failure the program is
+/// killed and the error says why, with its exit status and last stderr lines when known.
+/// Dropping the future before it finishes kills the program too.
+///
+/// The line is read without first waiting for the spawner thread's answer: the answer is
+/// almost always there by the time the line is, so the task wakes once, not twice. A
+/// program that could not be started closes the pipe unwritten, and the spawner's error is
+/// reported then.
+pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Duration) -> Result<Running> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let plugin: Arc<str> = Arc::from(program.plugin);
     let versions = handshake::offered_versions();
     let transports = handshake::offered_transports(program.transports);
@@ -213,69 +242,48 @@ pub(crate) fn spawn(program: Program<'_>, sockets: Sockets) -> Result<Spawning> 
         handshake_env.iter().chain(framed_env.iter()).map(|(name, value)| (OsStr::new(*name), *value)),
     );
     let cannot_start = |error| cannot_start(&program.program, error);
-    let mut launch = Launch::new(&program.program, program.args.iter().map(OsStr::new), env, program.folder)
-        .map_err(cannot_start)?;
-    let output = launch.take_output().expect("a new launch has its output");
+    let (launch, output) =
+        Launch::new(&program.program, program.args.iter().map(OsStr::new), env, program.folder)
+            .map_err(cannot_start)?;
     let stdout = pipe::Receiver::from_owned_fd(output.stdout).map_err(cannot_start)?;
     let stderr = pipe::Receiver::from_owned_fd(output.stderr).map_err(cannot_start)?;
-    let started = start_on_spawner(launch).map_err(cannot_start)?;
+    let answer = start_on_spawner(launch).map_err(cannot_start)?;
     let tail = Arc::new(Tail::default());
     tokio::spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
-    Ok(Spawning {
+    let mut lines = LineReader::new(stdout);
+    let line = tokio::time::timeout_at(deadline, lines.next_line()).await;
+    let started = answer.take(deadline).await.map_err(cannot_start)?;
+    let pid = started.pid;
+    let (exit_sender, exited) = watch::channel(None);
+    let mut running = Running {
         plugin,
-        sockets,
-        program: program.program,
-        transports: program.transports.to_vec(),
-        started,
-        stdout,
-        tail,
-    })
-}
-
-impl Spawning {
-    /// Waits for the program's handshake line and checks it. Everything (spawn, handshake)
-    /// happens within `timeout`; on any failure the program is killed and the error says
-    /// why, with its exit status and last stderr lines when known.
-    ///
-    /// The line is read without first waiting for the spawner thread's answer: the answer
-    /// is almost always there by the time the line is, so the task wakes once, not twice.
-    /// A program that could not be started closes the pipe unwritten, and the spawner's
-    /// error is reported then.
-    pub(crate) async fn handshake(self, timeout: Duration) -> Result<Running> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut lines = LineReader::new(self.stdout);
-        let line = tokio::time::timeout_at(deadline, lines.next_line()).await;
-        let started = match self.started.await {
-            Ok(Ok(started)) => started,
-            Ok(Err(error)) => return Err(cannot_start(&self.program, error)),
-            Err(_) => return Err(Error::internal("the spawner thread dropped the request")),
-        };
-        let pid = started.pid;
-        let (exit_sender, exited) = watch::channel(None);
-        let mut running = Running {
-            plugin: self.plugin,
-            socket: self.sockets.plugin,
-            transport: Transport::Grpc,
-            exited,
-            stderr: self.tail,
-            pid: pid.as_raw_nonzero().get() as u32,
-            pidfd: started.pidfd.try_clone().ok(),
-            _dir: self.sockets.dir,
-        };
-        tokio::spawn(Reaper { pid, pidfd: started.pidfd, reaped: false }.run(exit_sender));
-        let result = match line {
-            Ok(line) => read_handshake(&mut running, lines, line, &self.transports).await,
-            Err(_) => Err(Error::unavailable(format!(
-                "no handshake within the start timeout of {} ms; the program was killed",
-                timeout.as_millis()
-            ))),
-        };
-        match result {
-            Ok(()) => Ok(running),
-            Err(error) => {
-                running.kill();
-                Err(running.explain(error).await)
-            }
+        socket: sockets.plugin,
+        transport: Transport::Grpc,
+        exited,
+        stderr: tail,
+        pid: pid.as_raw_nonzero().get() as u32,
+        pidfd: started.pidfd.try_clone().ok(),
+        _dir: sockets.dir,
+    };
+    tokio::spawn(Reaper { pid, pidfd: started.pidfd, reaped: false }.run(exit_sender));
+    let no_handshake = || {
+        Error::unavailable(format!(
+            "no handshake within the start timeout of {} ms; the program was killed",
+            timeout.as_millis()
+        ))
+    };
+    let result = match line {
+        Ok(line) => {
+            let checked = read_handshake(&mut running, lines, line, program.transports);
+            tokio::time::timeout_at(deadline, checked).await.unwrap_or_else(|_| Err(no_handshake()))
+        }
+        Err(_) => Err(no_handshake()),
+    };
+    match result {
+        Ok(()) => Ok(running),
+        Err(error) => {
+            running.kill();
+            Err(running.explain(error).await)
         }
     }
 }
@@ -385,6 +393,41 @@ impl Drop for Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_given_up_before_the_handshake_kills_and_reaps_the_program() {
+        let folder = tempfile::tempdir().unwrap();
+        let script = folder.path().join("plugin.sh");
+        std::fs::write(&script, "#!/bin/sh\necho $$ > pid.tmp && mv pid.tmp pid\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let program = Program {
+            plugin: "stuck",
+            folder: folder.path(),
+            program: script,
+            args: &[],
+            env: &[],
+            transports: &[Transport::Grpc],
+        };
+        let sockets = Sockets::new("stuck", None).unwrap();
+        let private = sockets.plugin.parent().unwrap().to_path_buf();
+        let pid_file = folder.path().join("pid");
+        let mut start = Box::pin(start(program, sockets, Duration::from_secs(30)));
+        // The caller gives up once the program runs, long before its start timeout.
+        let pid: i32 = loop {
+            tokio::select! {
+                _ = &mut start => panic!("the program printed no handshake, the start cannot end"),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {
+                    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+                        break pid.trim().parse().unwrap();
+                    }
+                }
+            }
+        };
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "the program runs");
+        drop(start);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the program is killed and reaped at once");
+        assert!(!private.exists(), "its private directory is removed");
+    }
 
     #[test]
     fn a_socket_path_too_long_is_refused_with_its_length() {
