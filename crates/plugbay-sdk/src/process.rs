@@ -31,10 +31,11 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Started by hand (without the host's environment) it prints what it is and exits with
 /// status 1.
 ///
-/// The connection is served by a current-thread async runtime on the calling thread;
-/// plugin code runs on blocking threads, so it may block or call the host. Over the framed
-/// transport the handshake is printed as soon as the socket listens, before that runtime
-/// starts. For the quickest start, link the program statically
+/// The connection is served by an async runtime with one worker thread. Plugin code runs
+/// on the thread that read its request, without a hand-off: that thread first gives its
+/// worker role to another (tokio's `block_in_place`), so plugin code may block or call the
+/// host while other requests are served. Over the framed transport the handshake is
+/// printed as soon as the socket listens, before that runtime starts. For the quickest start, link the program statically
 /// (docs/process-protocol.md, "Starting fast").
 pub fn serve<P: Plugin>() -> ! {
     let code = match std::env::var("PLUGBAY_PLUGIN_COOKIE") {
@@ -82,19 +83,20 @@ fn run<P: Plugin>() -> Result<(), String> {
         // while tokio starts (the kernel queues both), so the two starts overlap.
         println!("plugbay|{VERSION}|unix|{}|framed", socket.display());
     }
-    // One thread serves the connection; plugin code runs on tokio's blocking threads, so it
-    // may block (or call the host) without holding up other requests.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One worker serves the connection; a request runs plugin code in place after handing
+    // the worker role to a thread of the blocking pool (`Service::blocking`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start tokio: {error}"))?;
-    // The first blocking thread starts now, while the host connects and asks Describe, not
-    // when Init needs it.
+    // The first pool thread starts now, while the host connects and asks Describe, not when
+    // Init needs it.
     drop(runtime.spawn_blocking(|| {}));
     let served =
         runtime.block_on(run_async::<P>(listener, socket, host_socket, framed.then_some(host_calls)));
-    // The process exits next: do not wait for plugin code still running on a blocking
-    // thread (the replies that had to go out are written).
+    // The process exits next: do not wait for plugin code still running (the replies that
+    // had to go out are written).
     runtime.shutdown_background();
     served
 }
@@ -178,21 +180,23 @@ impl<P: Plugin> Service<P> {
         Ok(self.plugin.clone())
     }
 
-    /// Runs plugin code on a blocking thread, turning a panic into `internal`.
+    /// Runs plugin code on this thread, turning a panic into `internal`. The thread first
+    /// hands its worker role to another (`block_in_place`): the plugin may block, or call
+    /// the host (which blocks on the runtime), while the connection keeps being served. No
+    /// thread hand-off on the request's path: measured, it saves two cross-thread wake-ups
+    /// per call (BENCHMARKS.md).
     async fn blocking<T: Send + 'static>(
         body: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
     ) -> Result<T, tonic::Status> {
-        match tokio::task::spawn_blocking(body).await {
+        let body = std::panic::AssertUnwindSafe(body);
+        match tokio::task::block_in_place(move || std::panic::catch_unwind(body)) {
             Ok(result) => result.map_err(to_status),
-            Err(error) => {
-                let message = match error.try_into_panic() {
-                    Ok(panic) => panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a non-string panic payload".to_owned()),
-                    Err(error) => error.to_string(),
-                };
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
                 Err(tonic::Status::internal(format!("the plugin panicked: {message}")))
             }
         }

@@ -85,8 +85,8 @@ impl ProcessHost {
     }
 
     fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
-        // Plugin code runs on blocking threads (see `Service::blocking`), never on a
-        // runtime worker, so blocking on the runtime here is allowed.
+        // Plugin code runs inside `block_in_place` (see `Service::blocking`) or on threads of
+        // its own, never as a runtime worker, so blocking on the runtime here is allowed.
         self.handle.block_on(future)
     }
 
