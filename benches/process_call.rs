@@ -89,6 +89,29 @@ fn round_trips(c: &mut Criterion) {
     }
 }
 
+/// CPU time (user and system, every thread, exited ones included) process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // After the command name: the state is field 3, utime field 14 and stime field 15.
+    let fields: Vec<&str> = stat.rsplit_once(") ").expect("a stat line").1.split(' ').collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// Runs `round_trips` (which makes `calls` round trips) and prints the CPU time per round
+/// trip of the caller's process and of the peer `peer`, beside the latency percentiles.
+fn with_cpu_per_call<T>(name: &str, peer: u32, calls: usize, round_trips: impl FnOnce() -> T) -> T {
+    let (caller_before, peer_before) = (cpu_time(std::process::id()), cpu_time(peer));
+    let result = round_trips();
+    let per_call = |after: Duration, before: Duration| (after - before).as_secs_f64() * 1e6 / calls as f64;
+    println!(
+        "cpu {name:<48} caller {:>6.1} us/call   peer {:>6.1} us/call",
+        per_call(cpu_time(std::process::id()), caller_before),
+        per_call(cpu_time(peer), peer_before)
+    );
+    result
+}
+
 /// `SAMPLES` round trips of `call`, each timed.
 async fn timed_invokes(host: &Host, call: &Call) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -114,6 +137,8 @@ fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
             assert!(report.failed.is_empty(), "{:?}", report.failed);
             host
         });
+        let pid_call = Call::new("fixture@1", "pid", Payload::json(&()).unwrap());
+        let plugin: u32 = runtime.block_on(host.invoke(pid_call)).unwrap().to_json().unwrap();
         let mut group = c.benchmark_group(format!("process/{transport}/{flavor}"));
         for size in SIZES {
             let call = Call::new("fixture@1", "echo", Payload::bytes(vec![7u8; size]));
@@ -123,14 +148,19 @@ fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
             });
             // From `block_on` on the bench's own thread: on a multi-thread runtime that thread
             // is not one of its workers, so every reply crosses threads to reach it.
-            let samples = runtime.block_on(timed_invokes(&host, &call));
-            report(&format!("process/{transport}/{flavor}/host_invoke/{size}"), samples);
+            let name = format!("process/{transport}/{flavor}/host_invoke/{size}");
+            let samples =
+                with_cpu_per_call(&name, plugin, SAMPLES, || runtime.block_on(timed_invokes(&host, &call)));
+            report(&name, samples);
             if flavor == "multi_thread" {
                 // From a task on the runtime, as a server's request handler calls.
+                let name = format!("process/{transport}/{flavor}_task/host_invoke/{size}");
                 let (host, call) = (host.clone(), call.clone());
-                let task = runtime.spawn(async move { timed_invokes(&host, &call).await });
-                let samples = runtime.block_on(task).unwrap();
-                report(&format!("process/{transport}/{flavor}_task/host_invoke/{size}"), samples);
+                let samples = with_cpu_per_call(&name, plugin, SAMPLES, || {
+                    let task = runtime.spawn(async move { timed_invokes(&host, &call).await });
+                    runtime.block_on(task).unwrap()
+                });
+                report(&name, samples);
             }
         }
         group.finish();
@@ -145,14 +175,17 @@ fn raw_ping_pong(c: &mut Criterion) {
         let mut message = vec![7u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(BenchmarkId::from_parameter(size), |b| b.iter(|| peer.round_trip(&mut message)));
-        let samples = (0..SAMPLES)
-            .map(|_| {
-                let start = Instant::now();
-                peer.round_trip(&mut message);
-                start.elapsed()
-            })
-            .collect();
-        report(&format!("process/raw_unix_ping_pong/{size}"), samples);
+        let name = format!("process/raw_unix_ping_pong/{size}");
+        let samples = with_cpu_per_call(&name, peer.child.id(), SAMPLES, || {
+            (0..SAMPLES)
+                .map(|_| {
+                    let start = Instant::now();
+                    peer.round_trip(&mut message);
+                    start.elapsed()
+                })
+                .collect()
+        });
+        report(&name, samples);
     }
     group.finish();
 }
