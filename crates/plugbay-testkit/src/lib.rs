@@ -194,6 +194,11 @@ fn build_suite() {
             command.arg("-p").arg(name);
         }
         command.args(["-p", "plugbay"]);
+        if STATIC_PROGRAMS {
+            // The plugin libraries and the `plugbay` binary; the process programs are built
+            // statically below.
+            command.args(["--lib", "--bin", "plugbay"]);
+        }
     } else {
         // Tests: the targets `cargo nextest run --workspace` builds (all but the examples),
         // with its features, so this build and the test build share every compiled
