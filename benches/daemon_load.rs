@@ -1,7 +1,7 @@
 //! The daemon's overhead through its APIs: calls per second, p50 and p99 latency of
 //! `plugbay run` (the release binary, a native echo plugin: the testkit's C fixture `cfix`,
-//! `echo` of a 7-byte body) beside a bare axum echo and a bare tonic echo ([`bare`]) measured in the same run,
-//! at concurrency 1, 64 and 1024, over HTTP/1.1 and gRPC.
+//! `echo` of a 7-byte body) beside a bare axum echo and a bare tonic echo ([`bare`])
+//! measured in the same run, at concurrency 1, 64 and 1024, over HTTP/1.1 and gRPC.
 //!
 //! Run: `cargo bench --bench daemon_load` (results: BENCHMARKS.md). It builds the release
 //! `plugbay` binary and the plugin through the testkit, starts the daemon and the bare

@@ -35,8 +35,8 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// on the thread that read its request, without a hand-off: that thread first gives its
 /// worker role to another (tokio's `block_in_place`), so plugin code may block or call the
 /// host while other requests are served. Over the framed transport the handshake is
-/// printed as soon as the socket listens, before that runtime starts. For the quickest start, link the program statically
-/// (docs/process-protocol.md, "Starting fast").
+/// printed as soon as the socket listens, before that runtime starts. For the quickest
+/// start, link the program statically (docs/process-protocol.md, "Starting fast").
 pub fn serve<P: Plugin>() -> ! {
     let code = match std::env::var("PLUGBAY_PLUGIN_COOKIE") {
         Ok(cookie) if cookie == COOKIE => match run::<P>() {

@@ -185,40 +185,43 @@ fn build_rust_plugins() -> PathBuf {
 fn build_suite() {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = Command::new(&cargo);
-    command.current_dir(&root).args(["build", "--quiet"]);
-    if RELEASE {
-        // Benchmarks: only what they run, optimised.
-        command.arg("--release");
-        for (name, _) in RUST_PLUGINS {
-            command.arg("-p").arg(name);
+    // `cargo build` of the suite's features; with `plugins`, of the Rust plugin packages.
+    let build = |plugins: bool| {
+        let mut command = Command::new(&cargo);
+        command.current_dir(&root).args(["build", "--quiet", "--features", &SUITE_FEATURES.join(",")]);
+        if plugins {
+            for (name, _) in RUST_PLUGINS {
+                command.arg("-p").arg(name);
+            }
         }
-        command.args(["-p", "plugbay"]);
-        if STATIC_PROGRAMS {
-            // The plugin libraries and the `plugbay` binary; the process programs are built
-            // statically below.
-            command.args(["--lib", "--bin", "plugbay"]);
-        }
-    } else {
+        command
+    };
+    let run = |mut command: Command, what: &str| {
+        let status = command.status().expect("cargo runs");
+        assert!(status.success(), "building {what} failed: {status}");
+    };
+    if !RELEASE {
         // Tests: the targets `cargo nextest run --workspace` builds (all but the examples),
         // with its features, so this build and the test build share every compiled
         // dependency.
+        let mut command = build(false);
         command.args(["--workspace", "--lib", "--bins", "--tests"]);
+        return run(command, "the test plugins");
     }
-    command.arg("--features").arg(SUITE_FEATURES.join(","));
-    let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building the test plugins failed: {status}");
+    // Benchmarks: only what they run, optimised.
+    let mut command = build(true);
+    command.args(["--release", "-p", "plugbay"]);
     if STATIC_PROGRAMS {
-        let mut command = Command::new(&cargo);
-        command.current_dir(&root).args(["build", "--quiet", "--release", "--bins", "--target"]);
-        command.arg(host_target());
+        // The plugin libraries and the `plugbay` binary; the process programs are built
+        // statically below.
+        command.args(["--lib", "--bin", "plugbay"]);
+    }
+    run(command, "the benchmark plugins");
+    if STATIC_PROGRAMS {
+        let mut command = build(true);
+        command.args(["--release", "--bins", "--target", host_target()]);
         add_rustflag(&mut command, "-C target-feature=+crt-static");
-        for (name, _) in RUST_PLUGINS {
-            command.arg("-p").arg(name);
-        }
-        command.arg("--features").arg(SUITE_FEATURES.join(","));
-        let status = command.status().expect("cargo runs");
-        assert!(status.success(), "building the statically linked process plugins failed: {status}");
+        run(command, "the statically linked process plugins");
     }
 }
 

@@ -5,9 +5,11 @@
 //! travels on the same connection instead of a gRPC connection to the callback socket.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
+use futures_util::FutureExt;
 use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::plugin_service_server::PluginService;
 use plugbay_proto::prost::Message;
@@ -250,11 +252,13 @@ async fn connection<P: Plugin>(
         link.serving.fetch_add(1, Ordering::SeqCst);
         in_flight.begin();
         tokio::spawn(async move {
-            // A panic in a handler must still answer the host: run it as a task of its own.
+            // A panic while handling must still answer the host. Plugin code's own panics
+            // are caught where it runs (`Service::blocking`); this catches the rest, in
+            // place (a task of its own would cost a hand-off per request).
             let host = host_calls.then(|| link.clone());
-            let handled = tokio::spawn(async move { dispatch(&*service, host, kind, &body).await }).await;
-            let handled = handled.unwrap_or_else(|error| {
-                Err(tonic::Status::internal(format!("the plugin panicked while serving a request: {error}")))
+            let handled = AssertUnwindSafe(dispatch(&*service, host, kind, &body)).catch_unwind().await;
+            let handled = handled.unwrap_or_else(|_| {
+                Err(tonic::Status::internal("the plugin panicked while serving a request"))
             });
             let (reply_kind, reply) = match handled {
                 Ok(reply) => (REPLY_OK, reply),

@@ -68,6 +68,10 @@ pub(crate) struct Sockets {
     pub(crate) host: PathBuf,
 }
 
+/// The settings that choose where private directories are made, named in errors.
+const SOCKET_DIR_SETTINGS: &str =
+    "HostConfig::process_socket_dir, [process] socket_dir in plugbay.toml, else TMPDIR";
+
 impl Sockets {
     /// A new private directory (mode 0700) in `parent` (default: the system's temporary
     /// directory) with the two socket paths in it. The directory is named after the plugin
@@ -82,8 +86,7 @@ impl Sockets {
             .map_err(|error| {
                 Error::precondition(format!(
                     "cannot create the plugin's private directory in {} (the process socket \
-                     directory: HostConfig::process_socket_dir, [process] socket_dir in \
-                     plugbay.toml, else TMPDIR): {error}",
+                     directory: {SOCKET_DIR_SETTINGS}): {error}",
                     parent.display()
                 ))
             })?;
@@ -92,8 +95,7 @@ impl Sockets {
         if plugin.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(Error::precondition(format!(
                 "the plugin's socket path {} is {} bytes, more than the {MAX_SOCKET_PATH} a Unix socket \
-                 path may have; use a shorter directory (HostConfig::process_socket_dir, \
-                 [process] socket_dir in plugbay.toml, or TMPDIR)",
+                 path may have; use a shorter directory ({SOCKET_DIR_SETTINGS})",
                 plugin.display(),
                 plugin.as_os_str().len()
             )));
