@@ -11,6 +11,7 @@ mod examples;
 mod lifecycle;
 mod manifests;
 mod native;
+mod pipeline;
 mod process;
 mod python;
 mod reload;

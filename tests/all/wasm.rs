@@ -627,10 +627,7 @@ async fn c_text_tools_wasm_serves_text_transform_beside_the_native_one() {
         ("upper", Payload::with_type(&b"plain text"[..], plugbay_core::ContentType::TEXT)),
     ] {
         let answer = async |plugin: &str| {
-            let call = Call {
-                target: plugbay_core::Target::parse(&format!("plugin:{plugin}")),
-                ..Call::new("x@1", method, payload.clone())
-            };
+            let call = Call::new(&format!("plugin:{plugin}"), method, payload.clone());
             host.invoke(call).await.unwrap_or_else(|error| panic!("{plugin} {method}: {error}"))
         };
         let (native, wasm) = (answer("text-tools").await, answer("text-tools-wasm").await);
@@ -646,10 +643,7 @@ async fn c_text_tools_wasm_serves_text_transform_beside_the_native_one() {
         }
     }
     let error = host
-        .invoke(Call {
-            target: plugbay_core::Target::parse("plugin:text-tools-wasm"),
-            ..Call::new("x@1", "upper", Payload::json(&42).unwrap())
-        })
+        .invoke(Call::new("plugin:text-tools-wasm", "upper", Payload::json(&42).unwrap()))
         .await
         .unwrap_err();
     assert_error(&error, Code::InvalidArgument, &["expects a JSON string"]);

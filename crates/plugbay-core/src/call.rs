@@ -154,7 +154,9 @@ impl Deadline {
     }
 }
 
-/// One call: `(target, method, payload, deadline)`.
+/// One call: `(target, method, payload, deadline)`, and how deep in plugin-to-plugin calls
+/// it was made (0 for a call from outside the plugins; the host sets it for calls that
+/// plugins make through the host API).
 #[derive(Debug, Clone)]
 pub struct Call {
     /// Who to call.
@@ -166,12 +168,39 @@ pub struct Call {
     /// When the caller stops waiting; `None` uses the plugin's `limits.timeout_ms`
     /// (or the host default). Native calls cannot be pre-empted: see the runtime docs.
     pub deadline: Option<Deadline>,
+    /// Plugin-to-plugin hops that led to this call (see [`Call::depth`]).
+    depth: u32,
 }
 
 impl Call {
     /// A call to a capability (or `plugin:<id>`, see [`Target::parse`]).
     pub fn new(target: &str, method: impl Into<String>, payload: Payload) -> Call {
-        Call { target: Target::parse(target), method: method.into(), payload, deadline: None }
+        Call::to(Target::parse(target), method, payload)
+    }
+
+    /// A call to an already parsed [`Target`].
+    pub fn to(target: Target, method: impl Into<String>, payload: Payload) -> Call {
+        Call { target, method: method.into(), payload, deadline: None, depth: 0 }
+    }
+
+    /// Sets the deadline (`None`: the plugin's `limits.timeout_ms`, else the host default).
+    pub fn with_deadline(mut self, deadline: Option<Deadline>) -> Call {
+        self.deadline = deadline;
+        self
+    }
+
+    /// How many plugin-to-plugin calls through the host led to this one: 0 for a call
+    /// from outside the plugins, `n + 1` for a call a plugin makes while serving a call of
+    /// depth `n`. The host refuses a call deeper than [`crate::HostConfig::max_call_depth`]
+    /// with `resource_exhausted`, the same way for every runtime.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// This call, made by a plugin while it served a call of depth `parent`.
+    pub(crate) fn nested_in(mut self, parent: u32) -> Call {
+        self.depth = parent.saturating_add(1);
+        self
     }
 
     /// Sets a deadline `timeout` from now.

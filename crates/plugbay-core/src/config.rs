@@ -7,7 +7,18 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// How a [`crate::Host`] is set up. Every field documents its default; `Default` reads no
-/// environment.
+/// environment. Built with [`HostConfig::with_plugin_dir`] (or `default()`) and the
+/// `with_*` setters, so a new setting is never a breaking change:
+///
+/// ```
+/// use std::time::Duration;
+/// use plugbay_core::HostConfig;
+///
+/// let config = HostConfig::with_plugin_dir("plugins")
+///     .with_default_timeout(Duration::from_secs(5))
+///     .with_watch(true);
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
     /// Folders scanned by [`crate::Host::load_all`], each holding one sub-folder per plugin.
@@ -93,6 +104,90 @@ impl HostConfig {
     /// A default configuration reading plugins from one folder.
     pub fn with_plugin_dir(dir: impl Into<PathBuf>) -> HostConfig {
         HostConfig { plugin_dirs: vec![dir.into()], ..HostConfig::default() }
+    }
+
+    /// Sets the folders [`crate::Host::load_all`] scans (see [`HostConfig::plugin_dirs`]).
+    pub fn with_plugin_dirs(mut self, plugin_dirs: Vec<PathBuf>) -> HostConfig {
+        self.plugin_dirs = plugin_dirs;
+        self
+    }
+
+    /// Sets the deadline of a call that sets none (see [`HostConfig::default_timeout`]).
+    pub fn with_default_timeout(mut self, default_timeout: Duration) -> HostConfig {
+        self.default_timeout = default_timeout;
+        self
+    }
+
+    /// Sets how long `stop` and `unload` wait for calls in flight (see [`HostConfig::drain_timeout`]).
+    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> HostConfig {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Sets the largest response a plugin may return (see [`HostConfig::max_payload_bytes`]).
+    pub fn with_max_payload_bytes(mut self, max_payload_bytes: usize) -> HostConfig {
+        self.max_payload_bytes = max_payload_bytes;
+        self
+    }
+
+    /// Sets the largest artifact the host reads (see [`HostConfig::max_artifact_bytes`]).
+    pub fn with_max_artifact_bytes(mut self, max_artifact_bytes: u64) -> HostConfig {
+        self.max_artifact_bytes = max_artifact_bytes;
+        self
+    }
+
+    /// Sets the capacity of the event queues (see [`HostConfig::event_queue`]).
+    pub fn with_event_queue(mut self, event_queue: usize) -> HostConfig {
+        self.event_queue = event_queue;
+        self
+    }
+
+    /// Sets how deep plugins may call each other through the host (see [`HostConfig::max_call_depth`]).
+    pub fn with_max_call_depth(mut self, max_call_depth: u32) -> HostConfig {
+        self.max_call_depth = max_call_depth;
+        self
+    }
+
+    /// Sets the configuration bytes handed to each plugin's init, by id (see [`HostConfig::plugin_config`]).
+    pub fn with_plugin_config(mut self, plugin_config: BTreeMap<String, Vec<u8>>) -> HostConfig {
+        self.plugin_config = plugin_config;
+        self
+    }
+
+    /// Sets whether `load_all` watches the plugins folders (see [`HostConfig::watch`]).
+    pub fn with_watch(mut self, watch: bool) -> HostConfig {
+        self.watch = watch;
+        self
+    }
+
+    /// Sets how long a changed folder must be quiet before it is acted on (see [`HostConfig::watch_debounce`]).
+    pub fn with_watch_debounce(mut self, watch_debounce: Duration) -> HostConfig {
+        self.watch_debounce = watch_debounce;
+        self
+    }
+
+    /// Sets how long a reload keeps the old version ready (see [`HostConfig::reload_probation`]).
+    pub fn with_reload_probation(mut self, reload_probation: Duration) -> HostConfig {
+        self.reload_probation = reload_probation;
+        self
+    }
+
+    /// Sets where compiled components are cached (see [`HostConfig::wasm_cache_dir`]).
+    pub fn with_wasm_cache_dir(mut self, wasm_cache_dir: Option<PathBuf>) -> HostConfig {
+        self.wasm_cache_dir = wasm_cache_dir;
+        self
+    }
+
+    /// Sets whether the wasm engine pools instance slots (see [`HostConfig::wasm_pooling`]).
+    pub fn with_wasm_pooling(mut self, wasm_pooling: bool) -> HostConfig {
+        self.wasm_pooling = wasm_pooling;
+        self
+    }
+
+    /// Sets where process plugins get their private directories (see [`HostConfig::process_socket_dir`]).
+    pub fn with_process_socket_dir(mut self, process_socket_dir: Option<PathBuf>) -> HostConfig {
+        self.process_socket_dir = process_socket_dir;
+        self
     }
 
     /// Checks every field; has no side effects.

@@ -45,6 +45,24 @@ pub enum CallOutcome {
     Pending(BoxFuture<'static, Result<Payload>>),
 }
 
+/// One call as an instance receives it: the method (already checked against the
+/// manifest's whitelist), the request, when the caller stops waiting, and the call's depth
+/// in plugin-to-plugin calls, which the runtime hands back with every call the plugin makes
+/// through the host API while it serves this one.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The request.
+    pub payload: &'a Payload,
+    /// When the caller stops waiting, if it set a deadline; runtimes that can pass it on
+    /// (process) or enforce it (wasm, by epoch interruption) do; native calls cannot be
+    /// pre-empted and ignore it.
+    pub deadline: Option<Instant>,
+    /// See [`Call::depth`].
+    pub depth: u32,
+}
+
 /// What a plugin says it is, from its `describe` operation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +124,12 @@ impl Description {
 pub struct Artifact<'a> {
     /// The accepted manifest.
     pub manifest: &'a Manifest,
-    /// Where the bytes came from (for messages).
+    /// The plugin folder: where a process plugin runs (its working directory), and what
+    /// relative `[permissions]` paths are resolved against, wherever the artifact sits
+    /// beneath it.
+    pub folder: &'a Path,
+    /// The artifact file, beneath `folder` (for messages, and the program a process plugin
+    /// runs).
     pub path: &'a Path,
     /// The artifact's bytes (empty when the runtime does not read them, see
     /// [`Runtime::reads_artifact`]).
@@ -208,14 +231,14 @@ pub trait Loaded: Send + Sync {
 /// still in flight keeps it (and its code) alive; out-of-process ones are also asked to
 /// stop through [`Instance::shutdown`].
 pub trait Instance: Send + Sync {
-    /// Starts a call. `method` has already been checked against the manifest's whitelist.
-    /// `deadline` is when the caller stops waiting, if it set one; runtimes that can pass it
-    /// on (process) or enforce it (wasm, by epoch interruption) do; native calls cannot be
-    /// pre-empted and ignore it.
-    fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome;
+    /// Starts a call (see [`Invocation`]). A call the plugin makes through the host API
+    /// while it serves this one must reach [`HostCallbacks`] as a [`Call`] nested in
+    /// `invocation.depth` ([`Call::depth`]).
+    fn call(&self, invocation: Invocation<'_>) -> CallOutcome;
 
     /// The zero-copy synchronous form: runs the call on this thread and lends the response
-    /// bytes and content type to `receive` before releasing them. `None` when this runtime
+    /// bytes and content type to `receive` before releasing them. Only the embedder makes
+    /// such calls, so their depth is 0. `None` when this runtime
     /// cannot serve calls synchronously (the default: out-of-process and wasm instances).
     fn call_borrowed(
         &self,

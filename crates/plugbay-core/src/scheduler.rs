@@ -34,9 +34,9 @@ pub(crate) struct Slot {
     pub(crate) recent: RecentCalls,
     /// Calls in a row that ran past their deadline (process): reset by any answer.
     pub(crate) timeouts_in_a_row: AtomicU64,
-    /// When the last call started (coarse clock, ms), tracked only for `[load]
-    /// idle_timeout_ms`.
-    last_call: Option<AtomicU64>,
+    /// Calls started so far, counted only for `[load] idle_timeout_ms` (the idle check
+    /// sees whether any call started since it last looked, on tokio's clock).
+    calls_started: Option<AtomicU64>,
     /// Why the host killed the instance, when it did (for the crash report).
     pub(crate) killed_because: parking_lot::Mutex<Option<String>>,
     /// Watches calls that run on the caller's thread (native), which cannot be pre-empted.
@@ -50,8 +50,10 @@ pub(crate) struct Slot {
     idle: Notify,
 }
 
-/// Why a closed slot refuses a call.
-const DRAINING: &str = "the plugin is stopping and takes no new calls";
+/// A closed slot refused a call at the door: the call never reached the plugin, so the
+/// pipeline may route it again (a reload or stop closed the slot after routing chose it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
 
 /// How many calls at once a [`CallWatch`] tracks; more concurrent calls run untracked.
 const WATCHED_CALLS: usize = 16;
@@ -136,10 +138,9 @@ impl Slot {
             max: max as usize,
             waiting: AtomicUsize::new(0),
         });
-        let last_call =
-            (manifest.load.idle_timeout_ms > 0).then(|| AtomicU64::new(supervisor::coarse_now_ms()));
+        let calls_started = (manifest.load.idle_timeout_ms > 0).then(|| AtomicU64::new(0));
         Slot {
-            last_call,
+            calls_started,
             plugin: Arc::from(manifest.plugin.id.as_str()),
             instance,
             watch: (manifest.plugin.runtime == RuntimeKind::Native).then(CallWatch::default),
@@ -164,14 +165,14 @@ impl Slot {
             && self.manifest.subscribes.topics.iter().any(|pattern| crate::bus::topic_matches(pattern, topic))
     }
 
-    /// Counts a call in; refused once the slot is draining.
-    pub(crate) fn enter(&self) -> Result<InFlight<'_>> {
+    /// Counts a call in; refused with [`Closed`] once the slot is draining.
+    pub(crate) fn enter(&self) -> Result<InFlight<'_>, Closed> {
         if !self.accepting.load(Ordering::SeqCst) {
-            return Err(self.draining_error());
+            return Err(Closed);
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if let Some(last_call) = &self.last_call {
-            last_call.store(supervisor::coarse_now_ms(), Ordering::Relaxed);
+        if let Some(calls_started) = &self.calls_started {
+            calls_started.fetch_add(1, Ordering::Relaxed);
         }
         let (watched, started_ms) = match &self.watch {
             Some(watch) => {
@@ -185,7 +186,7 @@ impl Slot {
         // see its flag, never neither.
         if !self.accepting.load(Ordering::SeqCst) {
             drop(guard);
-            return Err(self.draining_error());
+            return Err(Closed);
         }
         Ok(guard)
     }
@@ -229,15 +230,9 @@ impl Slot {
         self.watch.as_ref().is_some_and(CallWatch::is_stuck)
     }
 
-    fn draining_error(&self) -> Error {
-        Error::unavailable(DRAINING).with_plugin(&*self.plugin)
-    }
-
-    /// Whether `error` is this slot refusing a call at the door because it closed after the
-    /// call was routed to it (a reload or stop in between): the call never reached the
-    /// plugin, so routing it again is safe.
-    pub(crate) fn turned_away(&self, error: &Error) -> bool {
-        !self.accepting.load(Ordering::SeqCst) && error.message() == DRAINING
+    /// The error of a call refused because the slot closed ([`Closed`]).
+    pub(crate) fn draining_error(&self) -> Error {
+        Error::unavailable("the plugin is stopping and takes no new calls").with_plugin(&*self.plugin)
     }
 
     /// Calls in flight now.
@@ -245,9 +240,9 @@ impl Slot {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// When the last call started (coarse clock, ms); 0 when not tracked.
-    pub(crate) fn last_call_ms(&self) -> u64 {
-        self.last_call.as_ref().map_or(0, |last| last.load(Ordering::Relaxed))
+    /// Calls started on this slot so far; 0 when not tracked (no `[load] idle_timeout_ms`).
+    pub(crate) fn calls_started(&self) -> u64 {
+        self.calls_started.as_ref().map_or(0, |started| started.load(Ordering::Relaxed))
     }
 
     /// Takes new calls again (a rolled-back reload's old version).

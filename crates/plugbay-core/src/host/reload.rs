@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ErrorInfo, Host, HostInner, PluginEntry, read_manifest};
+use super::lifecycle::read_manifest;
+use super::{ErrorInfo, Host, HostInner, PluginEntry};
 use crate::bus::Event;
-use crate::call::{Payload, Target};
+use crate::call::Payload;
 use crate::error::{Error, Result};
 use crate::lifecycle::State;
 use crate::manifest::Manifest;
-use crate::runtime::{CallOutcome, Loaded};
+use crate::runtime::{CallOutcome, Invocation, Loaded};
 use crate::scheduler::Slot;
 use crate::watch;
 
@@ -71,7 +72,7 @@ impl Host {
     /// `not_found` for an unknown id; why the new version was refused (the old one keeps
     /// serving).
     pub async fn reload(&self, id: &str) -> Result<()> {
-        let entry = self.inner.find(id)?;
+        let entry = self.inner.registry.find(id)?;
         let _operation = entry.operation.lock().await;
         self.inner.reload_locked(&entry).await
     }
@@ -93,7 +94,7 @@ impl Host {
         *watcher = Some(watch::start(&roots, changes)?);
         let host = Arc::downgrade(&self.inner);
         let quiet = self.inner.config.watch_debounce;
-        self.inner.handle.spawn(watch::debounce(notices, quiet, move |folder| {
+        self.inner.spawn(watch::debounce(notices, quiet, move |folder| {
             let host = host.clone();
             async move {
                 if let Some(host) = host.upgrade() {
@@ -108,7 +109,7 @@ impl Host {
     /// running -> reloaded. Failures are in the plugin's listing and events, not returned.
     async fn folder_changed(&self, folder: &Path) {
         let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let known = self.inner.plugins.lock().get(folder).cloned();
+        let known = self.inner.registry.get(folder);
         let result = match known {
             Some(entry) if !folder.is_dir() => {
                 let _operation = entry.operation.lock().await;
@@ -232,7 +233,7 @@ impl HostInner {
         }
         if let Some(earlier) = earlier {
             // A reload during another's probation: that older version is done.
-            retire(earlier.old_slots, self.config.drain_timeout);
+            self.retire(earlier.old_slots, self.config.drain_timeout);
         }
         tracing::info!(plugin = %name, "reloaded: {from} -> {to}; the previous version is on probation");
         self.announce_reload(
@@ -247,8 +248,14 @@ impl HostInner {
     async fn smoke_test(&self, slots: &[Arc<Slot>], manifest: &Manifest) -> Result<()> {
         let (Some(method), Some(slot)) = (&manifest.load.smoke_method, slots.first()) else { return Ok(()) };
         let payload = Payload::bytes(manifest.load.smoke_payload.clone().into_bytes());
-        let timeout = self.timeout_of(slot);
-        let result = match slot.instance.call(method, &payload, Some(std::time::Instant::now() + timeout)) {
+        let timeout = self.rules.timeout_of(slot);
+        let invocation = Invocation {
+            method,
+            payload: &payload,
+            deadline: Some(std::time::Instant::now() + timeout),
+            depth: 0,
+        };
+        let result = match slot.instance.call(invocation) {
             CallOutcome::Done(result) => result,
             CallOutcome::Pending(future) => {
                 tokio::time::timeout(timeout, future).await.unwrap_or_else(|_| {
@@ -267,7 +274,7 @@ impl HostInner {
     fn end_probation_later(&self, entry: &Arc<PluginEntry>, new_slots: Vec<Arc<Slot>>) {
         let (host, entry) = (self.me.clone(), entry.clone());
         let probation = self.config.reload_probation;
-        self.handle.spawn(async move {
+        self.spawn(async move {
             tokio::time::sleep(probation).await;
             let Some(host) = host.upgrade() else { return };
             let _operation = entry.operation.lock().await;
@@ -287,7 +294,7 @@ impl HostInner {
                     to: version_of(&entry),
                     reason: String::new(),
                 };
-                retire(ended.old_slots, host.config.drain_timeout);
+                host.retire(ended.old_slots, host.config.drain_timeout);
                 host.announce_reload("completed", event);
             }
         });
@@ -311,7 +318,7 @@ impl HostInner {
         if let Some(first) = probation.old_slots.first() {
             self.snapshot_periodically(entry, first);
         }
-        retire(dropped, Duration::ZERO);
+        self.retire(dropped, Duration::ZERO);
         tracing::warn!(plugin = %id, "reload rolled back: {reason}");
         let event = ReloadEvent {
             plugin: id,
@@ -341,31 +348,22 @@ impl HostInner {
             return false;
         }
         let entry = self.entry_for(folder, name);
-        let id = manifest.plugin.id.clone();
-        let mut lazy = self.lazy.lock();
-        lazy.insert(format!("plugin:{id}"), entry.clone());
-        for capability in manifest.provides.keys() {
-            lazy.insert(capability.clone(), entry.clone());
-        }
+        self.registry.wake_on_call(&entry, &manifest);
         let mut status = entry.status.lock();
         status.lazy = true;
-        status.id = id;
+        status.id = manifest.plugin.id.clone();
         status.manifest = Some(manifest);
         true
     }
 
     /// Stops `entry` from being woken by calls (its folder changed or went away).
     pub(super) fn forget_lazy(&self, entry: &Arc<PluginEntry>) {
-        self.lazy.lock().retain(|_, e| !Arc::ptr_eq(e, entry));
+        self.registry.forget_lazy(entry);
     }
 
     /// The lazy plugin a call to `target` would wake, if any.
-    pub(super) fn lazy_entry(&self, target: &Target) -> Option<Arc<PluginEntry>> {
-        let key = match target {
-            Target::Capability(capability) => capability.clone(),
-            Target::Plugin(id) => format!("plugin:{id}"),
-        };
-        self.lazy.lock().get(&key).cloned()
+    pub(super) fn lazy_entry(&self, target: &crate::call::Target) -> Option<Arc<PluginEntry>> {
+        self.registry.lazy_entry(target)
     }
 
     /// Loads a lazy plugin for its first call. Concurrent first calls wait for one load.
@@ -388,16 +386,19 @@ impl HostInner {
     }
 
     /// With `[load] idle_timeout_ms`, unloads the plugin once no call has started for that
-    /// long (and none runs); the next call loads it again.
+    /// long (and none runs); the next call loads it again. Measured on tokio's clock only,
+    /// so it runs under a paused clock in tests.
     fn unload_when_idle(&self, entry: &Arc<PluginEntry>) {
         let Some(manifest) = entry.status.lock().manifest.clone() else { return };
-        let idle = manifest.load.idle_timeout_ms;
-        if idle == 0 {
+        let idle_ms = manifest.load.idle_timeout_ms;
+        if idle_ms == 0 {
             return;
         }
         let (host, entry) = (self.me.clone(), entry.clone());
-        self.handle.spawn(async move {
-            let check_every = Duration::from_millis((idle / 4).max(25));
+        let idle = Duration::from_millis(idle_ms);
+        self.spawn(async move {
+            let check_every = Duration::from_millis((idle_ms / 4).max(25));
+            let (mut seen, mut quiet_since) = (None, tokio::time::Instant::now());
             loop {
                 tokio::time::sleep(check_every).await;
                 let Some(host) = host.upgrade() else { return };
@@ -408,17 +409,19 @@ impl HostInner {
                     }
                     status.slots.clone()
                 };
-                let now = crate::supervisor::coarse_now_ms();
-                let quiet = slots
-                    .iter()
-                    .all(|slot| slot.in_flight() == 0 && now.saturating_sub(slot.last_call_ms()) >= idle);
-                if !quiet {
+                let started: u64 = slots.iter().map(|slot| slot.calls_started()).sum();
+                let busy = slots.iter().any(|slot| slot.in_flight() > 0);
+                if busy || seen != Some(started) {
+                    (seen, quiet_since) = (Some(started), tokio::time::Instant::now());
+                    continue;
+                }
+                if quiet_since.elapsed() < idle {
                     continue;
                 }
                 let _operation = entry.operation.lock().await;
                 if entry.status.lock().state == State::Running {
                     let reason = format!(
-                        "no call for {idle} ms ([load] idle_timeout_ms); loaded again on the next call"
+                        "no call for {idle_ms} ms ([load] idle_timeout_ms); loaded again on the next call"
                     );
                     let _ = host.unload_locked(&entry, &reason).await;
                 }
@@ -433,19 +436,21 @@ fn version_of(entry: &PluginEntry) -> String {
     entry.status.lock().manifest.as_ref().map(|m| m.plugin.version.to_string()).unwrap_or_default()
 }
 
-/// Lets `slots` finish their calls (up to `drain`), then shuts them down, in the
-/// background.
-fn retire(slots: Vec<Arc<Slot>>, drain: Duration) {
-    if slots.is_empty() {
-        return;
+impl HostInner {
+    /// Lets `slots` finish their calls (up to `drain`), then shuts them down, in the
+    /// background.
+    fn retire(&self, slots: Vec<Arc<Slot>>, drain: Duration) {
+        if slots.is_empty() {
+            return;
+        }
+        self.spawn(async move {
+            let deadline = tokio::time::Instant::now() + drain;
+            for slot in &slots {
+                slot.drain(deadline).await;
+            }
+            for slot in &slots {
+                slot.instance.shutdown().await;
+            }
+        });
     }
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + drain;
-        for slot in &slots {
-            slot.drain(deadline).await;
-        }
-        for slot in &slots {
-            slot.instance.shutdown().await;
-        }
-    });
 }

@@ -32,7 +32,7 @@ pub(super) async fn watch_stuck_calls(host: Weak<HostInner>) {
         let table = host.scheduler.snapshot();
         for slot in table.slots() {
             let Some(watch) = &slot.watch else { continue };
-            let timeout_ms = host.timeout_of(slot).as_millis() as u64;
+            let timeout_ms = host.rules.timeout_of(slot).as_millis() as u64;
             let newly = watch.check(now_ms, timeout_ms);
             if newly > 0 {
                 tracing::warn!(
@@ -83,7 +83,7 @@ impl HostInner {
         let Some(died) = slot.instance.died() else { return };
         let (host, entry, watched) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
         let health = slot.manifest.health.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let death = tokio::select! {
                 death = died => match watched.upgrade().and_then(|slot| slot.killed_because.lock().take()) {
                     Some(why) => Death { reason: format!("{why}: {}", death.reason), clean: false },
@@ -221,7 +221,7 @@ impl HostInner {
             return;
         }
         let (host, entry) = (self.me.clone(), entry.clone());
-        tokio::spawn(async move {
+        self.spawn(async move {
             tokio::time::sleep(delay).await;
             let Some(host) = host.upgrade() else { return };
             let _operation = entry.operation.lock().await;
@@ -245,7 +245,7 @@ impl HostInner {
     /// keep serving.
     fn replace_instance(&self, entry: &Arc<PluginEntry>, index: usize, delay: Duration) {
         let (host, entry) = (self.me.clone(), entry.clone());
-        tokio::spawn(async move {
+        self.spawn(async move {
             tokio::time::sleep(delay).await;
             let Some(host) = host.upgrade() else { return };
             let _operation = entry.operation.lock().await;
@@ -329,7 +329,7 @@ impl HostInner {
             return;
         }
         let (host, entry, watched) = (self.me.clone(), entry.clone(), Arc::downgrade(slot));
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_millis(interval));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
@@ -346,26 +346,6 @@ impl HostInner {
                 host.take_snapshot(&id, &slot).await;
             }
         });
-    }
-
-    /// Counts calls in a row that ran past their deadline on a process instance; after
-    /// `[health] failures` of them the instance counts as hung: it is killed (SIGCONT,
-    /// SIGKILL) and restarted under its policy. Any answer resets the count.
-    pub(super) fn count_timeouts<T>(&self, slot: &Slot, result: &crate::error::Result<T>) {
-        use std::sync::atomic::Ordering;
-        let timed_out = matches!(result, Err(error) if error.code() == Code::DeadlineExceeded);
-        if !timed_out {
-            slot.timeouts_in_a_row.store(0, Ordering::Relaxed);
-            return;
-        }
-        let count = slot.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-        let limit = u64::from(slot.manifest.health.failures);
-        if count == limit && slot.instance.died().is_some() {
-            let why = format!("{count} calls in a row ran past their deadline; the process was killed");
-            tracing::warn!(plugin = %slot.plugin, "{why}");
-            *slot.killed_because.lock() = Some(why);
-            slot.instance.kill();
-        }
     }
 
     /// Whether a failed call may run again elsewhere: its instance died under it and the

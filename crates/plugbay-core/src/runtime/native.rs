@@ -31,12 +31,12 @@ use parking_lot::Mutex;
 use plugbay_abi::{self as abi, Buf, CallV1, EventV1, HostApiV1, Output, PluginV1, Str};
 
 use crate::bus::Event;
-use crate::call::{Call, ContentType, Payload, Target};
+use crate::call::{Call, ContentType, Payload};
 use crate::error::{Code, Error, Result};
 use crate::manifest::RuntimeKind;
 use crate::runtime::{
-    Artifact, BoxFuture, CallOutcome, Description, HostCallbacks, Instance, InstanceContext, Loaded,
-    LogLevel, Runtime,
+    Artifact, BoxFuture, CallOutcome, Description, HostCallbacks, Instance, InstanceContext, Invocation,
+    Loaded, LogLevel, Runtime,
 };
 
 #[cfg(target_os = "linux")]
@@ -565,8 +565,31 @@ fn content_type_of(raw: &[u8], request: &ContentType) -> Result<ContentType> {
     }
 }
 
+thread_local! {
+    /// The depth ([`Call::depth`]) of the native call this thread is serving: the plugin's
+    /// host API `invoke` runs on the same thread, inside that call, one deeper.
+    static SERVING_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets [`SERVING_DEPTH`] for one call and puts the outer call's back when dropped.
+struct Serving(u32);
+
+impl Serving {
+    fn at(depth: u32) -> Serving {
+        Serving(SERVING_DEPTH.replace(depth))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING_DEPTH.set(self.0);
+    }
+}
+
 impl Instance for NativeInstance {
-    fn call(&self, method: &str, payload: &Payload, _deadline: Option<std::time::Instant>) -> CallOutcome {
+    fn call(&self, invocation: Invocation<'_>) -> CallOutcome {
+        let Invocation { method, payload, depth, .. } = invocation;
+        let _serving = Serving::at(depth);
         CallOutcome::Done(self.call_raw(
             method,
             &payload.bytes,
@@ -587,6 +610,7 @@ impl Instance for NativeInstance {
         content_type: &str,
         receive: &mut dyn FnMut(&[u8], &str),
     ) -> Option<Result<()>> {
+        let _serving = Serving::at(0);
         Some(self.call_raw(method, payload, content_type, |bytes, ct| {
             let ct = if ct.is_empty() {
                 content_type
@@ -803,12 +827,8 @@ unsafe extern "C" fn host_invoke(
                 payload.as_bytes(),
             )
         };
-        let call = Call {
-            target: Target::parse(target),
-            method: method.to_owned(),
-            payload: Payload::with_type(Bytes::copy_from_slice(bytes), ContentType::new(content_type)),
-            deadline: None,
-        };
+        let payload = Payload::with_type(Bytes::copy_from_slice(bytes), ContentType::new(content_type));
+        let call = Call::new(target, method, payload).nested_in(SERVING_DEPTH.get());
         ctx.callbacks.invoke(&ctx.plugin, call).map(Some)
     });
     // SAFETY: the plugin passes a writable output or NULL.

@@ -31,7 +31,8 @@ use crate::call::{ContentType, Payload};
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Manifest, ProcessTransport, RuntimeKind};
 use crate::runtime::{
-    Artifact, BoxFuture, CallOutcome, Death, Description, Instance, InstanceContext, Loaded, Runtime,
+    Artifact, BoxFuture, CallOutcome, Death, Description, Instance, InstanceContext, Invocation, Loaded,
+    Runtime,
 };
 use crate::sandbox;
 use client::PluginClient;
@@ -74,7 +75,9 @@ impl Runtime for ProcessRuntime {
             let program = std::path::absolute(artifact.path).map_err(|error| {
                 Error::internal(format!("cannot resolve {}: {error}", artifact.path.display()))
             })?;
-            let folder = program.parent().unwrap_or(&program).to_path_buf();
+            let folder = std::path::absolute(artifact.folder).map_err(|error| {
+                Error::internal(format!("cannot resolve {}: {error}", artifact.folder.display()))
+            })?;
             let spec = Spec {
                 manifest: artifact.manifest.clone(),
                 folder,
@@ -355,7 +358,8 @@ impl ProcessInstance {
 }
 
 impl Instance for ProcessInstance {
-    fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome {
+    fn call(&self, invocation: Invocation<'_>) -> CallOutcome {
+        let Invocation { method, payload, deadline, .. } = invocation;
         if let Some(exit) = self.started.running.exited.borrow().clone() {
             return CallOutcome::Done(Err(self.gone(&exit)));
         }

@@ -36,7 +36,7 @@ mod instance;
 mod limits;
 mod state;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{HasSelf, Linker};
@@ -128,8 +128,7 @@ impl WasmRuntime {
         let component = self.component(&engine, bytes).await.map_err(|error| error.with_file(path))?;
         let manifest = artifact.manifest;
         let plugin: Arc<str> = Arc::from(manifest.plugin.id.as_str());
-        let grants =
-            Grants::resolve(&manifest.permissions, &plugin_folder(path, &manifest.plugin.entry), &plugin)?;
+        let grants = Grants::resolve(&manifest.permissions, artifact.folder, &plugin)?;
         grants.check_imports(&component, engine.engine())?;
         let pre = self
             .linker(&engine)?
@@ -187,12 +186,6 @@ impl Runtime for WasmRuntime {
     fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>> {
         Box::pin(async move { self.open(artifact).await.map(|loaded| Arc::new(loaded) as Arc<dyn Loaded>) })
     }
-}
-
-/// The plugin folder: the artifact's path without the `entry` components.
-fn plugin_folder(artifact: &Path, entry: &str) -> PathBuf {
-    let depth = Path::new(entry).components().count();
-    artifact.ancestors().nth(depth).unwrap_or(artifact).to_owned()
 }
 
 /// A compiled, linked and described component.

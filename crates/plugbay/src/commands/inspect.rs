@@ -155,7 +155,7 @@ fn native_table(folder: &Path, manifest: &Manifest) -> NativeReport {
     let file_name = platform::native_library_file_name(&manifest.plugin.entry);
     let path = folder.join(&file_name);
     let result = safe_fs::read_beneath(folder, Path::new(&file_name), 256 << 20, Code::ResourceExhausted)
-        .and_then(|bytes| native::inspect(Artifact { manifest, path: &path, bytes }));
+        .and_then(|bytes| native::inspect(Artifact { manifest, folder, path: &path, bytes }));
     match result {
         Ok(table) => NativeReport { table: Some(table), error: None },
         Err(error) => NativeReport { table: None, error: Some(ErrorInfo::from(&error)) },

@@ -13,7 +13,7 @@ use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::host_service_server::{HostService, HostServiceServer};
 use tokio::sync::oneshot;
 
-use crate::call::{Call, ContentType, Payload, Target};
+use crate::call::{Call, ContentType, Payload};
 use crate::error::{Error, Result};
 use crate::runtime::{HostCallbacks, LogLevel};
 
@@ -173,12 +173,9 @@ impl HostService for Callbacks {
             )));
         }
         let request = request.into_inner();
-        let call = Call {
-            target: Target::parse(&request.target),
-            method: request.method,
-            payload: Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type)),
-            deadline: None,
-        };
+        let payload =
+            Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type));
+        let call = Call::new(&request.target, request.method, payload);
         let response = callbacks.invoke_async(&self.0.plugin, call).await.map_err(status)?;
         Ok(tonic::Response::new(pb::InvokeResponse {
             payload: response.bytes.to_vec(),

@@ -44,7 +44,9 @@ use crate::runtime::wasm::engine::WasmEngine;
 use crate::runtime::wasm::inline::{self, InlineExports, InlineFunctions};
 use crate::runtime::wasm::limits::{MemoryLimiter, guest_failure};
 use crate::runtime::wasm::state::StateExports;
-use crate::runtime::{CallOutcome, Description, HostCallbacks, Instance, InstanceContext, LogLevel};
+use crate::runtime::{
+    CallOutcome, Description, HostCallbacks, Instance, InstanceContext, Invocation, LogLevel,
+};
 
 /// What every instance of one loaded plugin shares.
 pub(crate) struct Shared {
@@ -84,6 +86,7 @@ impl Shared {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(&self.limits),
             deadline: Some(deadline),
+            depth: 0,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -143,6 +146,9 @@ pub(crate) struct StoreState {
     /// The deadline of the operation running in this store, passed on to the calls the
     /// guest makes through the host, so a guest waiting on another plugin gives up with it.
     deadline: Option<Instant>,
+    /// The depth of the call running in this store ([`Call::depth`]), so the calls the
+    /// guest makes through the host are one deeper (0 for other operations).
+    depth: u32,
 }
 
 impl WasiView for StoreState {
@@ -253,7 +259,9 @@ impl InstanceInner {
     /// Sets `live`'s epoch deadline and the deadline its host calls pass on.
     fn arm(&self, live: &mut Live, deadline: Instant) {
         live.store.set_epoch_deadline(self.shared.engine.ticks_until(deadline));
-        live.store.data_mut().deadline = Some(deadline);
+        let state = live.store.data_mut();
+        state.deadline = Some(deadline);
+        state.depth = 0;
     }
 
     /// The deadline of a call that brought none: the plugin's `limits.timeout_ms`, else the
@@ -427,7 +435,7 @@ impl InstanceInner {
                 content_type: ContentType::new(content_type),
                 bytes: Bytes::copy_from_slice(payload),
             };
-            let call = self.call_locked(&mut slot, method, &payload, deadline);
+            let call = self.call_locked(&mut slot, method, &payload, deadline, 0);
             return Some(
                 run_to_completion(call).map(|output| receive(&output.bytes, output.content_type.as_str())),
             );
@@ -467,9 +475,15 @@ impl InstanceInner {
         }))
     }
 
-    async fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> Result<Payload> {
+    async fn call(
+        &self,
+        method: &str,
+        payload: &Payload,
+        deadline: Option<Instant>,
+        depth: u32,
+    ) -> Result<Payload> {
         self.with_slot(async |slot: &mut Option<Live>| {
-            self.call_locked(slot, method, payload, deadline).await
+            self.call_locked(slot, method, payload, deadline, depth).await
         })
         .await
     }
@@ -481,6 +495,7 @@ impl InstanceInner {
         method: &str,
         payload: &Payload,
         deadline: Option<Instant>,
+        depth: u32,
     ) -> Result<Payload> {
         let input = types::Payload {
             content_type: payload.content_type.as_str().to_owned(),
@@ -494,6 +509,7 @@ impl InstanceInner {
                 slot,
                 self.deadline(deadline),
                 async |live: &mut Live| {
+                    live.store.data_mut().depth = depth;
                     let (guest, store) = live.guest(&self.shared.indices)?;
                     guest.call_call(store, method, &input).await
                 },
@@ -543,7 +559,8 @@ impl InstanceInner {
 }
 
 impl Instance for WasmInstance {
-    fn call(&self, method: &str, payload: &Payload, deadline: Option<Instant>) -> CallOutcome {
+    fn call(&self, invocation: Invocation<'_>) -> CallOutcome {
+        let Invocation { method, payload, deadline, depth } = invocation;
         let mut response = None;
         let done = self.inner.call_inline(
             method,
@@ -564,7 +581,7 @@ impl Instance for WasmInstance {
             }));
         }
         let (inner, method, payload) = (self.inner.clone(), method.to_owned(), payload.clone());
-        CallOutcome::Pending(Box::pin(async move { inner.call(&method, &payload, deadline).await }))
+        CallOutcome::Pending(Box::pin(async move { inner.call(&method, &payload, deadline, depth).await }))
     }
 
     fn call_borrowed(
@@ -703,7 +720,9 @@ impl host::Host for StoreState {
             content_type: ContentType::new(payload.content_type),
             bytes: Bytes::from(payload.bytes),
         };
-        let call = Call { target, method, payload, deadline: self.deadline.map(Deadline::at) };
+        let call = Call::to(target, method, payload)
+            .with_deadline(self.deadline.map(Deadline::at))
+            .nested_in(self.depth);
         let reply =
             self.host_api()?.invoke_async(&self.plugin, call).await.map_err(|error| to_failure(&error))?;
         Ok(types::Payload {
