@@ -1,4 +1,5 @@
 //! Tests of manifest parsing and validation.
+use super::context::{Seg, field_name};
 use super::*;
 
 const PATH: &str = "plugins/log-processor/plugin.toml";
@@ -175,7 +176,7 @@ fn health_retry_and_backoff_are_read_and_checked() {
         Code::InvalidArgument,
         Some("health.interval_ms"),
         true,
-        "too short",
+        "5 is out of range; allowed: 0 (no checks) or 10 to 3600000",
     );
     expect_error(
         &format!("{MINIMAL}[health]\nfailures = 0\n"),
@@ -780,6 +781,54 @@ fn limits_and_restart_ranges() {
         true,
         "\"never\"",
     );
+}
+
+/// Every numeric field not covered by `limits_and_restart_ranges`, read by the one range
+/// check: the same message, the field named, the value's position.
+#[test]
+fn every_numeric_field_states_its_range_the_same_way() {
+    // (table, key, zero meaning, min, max)
+    let cases: [(&str, &str, Option<&str>, i64, i64); 10] = [
+        ("restart", "backoff_ms", None, 0, 600_000),
+        ("restart", "backoff_max_ms", None, 0, 3_600_000),
+        ("restart", "snapshot_interval_ms", Some("only on stop"), 10, 86_400_000),
+        ("health", "interval_ms", Some("no checks"), 10, 3_600_000),
+        ("health", "timeout_ms", None, 1, 600_000),
+        ("health", "failures", None, 1, 100),
+        ("load", "idle_timeout_ms", Some("never"), 100, 86_400_000),
+        ("process", "replicas", None, 1, 64),
+        ("process", "start_timeout_ms", None, 1, 600_000),
+        ("process", "shutdown_grace_ms", None, 0, 600_000),
+    ];
+    for (table, key, zero, min, max) in cases {
+        let allowed = match zero {
+            Some(meaning) => format!("allowed: 0 ({meaning}) or {min} to {max}"),
+            None => format!("allowed: {min} to {max}"),
+        };
+        let mut refused = vec![min - 1, max + 1, i64::MIN, i64::MAX];
+        if zero.is_some() {
+            refused.push(1);
+        }
+        for bad in refused {
+            let error = expect_error(
+                &format!("{MINIMAL}[{table}]\n{key} = {bad}\n"),
+                Code::InvalidArgument,
+                Some(&format!("{table}.{key}")),
+                true,
+                &format!("{bad} is out of range; {allowed}"),
+            );
+            assert_eq!(error.position(), Some((8, key.len() + 4)));
+        }
+        let mut accepted = vec![min, max];
+        if zero.is_some() {
+            accepted.push(0);
+        }
+        for good in accepted {
+            let manifest = parse(&format!("{MINIMAL}[{table}]\n{key} = {good}\n")).unwrap();
+            let json = serde_json::to_value(&manifest).unwrap();
+            assert_eq!(json[table][key], good, "{table}.{key} = {good}");
+        }
+    }
 }
 
 #[test]
