@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use plugbay_core::bus::LIFECYCLE_TOPIC;
-use plugbay_core::host::{RELOAD_TOPIC, ReloadEvent};
+use plugbay_core::events::{LIFECYCLE_TOPIC, RELOAD_TOPIC, ReloadEvent};
 use plugbay_core::platform::native_library_file_name as platform_library;
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::{PluginsDir, c_fixture_source, compile_c};

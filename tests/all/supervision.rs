@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use plugbay_core::supervisor::{ALERT_TOPIC, Alert};
+use plugbay_core::events::{ALERT_TOPIC, Alert};
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::PluginsDir;
 use serde_json::json;

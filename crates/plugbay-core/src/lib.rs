@@ -26,36 +26,43 @@
 //!   process with memory, deadline and stack limits and only the grants of
 //!   `[permissions]`. `process`: a separate program speaking gRPC.
 //! - **Lifecycle**: every plugin has a [`State`]; transitions are checked and published as
-//!   events on [`bus::LIFECYCLE_TOPIC`].
+//!   events on [`events::LIFECYCLE_TOPIC`]; [`events`] lists every topic the host publishes.
 //! - **Call**: [`Call`] = target (a capability like `text.transform@1`, or `plugin:<id>`),
 //!   method and [`Payload`]. [`Host::invoke`] routes it (round-robin across providers),
 //!   checks the method against the manifest's `[provides]` whitelist, and runs it.
-//!   [`Host::invoke_sync`] and [`Host::resolve`] are the synchronous fast paths.
+//!   [`Host::invoke_sync`] and [`Host::resolve`] are the synchronous fast paths. Every
+//!   entry point, and every call a plugin makes through the host, takes the same steps
+//!   (route, admit under `limits.max_concurrency`, deadline and call depth, run, metrics,
+//!   retry), so a rule holds on every path.
 //! - **Errors**: every failure is an [`Error`] with a gRPC-like [`Code`] and the plugin,
 //!   file, field or method it is about.
 #![deny(unsafe_code)] // allowed only in runtime/native.rs (the C ABI), sandbox/, runtime/wasm/cache.rs and runtime/wasm/inline.rs
 
-pub mod bus;
+mod bus;
 pub mod call;
+#[doc(hidden)] // the daemon's scan for `plugbay list`; not a stable API
 pub mod catalog;
 pub mod config;
 pub mod error;
-pub mod host;
+pub mod events;
+mod host;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;
 pub mod platform;
+#[doc(hidden)] // the runtimes' traits: implemented only inside this crate
 pub mod runtime;
+#[doc(hidden)] // read a file beneath a folder: the host's own file access
 pub mod safe_fs;
-pub mod sandbox;
+mod sandbox;
 mod scheduler;
-pub mod supervisor;
+mod supervisor;
 mod watch;
 
-pub use bus::{Event, LifecycleChange};
 pub use call::{Call, ContentType, Deadline, Payload, Target};
 pub use config::HostConfig;
 pub use error::{Code, Error, Result};
+pub use events::{Event, LifecycleChange};
 pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
 pub use lifecycle::State;
 pub use manifest::{

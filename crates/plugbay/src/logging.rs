@@ -52,6 +52,6 @@ pub fn init(format: LogFormat, verbose: u8) -> anyhow::Result<()> {
 fn is_load_failure(metadata: &Metadata<'_>) -> bool {
     metadata.is_event()
         && *metadata.level() == Level::WARN
-        && metadata.target() == "plugbay_core::host"
+        && metadata.target() == plugbay_core::events::LOAD_FAILURE_LOG_TARGET
         && metadata.fields().field("folder").is_some()
 }

@@ -113,7 +113,7 @@ impl HostInner {
 
     /// Marks a plugin failed with `error` (from any state that may fail).
     pub(super) fn fail(&self, entry: &PluginEntry, error: &Error) {
-        tracing::warn!(folder = %entry.folder.display(), "{error}");
+        tracing::warn!(target: crate::events::LOAD_FAILURE_LOG_TARGET, folder = %entry.folder.display(), "{error}");
         let state = entry.status.lock().state;
         if state.can_become(State::Failed) {
             let _ = self.transition(entry, State::Failed, error.to_string());

@@ -85,7 +85,7 @@ pub async fn crashes(args: &CrashesArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Failed);
         }
     };
-    let reports: Vec<plugbay_core::supervisor::CrashReport> =
+    let reports: Vec<plugbay_core::events::CrashReport> =
         serde_json::from_slice(&body).context("the daemon's crash reports are not what plugbay expects")?;
     if args.json {
         print_json(&reports)?;

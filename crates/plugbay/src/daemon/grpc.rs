@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt as _};
-use plugbay_core::{Call, ContentType, Error, Event, Host, Payload, PluginInfo, bus};
+use plugbay_core::{Call, ContentType, Error, Event, Host, Payload, PluginInfo, events};
 use plugbay_proto::host::v1 as pb;
 use plugbay_proto::host::v1::host_api_server::HostApi;
 use tokio::sync::mpsc;
@@ -266,7 +266,7 @@ impl HostApi for HostApiService {
             .filter_map(move |event| {
                 let event = event.ok().filter(|event| {
                     topics.is_empty()
-                        || topics.iter().any(|pattern| bus::topic_matches(pattern, &event.topic))
+                        || topics.iter().any(|pattern| events::topic_matches(pattern, &event.topic))
                 });
                 std::future::ready(event.map(|event| Ok(event_message(event))))
             })

@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use futures_util::future::{BoxFuture, Either};
 use futures_util::{Stream, StreamExt as _};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use plugbay_core::{Call, Code, ContentType, Event, Host, Payload, PluginInfo, bus};
+use plugbay_core::{Call, Code, ContentType, Event, Host, Payload, PluginInfo, events};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 use tower::Service;
@@ -424,7 +424,7 @@ async fn events(
     let pattern = query.topic.unwrap_or_else(|| "*".to_owned());
     let stream = BroadcastStream::new(state.host.subscribe())
         .filter_map(move |event| {
-            let event = event.ok().filter(|event| bus::topic_matches(&pattern, &event.topic));
+            let event = event.ok().filter(|event| events::topic_matches(&pattern, &event.topic));
             std::future::ready(event.map(|event| {
                 let json = serde_json::to_string(&EventJson::from(event)).unwrap_or_default();
                 Ok(SseEvent::default().event("event").data(json))
@@ -454,7 +454,7 @@ struct CrashesQuery {
 async fn crashes(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<CrashesQuery>, QueryRejection>,
-) -> Result<Json<Vec<plugbay_core::supervisor::CrashReport>>, ApiError> {
+) -> Result<Json<Vec<plugbay_core::events::CrashReport>>, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::new(Code::InvalidArgument, rejection.body_text()))?;
     Ok(Json(state.host.crashes(query.plugin.as_deref())))

@@ -50,7 +50,7 @@ pub struct PluginSchema {
 }
 
 /// A crash: an instance that died, failed its health checks, or failed to start under a
-/// restart policy (`plugbay_core::supervisor::CrashReport` serialised).
+/// restart policy (`plugbay_core::events::CrashReport` serialised).
 #[derive(ToSchema)]
 #[schema(as = Crash)]
 #[allow(dead_code)] // A description of JSON the library writes; never built here.
