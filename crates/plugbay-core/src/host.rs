@@ -29,6 +29,8 @@ mod link;
 mod registry;
 mod reload;
 mod supervise;
+#[cfg(test)]
+mod tests;
 
 use dispatch::CallRules;
 pub use dispatch::MethodHandle;

@@ -1,0 +1,158 @@
+//! Unit tests of the call pipeline with a fake [`Instance`] routed straight into a host, so
+//! deadlines, queues and retries run under tokio's paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::Host;
+use crate::call::{Call, Payload};
+use crate::config::HostConfig;
+use crate::error::{Code, Error};
+use crate::manifest::Manifest;
+use crate::metrics::PluginStats;
+use crate::runtime::{CallOutcome, Instance, Invocation};
+use crate::scheduler::Slot;
+
+/// An out-of-process-like instance: each call waits `delay` on tokio's clock, then echoes
+/// its payload; it can be made to die.
+struct Fake {
+    delay: Duration,
+    calls: AtomicUsize,
+    alive: AtomicBool,
+}
+
+impl Fake {
+    fn new(delay: Duration) -> Arc<Fake> {
+        Arc::new(Fake { delay, calls: AtomicUsize::new(0), alive: AtomicBool::new(true) })
+    }
+}
+
+impl Instance for Fake {
+    fn call(&self, invocation: Invocation<'_>) -> CallOutcome {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !self.alive.load(Ordering::SeqCst) {
+            return CallOutcome::Done(Err(Error::unavailable("the fake died")));
+        }
+        let (delay, payload) = (self.delay, invocation.payload.clone());
+        CallOutcome::Pending(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(payload)
+        }))
+    }
+
+    fn on_event(&self, _event: &crate::bus::Event) -> CallOutcome {
+        CallOutcome::Done(Ok(Payload::default()))
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+}
+
+/// A manifest for plugin `id` (a process plugin, so calls are awaited) with `extra` tables.
+fn manifest(id: &str, extra: &str) -> Arc<Manifest> {
+    let text = format!(
+        "[plugin]\nid = \"{id}\"\nversion = \"0.1.0\"\nruntime = \"process\"\nentry = \"prog\"\n\
+         [provides]\n\"fake@1\" = [\"echo\"]\n{extra}"
+    );
+    Arc::new(Manifest::parse(text.as_bytes(), std::path::Path::new("plugin.toml"), None).expect("manifest"))
+}
+
+/// A host with `instances` of plugin `id` routed for `fake@1`.
+fn host_with(id: &str, extra: &str, instances: &[Arc<Fake>]) -> Host {
+    let host = Host::build(HostConfig::with_plugin_dir("/nonexistent")).unwrap();
+    let manifest = manifest(id, extra);
+    let stats = Arc::new(PluginStats::for_manifest(&manifest));
+    let slots = instances
+        .iter()
+        .enumerate()
+        .map(|(index, instance)| {
+            let instance: Arc<dyn Instance> = instance.clone();
+            Arc::new(Slot::new(instance, manifest.clone(), "plugin.toml".into(), index, stats.clone()))
+        })
+        .collect();
+    host.inner.scheduler.insert(id, slots);
+    host
+}
+
+fn echo() -> Call {
+    Call::new("fake@1", "echo", Payload::bytes(&b"hi"[..]))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_past_its_timeout_is_cancelled_at_the_timeout_and_counted() {
+    let fake = Fake::new(Duration::from_secs(10));
+    let host = host_with("slow", "[limits]\ntimeout_ms = 2000\n", &[fake]);
+    let started = tokio::time::Instant::now();
+    let error = host.invoke(echo()).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    // The fake has no registry entry (no folder): its counters are read from its slot.
+    let slot = host.inner.scheduler.route(&crate::call::Target::parse("fake@1"), "echo").unwrap();
+    let echo = slot.stats.snapshot().into_iter().find(|m| m.method == "echo").unwrap();
+    assert_eq!((echo.calls, echo.errors), (1, vec![(Code::DeadlineExceeded, 1)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_concurrency_runs_one_queues_one_and_refuses_the_rest() {
+    let fake = Fake::new(Duration::from_secs(1));
+    let host = host_with("busy", "[limits]\nmax_concurrency = 1\n", std::slice::from_ref(&fake));
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn({
+                let host = host.clone();
+                async move { host.invoke(echo()).await }
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    let refused: Vec<_> = results.iter().filter_map(|result| result.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert_eq!(refused[0].code(), Code::ResourceExhausted);
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "the queued call ran after the first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_instance_retries_an_idempotent_method_once_elsewhere() {
+    let (dead, alive) = (Fake::new(Duration::ZERO), Fake::new(Duration::ZERO));
+    dead.alive.store(false, Ordering::SeqCst);
+    let host = host_with("pair", "[retry]\nidempotent = [\"echo\"]\n", &[dead.clone(), alive.clone()]);
+    for _ in 0..4 {
+        assert_eq!(&host.invoke(echo()).await.unwrap().bytes[..], b"hi");
+    }
+    // Every call was answered by the live one; those routed to the dead one first ran
+    // there once and once more on the live one.
+    assert_eq!(alive.calls.load(Ordering::SeqCst), 4);
+    assert!(dead.calls.load(Ordering::SeqCst) >= 1, "round-robin reaches the dead one too");
+    // Without the retry listing, the caller gets the failure.
+    let host = host_with("pair", "", &[dead.clone()]);
+    assert_eq!(host.invoke(echo()).await.unwrap_err().code(), Code::Unavailable);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_turned_away_by_a_closed_instance_goes_to_the_current_one() {
+    let (old, new) = (Fake::new(Duration::ZERO), Fake::new(Duration::ZERO));
+    let host = host_with("swap", "", std::slice::from_ref(&old));
+    let old_slot = host.inner.scheduler.route(&crate::call::Target::parse("fake@1"), "echo").unwrap();
+    // The old instance closes, but no new one is routed yet: the call is refused as
+    // draining, and the closed instance never saw it.
+    old_slot.close();
+    let error = host.invoke(echo()).await.unwrap_err();
+    assert_eq!(error.code(), Code::Unavailable);
+    assert_eq!(old.calls.load(Ordering::SeqCst), 0);
+    // Once the new instance is routed (a reload switched), a call routed to the closed
+    // one goes on to it.
+    let manifest = manifest("swap", "");
+    let stats = Arc::new(PluginStats::for_manifest(&manifest));
+    let instance: Arc<dyn Instance> = new.clone();
+    let fresh = Arc::new(Slot::new(instance, manifest, "plugin.toml".into(), 0, stats));
+    host.inner.scheduler.insert("swap", vec![fresh]);
+    let attempt = super::dispatch::run_here(&host.inner.rules, &old_slot, "echo", None, 0, |_| Some(Ok(())));
+    assert!(matches!(attempt, super::dispatch::Attempt::TurnedAway));
+    assert_eq!(&host.invoke(echo()).await.unwrap().bytes[..], b"hi");
+    assert_eq!((old.calls.load(Ordering::SeqCst), new.calls.load(Ordering::SeqCst)), (0, 1));
+}
