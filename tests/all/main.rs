@@ -16,4 +16,5 @@ mod python;
 mod reload;
 mod supervision;
 mod support;
+mod util;
 mod wasm;
