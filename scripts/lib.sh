@@ -70,3 +70,16 @@ ensure_schemathesis() {
     "$venv/bin/pip" install --quiet schemathesis
     "$venv/bin/schemathesis" --version >/dev/null
 }
+
+# cargo-nextest (crates.io), which runs each test in a process of its own; the suite also
+# passes under plain `cargo test`, which scripts/test.sh falls back to when the install
+# fails (offline, say). Returns 0 when `cargo nextest` can run.
+ensure_nextest() {
+    cargo nextest --version >/dev/null 2>&1 && return 0
+    echo "installing cargo-nextest (cargo install, from crates.io)"
+    if ! cargo install cargo-nextest --locked --quiet; then
+        echo "cannot install cargo-nextest; the tests run under cargo test instead" >&2
+        return 1
+    fi
+    cargo nextest --version >/dev/null 2>&1
+}

@@ -2,7 +2,7 @@
 # Runs plugbay's whole test suite on a fresh machine: installs what is missing (a C
 # compiler for the C plugins and the ABI layout check, clang/lld/wasi-libc for the C plugins
 # compiled to WebAssembly, python3's gRPC packages for the Python example plugin,
-# schemathesis for the HTTP API), then formatting and lint checks,
+# schemathesis for the HTTP API, cargo-nextest), then formatting and lint checks,
 # every unit and integration test, and the doctests. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ echo "== test plugins (built once, before the tests' time limits start)"
 cargo xtask testkit
 
 echo "== unit and integration tests"
-if cargo nextest --version >/dev/null 2>&1; then
+if ensure_nextest; then
     cargo nextest run --workspace --features "$SUITE_FEATURES" --no-fail-fast
 else
     cargo test --workspace --features "$SUITE_FEATURES" --no-fail-fast

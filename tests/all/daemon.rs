@@ -12,6 +12,8 @@ use plugbay_proto::host::v1 as pb;
 use plugbay_proto::host::v1::host_api_client::HostApiClient;
 use plugbay_testkit::{PluginsDir, plugbay_binary};
 
+use crate::util::eventually;
+
 /// A token long enough for the daemon.
 const TOKEN: &str = "test-token-0123456789";
 
@@ -44,11 +46,12 @@ impl Daemon {
             word.unwrap_or_else(|| panic!("no {key} in {line:?}")).parse().unwrap()
         };
         let daemon = Daemon { http: addr("http="), grpc: addr("grpc="), child };
-        let started = Instant::now();
-        while daemon.get("/readyz").status != 200 {
-            assert!(started.elapsed() < Duration::from_secs(20), "the daemon got ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(
+            Duration::from_secs(20),
+            "the daemon to be ready",
+            || daemon.get("/readyz"),
+            |answer| answer.status == 200,
+        );
         daemon
     }
 
@@ -99,14 +102,9 @@ impl Daemon {
 
     /// Waits for the process to exit and returns its status code.
     fn wait(mut self, limit: Duration) -> Option<i32> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(started.elapsed() < limit, "the daemon exited within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let exited =
+            eventually(limit, "the daemon to exit", || self.child.try_wait().unwrap(), Option::is_some);
+        exited.and_then(|status| status.code())
     }
 }
 
@@ -168,6 +166,18 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
         body = &body[end + 4 + size..];
     }
     out
+}
+
+/// How long a test waits for what the daemon does in the background.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// `plugbay_calls_total` of the fixture's `sleep` in the daemon's `/metrics` (0 before any).
+fn sleep_calls(daemon: &Daemon) -> u64 {
+    let text = String::from_utf8(daemon.get("/metrics").body).unwrap();
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix("plugbay_calls_total{plugin=\"fixture\",method=\"sleep\"} "));
+    line.map_or(0, |count| count.parse().unwrap())
 }
 
 fn fixture_dir() -> PluginsDir {
@@ -640,6 +650,49 @@ fn grpc_api_invokes_streams_manages_subscribes_and_reports_health() {
     });
 }
 
+/// `InvokeStream` runs at most 32 calls of a stream at once (`STREAM_CONCURRENCY` in
+/// crates/plugbay/src/daemon/grpc.rs) and reads no further message meanwhile. Two things
+/// show it. The plugin takes 32 calls at once (`max_concurrency = 32`), queues 32 more and
+/// turns away (`resource_exhausted`) any call beyond those: unbounded, 160 calls sent at
+/// once would see 96 turned away. And 160 calls of 100 ms, 32 at a time, take five rounds:
+/// at least 500 ms (a bound of 40 or more would need four rounds or fewer).
+#[test]
+fn invoke_stream_runs_at_most_32_calls_at_once_and_completes_them_all() {
+    let dir = PluginsDir::new();
+    dir.add_canary();
+    dir.add_process_fixture("[limits]\nmax_concurrency = 32\n");
+    let daemon = Daemon::start(dir.path(), &[], None);
+    let started = Instant::now();
+    let results = runtime().block_on(async {
+        let mut client = daemon.grpc().await;
+        let sleep = |id| pb::InvokeRequest {
+            target: "fixture@1".into(),
+            method: "sleep".into(),
+            payload: b"100".to_vec(),
+            content_type: "application/json".into(),
+            id,
+            timeout_ms: 60_000,
+        };
+        let requests = tokio_stream::iter((0..160).map(sleep));
+        let mut results = client.invoke_stream(requests).await.unwrap().into_inner();
+        let mut all = Vec::new();
+        while let Some(result) = results.message().await.unwrap() {
+            all.push(result);
+        }
+        all
+    });
+    let took = started.elapsed();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|result| !matches!(result.outcome, Some(pb::invoke_result::Outcome::Response(_))))
+        .collect();
+    assert!(failed.is_empty(), "{} of 160 calls failed, e.g. {:?}", failed.len(), failed.first());
+    let ids: std::collections::BTreeSet<u64> = results.iter().map(|result| result.id).collect();
+    assert_eq!(ids.len(), 160, "every call answered once");
+    assert!(took >= Duration::from_millis(500), "160 calls of 100 ms in {took:?}: more than 32 at once");
+    assert_eq!(sleep_calls(&daemon), 160);
+}
+
 #[test]
 fn f5_sigterm_during_calls_loses_no_call_and_exits_zero() {
     let dir = PluginsDir::new();
@@ -689,8 +742,9 @@ fn f5_sigterm_during_calls_loses_no_call_and_exits_zero() {
             (unary.map(|reply| reply.into_inner().payload), stream)
         })
     });
-    // Time for every call to be accepted and reach the plugin (each sleeps 800 ms).
-    std::thread::sleep(Duration::from_millis(300));
+    // Every call accepted and at the plugin (each sleeps 800 ms): 8 HTTP, 1 unary, 4 streamed.
+    let started = || sleep_calls(&daemon);
+    eventually(PATIENCE, "the 13 calls to reach the plugin", started, |calls| *calls == 13);
     daemon.terminate();
     std::thread::sleep(Duration::from_millis(100));
     // A call after the signal is not accepted: refused, or answered `unavailable` at once.
@@ -745,16 +799,26 @@ fn the_cli_talks_to_a_running_daemon() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // The stream is open once the daemon answered the request; give it a moment.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(plugbay(&["stop", "text-tools"]).1.trim(), "text-tools: stopped");
-    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(
-        (first["topic"].as_str(), first["action"].as_str()),
-        (Some("plugbay.lifecycle"), Some("draining"))
-    );
-    assert_eq!(first["payload"]["plugin"], "text-tools");
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(events.stdout.take().unwrap());
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
+    // Nothing says when the command's subscription is open: stop the plugin until a stop
+    // shows up in its output (starting it again between tries).
+    let stopped_and_printed = || {
+        assert_eq!(plugbay(&["stop", "text-tools"]).1.trim(), "text-tools: stopped");
+        let draining = std::iter::from_fn(|| printed.recv_timeout(Duration::from_millis(200)).ok())
+            .map(|line| serde_json::from_str::<serde_json::Value>(&line).unwrap())
+            .find(|event| event["action"] == "draining");
+        if draining.is_none() {
+            assert_eq!(plugbay(&["start", "text-tools"]).1.trim(), "text-tools: running");
+        }
+        draining
+    };
+    let draining =
+        eventually(PATIENCE, "`plugbay events` to print a stop", stopped_and_printed, Option::is_some);
+    let draining = draining.unwrap();
+    assert_eq!(draining["topic"], "plugbay.lifecycle");
+    assert_eq!(draining["payload"]["plugin"], "text-tools");
     let _ = events.kill();
     let _ = events.wait();
     assert_eq!(plugbay(&["start", "text-tools"]).1.trim(), "text-tools: running");
@@ -774,17 +838,13 @@ fn crash_reports_are_listed_by_the_api_and_the_cli() {
     dir.add_process_fixture("[restart]\nbackoff_ms = 1\n");
     let daemon = Daemon::start(dir.path(), &[], None);
     daemon.post_json("/v1/call/fixture@1/exit", "7", &[]).assert_error(503, "unavailable");
-    let started = std::time::Instant::now();
-    let reports = loop {
+    let reports = || {
         let answer = daemon.get("/v1/crashes?plugin=fixture");
         assert_eq!(answer.status, 200);
-        let reports = answer.json();
-        if reports.as_array().is_some_and(|list| !list.is_empty()) {
-            break reports;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "no crash report");
-        std::thread::sleep(Duration::from_millis(20));
+        answer.json()
     };
+    let some = |reports: &serde_json::Value| reports.as_array().is_some_and(|list| !list.is_empty());
+    let reports = eventually(PATIENCE, "a crash report of the fixture", reports, some);
     assert_eq!(reports[0]["plugin"], "fixture");
     assert!(reports[0]["reason"].as_str().unwrap().contains("exit status: 7"), "{reports}");
     assert!(reports[0]["action"].as_str().unwrap().starts_with("restart 1 of 5"), "{reports}");
@@ -799,11 +859,8 @@ fn crash_reports_are_listed_by_the_api_and_the_cli() {
     assert!(out.contains("fixture#0  restart 1 of 5") && out.contains("exit status: 7"), "{out}");
     assert!(out.contains("call exit (1 B"), "{out}");
     // The restarted plugin answers, and the metrics count the restart.
-    let started = std::time::Instant::now();
-    while daemon.post_json("/v1/call/fixture@1/echo", "1", &[]).status != 200 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never restarted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let echo = || daemon.post_json("/v1/call/fixture@1/echo", "1", &[]);
+    eventually(PATIENCE, "the restarted fixture to answer", echo, |answer| answer.status == 200);
     let metrics = String::from_utf8_lossy(&daemon.get("/metrics").body).into_owned();
     assert!(metrics.contains("plugbay_plugin_restarts_total{plugin=\"fixture\"} 1"), "{metrics}");
 }

@@ -7,6 +7,18 @@ use plugbay_testkit::PluginsDir;
 use serde_json::json;
 
 use crate::support::json_call;
+use crate::util::wait_for;
+
+/// How long a test waits for an event to be delivered.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What the fixture plugin has received so far, as `topic:action:source`.
+fn received(host: &Host) -> impl AsyncFnMut() -> Vec<String> {
+    async || {
+        let reply = host.invoke(json_call("fixture@1", "events", json!(null))).await.unwrap();
+        reply.to_json::<Vec<String>>().unwrap()
+    }
+}
 
 #[tokio::test]
 async fn published_events_reach_subscribed_plugins_only() {
@@ -17,15 +29,8 @@ async fn published_events_reach_subscribed_plugins_only() {
     host.publish(Event::new("fixture.ping", "created", Payload::json(&json!({"n": 1})).unwrap(), "test"))
         .unwrap();
     host.publish(Event::new("other.topic", "created", Payload::default(), "test")).unwrap();
-    let mut received = Vec::new();
-    for _ in 0..100 {
-        let reply = host.invoke(json_call("fixture@1", "events", json!(null))).await.unwrap();
-        received = reply.to_json::<Vec<String>>().unwrap();
-        if !received.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let received =
+        wait_for(PATIENCE, "the fixture to receive an event", received(&host), |got| !got.is_empty()).await;
     assert_eq!(received, ["fixture.ping:created:test"]);
 }
 
@@ -63,15 +68,9 @@ async fn lifecycle_events_reach_a_subscribed_plugin() {
     host.publish(Event::new("fixture.ping", "created", Payload::default(), "test")).unwrap();
     let canary = dir.add_canary();
     host.load_folder(&canary).await.unwrap();
-    let mut received = Vec::new();
-    for _ in 0..100 {
-        let reply = host.invoke(json_call("fixture@1", "events", json!(null))).await.unwrap();
-        received = reply.to_json::<Vec<String>>().unwrap();
-        if received.iter().any(|event| event == "plugbay.lifecycle:running:host") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let running = |got: &Vec<String>| got.iter().any(|event| event == "plugbay.lifecycle:running:host");
+    let received =
+        wait_for(PATIENCE, "the canary's running event at the fixture", received(&host), running).await;
     assert!(received.contains(&"plugbay.lifecycle:loaded:host".to_owned()), "{received:?}");
     assert!(received.contains(&"plugbay.lifecycle:running:host".to_owned()), "{received:?}");
     assert!(!received.iter().any(|event| event.starts_with("fixture.ping")), "{received:?}");

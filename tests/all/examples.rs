@@ -7,6 +7,7 @@ use plugbay_testkit::{PluginsDir, compile_c, workspace_root};
 use serde_json::json;
 
 use crate::support::{host_over, json_call};
+use crate::util::wait_for;
 
 #[tokio::test]
 async fn c_checksum_example_computes_crc32_and_adler32() {
@@ -48,14 +49,10 @@ async fn kv_store_example_keeps_state_publishes_changes_and_obeys_commands() {
     assert_eq!(changed.action, "put");
 
     host.publish(Event::new("kv.commands", "clear", Payload::default(), "test")).unwrap();
-    let mut keys = json!(null);
-    for _ in 0..100 {
+    let keys = async || {
         let listed = host.invoke(json_call("kv@1", "list", json!({}))).await.unwrap();
-        keys = listed.to_json::<serde_json::Value>().unwrap()["keys"].clone();
-        if keys == json!([]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(keys, json!([]), "the clear command emptied the store");
+        listed.to_json::<serde_json::Value>().unwrap()["keys"].clone()
+    };
+    let emptied = |keys: &serde_json::Value| *keys == json!([]);
+    wait_for(Duration::from_secs(10), "the clear command to empty the store", keys, emptied).await;
 }

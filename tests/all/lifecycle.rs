@@ -3,11 +3,15 @@
 
 use std::time::Duration;
 
-use plugbay_core::{Call, Code, Host, HostConfig, LifecycleChange, Payload, State};
+use plugbay_core::{Call, Code, Host, HostConfig, LifecycleChange, Payload, PluginInfo, State};
 use plugbay_testkit::PluginsDir;
 use serde_json::json;
 
-use crate::support::{assert_error, info, json_call};
+use crate::support::{assert_error, info, json_call, method_metrics};
+use crate::util::wait_for;
+
+/// How long a test waits for what the host does in the background.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 fn changes_for(
     events: &mut tokio::sync::broadcast::Receiver<plugbay_core::Event>,
@@ -99,19 +103,23 @@ async fn stop_lets_calls_in_flight_finish_and_refuses_new_ones() {
     host.load_all().await;
     let slow = {
         let host = host.clone();
-        std::thread::spawn(move || host.invoke_sync(&json_call("fixture@1", "sleep", json!(400))))
+        tokio::spawn(async move { host.invoke(json_call("fixture@1", "sleep", json!(1_000))).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = async || method_metrics(&host, "fixture", "sleep").calls;
+    wait_for(PATIENCE, "the slow call to reach the plugin", started, |calls| *calls == 1).await;
     let stopping = {
         let host = host.clone();
         tokio::spawn(async move { host.stop("fixture").await })
     };
+    let draining = |listed: &PluginInfo| listed.state == State::Draining;
+    wait_for(PATIENCE, "stop to begin draining", async || info(&host, "fixture"), draining).await;
+    // It stays draining while the call runs.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(info(&host, "fixture").state, State::Draining, "stop waits for the call in flight");
     let refused = host.invoke(Call::new("plugin:fixture", "echo", Payload::default())).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
-    let finished = slow.join().unwrap().expect("the call in flight finishes");
-    assert_eq!(finished.to_json::<u64>().unwrap(), 400);
+    let finished = slow.await.unwrap().expect("the call in flight finishes");
+    assert_eq!(finished.to_json::<u64>().unwrap(), 1_000);
     stopping.await.unwrap().unwrap();
     assert_eq!(info(&host, "fixture").state, State::Stopped);
 }

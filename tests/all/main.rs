@@ -17,4 +17,5 @@ mod python;
 mod reload;
 mod supervision;
 mod support;
+mod util;
 mod wasm;

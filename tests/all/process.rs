@@ -7,7 +7,13 @@ use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::PluginsDir;
 use serde_json::json;
 
-use crate::support::{assert_canary_answers, assert_error, assert_failed, host_over, info, json_call};
+use crate::support::{
+    assert_canary_answers, assert_error, assert_failed, host_over, info, json_call, method_metrics,
+};
+use crate::util::{eventually, wait_for};
+
+/// How long a test waits for what the host does in the background.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A plugins folder with the process fixture (with `extra` manifest lines) and the canary.
 /// A host with the canary and the process fixture (`extra` appended to its manifest).
@@ -100,13 +106,9 @@ async fn stop_shuts_the_program_down_and_is_safe_twice() {
     assert!(pid_alive(pid));
     host.stop("fixture").await.unwrap();
     assert!(!pid_alive(pid), "the program exited on shutdown");
-    for _ in 0..100 {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "no zombie: the program was reaped");
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let what = format!("no zombie: {} gone, the program reaped", proc.display());
+    wait_for(PATIENCE, &what, async || proc.exists(), |exists| !exists).await;
     assert!(host.stop("fixture").await.is_err(), "a second stop is a clear error, not a hang");
     host.start("fixture").await.unwrap();
     let new_pid = fixture_pid(&host).await;
@@ -129,7 +131,7 @@ async fn crash_mid_call(method: &str, payload: serde_json::Value, fragment: &str
     assert_ne!(restarted, pid);
     assert_eq!(info(&host, "fixture").restarts, 1);
     // The crash report says why and lists the fatal call (its size, never its bytes).
-    let crashes = host.crashes(Some("fixture"));
+    let crashes = crate::supervision::wait_for_crashes(&host, "fixture", 1).await;
     assert_eq!(crashes.len(), 1, "{crashes:?}");
     assert!(crashes[0].reason.contains(fragment), "{crashes:?}");
     let fatal =
@@ -161,7 +163,8 @@ async fn c1_sigkill_mid_call_is_unavailable_at_once() {
         let host = host.clone();
         tokio::spawn(async move { host.invoke(json_call("fixture@1", "sleep", json!(10_000))).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = async || method_metrics(&host, "fixture", "sleep").calls;
+    wait_for(PATIENCE, "the sleep call to reach the plugin", started, |calls| *calls == 1).await;
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
         rustix::process::Signal::KILL,
@@ -368,17 +371,12 @@ fn f6_host_killed_leaves_no_plugin_process() {
         .spawn()
         .unwrap();
     let pid_file = folder.join("plugin.pid");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !pid_file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let written = || std::fs::read_to_string(&pid_file).ok().and_then(|text| text.trim().parse::<u32>().ok());
+    let pid = eventually(Duration::from_secs(20), "the plugin's pid file", written, Option::is_some).unwrap();
     assert!(pid_alive(pid));
     host.kill().unwrap();
     host.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!pid_alive(pid), "the plugin died with its host");
+    eventually(PATIENCE, &format!("plugin {pid} to die with its host"), || pid_alive(pid), |alive| !alive);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,13 +392,8 @@ async fn private_directory_and_sockets_are_removed_when_the_plugin_stops() {
     assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700);
     assert!(socket.exists() && private.join("host.sock").exists());
     host.stop("fixture").await.unwrap();
-    for _ in 0..100 {
-        if !private.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!private.exists(), "{} is removed", private.display());
+    let what = format!("{} removed", private.display());
+    wait_for(PATIENCE, &what, async || private.exists(), |exists| !exists).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,13 +415,9 @@ async fn private_directory_is_made_in_the_configured_socket_dir() {
     assert_eq!(private.parent(), Some(sockets.path()), "{} is in the configured directory", socket.display());
     assert!(private.file_name().unwrap().to_string_lossy().starts_with("plugbay-fixture-"));
     host.unload("fixture").await.unwrap();
-    for _ in 0..100 {
-        if std::fs::read_dir(sockets.path()).unwrap().count() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(std::fs::read_dir(sockets.path()).unwrap().count(), 0, "the private directory is removed");
+    let left =
+        async || std::fs::read_dir(sockets.path()).unwrap().flatten().map(|e| e.path()).collect::<Vec<_>>();
+    wait_for(PATIENCE, "the private directory removed", left, Vec::is_empty).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,13 +496,8 @@ async fn processes_a_plugin_started_die_with_it() {
     let helper: u32 = std::fs::read_to_string(folder.join("helper.pid")).unwrap().trim().parse().unwrap();
     assert!(pid_alive(helper));
     host.stop("fixture").await.unwrap();
-    for _ in 0..100 {
-        if !pid_alive(helper) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!pid_alive(helper), "the helper the plugin started was killed with it");
+    let what = format!("the helper {helper} the plugin started to be killed with it");
+    wait_for(PATIENCE, &what, async || pid_alive(helper), |alive| !alive).await;
 }
 
 /// A wrapper that deletes the host's callback socket, then runs the fixture: whatever of

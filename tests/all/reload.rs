@@ -9,11 +9,17 @@ use std::time::{Duration, Instant};
 
 use plugbay_core::events::{LIFECYCLE_TOPIC, RELOAD_TOPIC, ReloadEvent};
 use plugbay_core::platform::native_library_file_name as platform_library;
-use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
+use plugbay_core::{Call, Code, Event, Host, HostConfig, Payload, PluginInfo, State};
 use plugbay_testkit::{PluginsDir, c_fixture_source, compile_c};
 use serde_json::json;
 
+use tokio::sync::broadcast::Receiver;
+
 use crate::support::{assert_canary_answers, info, json_call};
+use crate::util::wait_for;
+
+/// How long a test waits for what the host does in the background.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Callers at once in the reload-under-load tests.
 const CONCURRENCY: usize = 32;
@@ -107,20 +113,11 @@ impl Load {
 
 /// Waits (up to 10 s) until `probe` answers `expected`.
 async fn wait_for_answer(host: &Host, probe: &Call, expected: &[u8]) {
-    let started = Instant::now();
-    loop {
-        if let Ok(reply) = host.invoke(probe.clone()).await
-            && reply.bytes[..] == *expected
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never answered {:?}",
-            String::from_utf8_lossy(expected)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let what = format!("{} to answer {:?}", probe.method, String::from_utf8_lossy(expected));
+    let answer = async || host.invoke(probe.clone()).await.map(|reply| reply.bytes);
+    wait_for(PATIENCE, &what, answer, |answer| answer.as_ref().is_ok_and(|bytes| bytes[..] == *expected))
+        .await
+        .unwrap();
 }
 
 /// The C fixture built with echo tag `tag`, as bytes.
@@ -151,11 +148,15 @@ async fn f1_f3_native_reload_under_load_loses_no_call() {
         wait_for_answer(&host, &echo, expected).await;
     }
     load.finish_without_failures(1000).await;
+    // The last switch's event may come after its version first answered: wait for it.
     let mut switched = 0;
-    while let Ok(event) = events.try_recv() {
-        switched += usize::from(event.topic == RELOAD_TOPIC && event.action == "switched");
-    }
-    assert!(switched >= REPLACEMENTS, "{switched} reloads for {REPLACEMENTS} replacements");
+    let all_switched = tokio::time::timeout(PATIENCE, async {
+        while switched < REPLACEMENTS {
+            let event = events.recv().await.expect("the bus is open");
+            switched += usize::from(event.topic == RELOAD_TOPIC && event.action == "switched");
+        }
+    });
+    assert!(all_switched.await.is_ok(), "{switched} reloads for {REPLACEMENTS} replacements");
     assert_eq!(info(&host, "cfix").state, State::Running);
 }
 
@@ -211,31 +212,26 @@ async fn f1_wasm_reload_under_load_loses_no_call() {
         } else {
             write_in_chunks(&artifact, &versions[next]).await;
         }
-        let started = Instant::now();
-        loop {
-            let reply = host.invoke(count.clone()).await.unwrap();
-            if (reply.bytes[3] >= 0x40) == (next == 1) {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "version {next} never answered");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let answer = async || host.invoke(count.clone()).await.unwrap().bytes;
+        let from_next = |bytes: &bytes::Bytes| (bytes[3] >= 0x40) == (next == 1);
+        wait_for(PATIENCE, &format!("version {next} to answer"), answer, from_next).await;
     }
     load.finish_without_failures(1000).await;
 }
 
-/// Subscribes, runs `change`, and returns the first reload event with `action`.
-async fn reload_event(host: &Host, action: &str) -> ReloadEvent {
-    let mut events = host.subscribe();
-    let started = Instant::now();
-    loop {
-        let event =
-            tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("an event").unwrap();
-        if event.topic == RELOAD_TOPIC && event.action == action {
-            return event.payload.to_json().unwrap();
+/// The first reload event with `action` that `events` (subscribed before the change that
+/// causes it) receives within 10 s.
+async fn reload_event(mut events: Receiver<Event>, action: &str) -> ReloadEvent {
+    let event = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let event = events.recv().await.expect("the bus is open");
+            if event.topic == RELOAD_TOPIC && event.action == action {
+                return event;
+            }
         }
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
+    });
+    let event = event.await.unwrap_or_else(|_| panic!("no reload event {action:?} within {PATIENCE:?}"));
+    event.payload.to_json().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,11 +245,7 @@ async fn f2_broken_manifest_or_artifact_is_rolled_back_and_the_old_version_serve
     let library = folder.join(platform_library("libcfix"));
     let good = std::fs::read(&library).unwrap();
 
-    let failed = {
-        let host = host.clone();
-        tokio::spawn(async move { reload_event(&host, "failed").await })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let failed = tokio::spawn(reload_event(host.subscribe(), "failed"));
     replace_atomically(&folder.join("plugin.toml"), b"[plugin\nid = ");
     let event = failed.await.unwrap();
     assert!(event.reason.contains("plugin.toml"), "{event:?}");
@@ -263,11 +255,7 @@ async fn f2_broken_manifest_or_artifact_is_rolled_back_and_the_old_version_serve
     assert!(listed.reload_error.unwrap().message.contains("plugin.toml"));
 
     replace_atomically(&folder.join("plugin.toml"), &manifest);
-    let failed = {
-        let host = host.clone();
-        tokio::spawn(async move { reload_event(&host, "failed").await })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let failed = tokio::spawn(reload_event(host.subscribe(), "failed"));
     replace_atomically(&library, &good[..good.len() / 3]);
     let event = failed.await.unwrap();
     assert!(event.reason.contains("not a loadable native library"), "{event:?}");
@@ -351,11 +339,7 @@ async fn f2_new_version_crashing_during_its_probation_is_rolled_back() {
     host.load_all().await;
     let tag = json_call("fixture@1", "tag", json!(null));
     let old_pid = crate::process::fixture_pid(&host).await;
-    let rolled_back = {
-        let host = host.clone();
-        tokio::spawn(async move { reload_event(&host, "rolled_back").await })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let rolled_back = tokio::spawn(reload_event(host.subscribe(), "rolled_back"));
     std::fs::write(folder.join("tag"), "exit-soon").unwrap();
     host.reload("fixture").await.expect("the new version starts and takes calls");
     let event = rolled_back.await.unwrap();
@@ -373,11 +357,8 @@ async fn a_quarantined_plugin_gets_a_fresh_try_when_its_files_change() {
     let folder = dir.add_process_fixture("[restart]\nmax_restarts = 0\n");
     std::fs::write(folder.join("tag"), "fail-init").unwrap();
     let host = watching_host_allowing_failures(&dir).await;
-    let started = Instant::now();
-    while info(&host, "fixture").state != State::Quarantined {
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", info(&host, "fixture"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let quarantined = |listed: &PluginInfo| listed.state == State::Quarantined;
+    wait_for(PATIENCE, "fixture quarantined", async || info(&host, "fixture"), quarantined).await;
     replace_atomically(&folder.join("tag"), b"fixed");
     let tag = json_call("fixture@1", "tag", json!(null));
     wait_for_answer(&host, &tag, b"\"fixed\"").await;
@@ -431,10 +412,8 @@ async fn an_idle_lazy_plugin_is_unloaded_and_loaded_again_by_the_next_call() {
     host.invoke(json_call("fixture@1", "echo", json!(1))).await.unwrap();
     assert_eq!(info(&host, "fixture").state, State::Running);
     let started = Instant::now();
-    while info(&host, "fixture").state != State::Unloaded {
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", info(&host, "fixture"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let unloaded = |listed: &PluginInfo| listed.state == State::Unloaded;
+    wait_for(PATIENCE, "the idle fixture unloaded", async || info(&host, "fixture"), unloaded).await;
     assert!(started.elapsed() >= Duration::from_millis(150), "not before the idle timeout");
     host.invoke(json_call("fixture@1", "echo", json!(2))).await.unwrap();
     assert_eq!(info(&host, "fixture").state, State::Running);

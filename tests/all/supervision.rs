@@ -11,30 +11,36 @@ use serde_json::json;
 
 use crate::process::{fixture_host, fixture_pid as pid_of, pid_alive as alive};
 use crate::support::{assert_canary_answers, assert_error, host_over, info, json_call};
+use crate::util::wait_for;
+
+/// How long a test waits for what the host does in the background.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Waits (up to 10 s) until the fixture answers from a process other than `old`; returns
 /// the new pid.
 pub async fn wait_for_new_pid(host: &Host, old: u32) -> u32 {
-    let started = Instant::now();
-    loop {
-        if let Ok(reply) = host.invoke(json_call("fixture@1", "pid", json!(null))).await {
-            let pid: u32 = reply.to_json().unwrap();
-            if pid != old {
-                return pid;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "not restarted: {:?}", info(host, "fixture"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pid = async || {
+        let reply = host.invoke(json_call("fixture@1", "pid", json!(null))).await;
+        reply.map(|reply| reply.to_json::<u32>().unwrap())
+    };
+    let what = format!("the fixture to answer from a process other than {old}");
+    wait_for(PATIENCE, &what, pid, |pid| pid.as_ref().is_ok_and(|pid| *pid != old)).await.unwrap()
 }
 
 /// Waits (up to 10 s) until `id` is in `state`.
 async fn wait_for_state(host: &Host, id: &str, state: State) {
-    let started = Instant::now();
-    while info(host, id).state != state {
-        assert!(started.elapsed() < Duration::from_secs(10), "never {state}: {:?}", info(host, id));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(PATIENCE, &format!("{id} to be {state}"), async || info(host, id), |info| info.state == state)
+        .await;
+}
+
+/// Waits (up to 10 s) until `id` has at least `count` crash reports; returns them all.
+pub async fn wait_for_crashes(
+    host: &Host,
+    id: &str,
+    count: usize,
+) -> Vec<plugbay_core::supervisor::CrashReport> {
+    let what = format!("{count} crash reports of {id}");
+    wait_for(PATIENCE, &what, async || host.crashes(Some(id)), |crashes| crashes.len() >= count).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,9 +49,10 @@ async fn c1_policy_never_leaves_a_crashed_plugin_failed() {
     let error = host.invoke(json_call("fixture@1", "exit", json!(1))).await.unwrap_err();
     assert_error(&error, Code::Unavailable, &["exit status: 1"]);
     wait_for_state(&host, "fixture", State::Failed).await;
+    assert_eq!(wait_for_crashes(&host, "fixture", 1).await[0].action, "not restarted (policy never)");
+    // Nothing to wait on for a restart that must not happen: give it time, then look.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(info(&host, "fixture").state, State::Failed, "no restart under policy never");
-    assert_eq!(host.crashes(Some("fixture"))[0].action, "not restarted (policy never)");
     assert_canary_answers(&host).await;
 }
 
@@ -54,7 +61,7 @@ async fn on_failure_does_not_restart_a_clean_exit_but_always_does() {
     let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 1\n").await;
     let _ = host.invoke(json_call("fixture@1", "exit", json!(0))).await.unwrap_err();
     wait_for_state(&host, "fixture", State::Failed).await;
-    assert!(host.crashes(Some("fixture"))[0].action.contains("exited cleanly"));
+    assert!(wait_for_crashes(&host, "fixture", 1).await[0].action.contains("exited cleanly"));
 
     let (_dir, host) = fixture_host("[restart]\npolicy = \"always\"\nbackoff_ms = 1\n").await;
     let pid = pid_of(&host).await;
@@ -72,7 +79,7 @@ async fn on_failure_judges_the_exit_status_not_what_the_program_printed() {
     assert_error(&error, Code::Unavailable, &["exit status: 1"]);
     // A failure, whatever its stderr said: restarted.
     assert_ne!(wait_for_new_pid(&host, pid).await, pid);
-    let crash = &host.crashes(Some("fixture"))[0];
+    let crash = &wait_for_crashes(&host, "fixture", 1).await[0];
     assert!(crash.reason.contains("exited with exit status: 1"), "{crash:?}");
     assert!(!crash.action.contains("exited cleanly"), "{crash:?}");
     assert_canary_answers(&host).await;
@@ -93,16 +100,20 @@ async fn c12_crashing_in_init_every_time_ends_quarantined_after_exactly_max_rest
     assert_eq!(listed.restarts, 3, "{listed:?}");
     let error = listed.error.expect("the reason stays visible");
     assert!(error.message.contains("init refused: config says fail"), "{}", error.message);
-    let crashes = host.crashes(Some("fixture"));
+    let crashes = wait_for_crashes(&host, "fixture", 4).await;
     assert_eq!(crashes.len(), 4, "the first start and 3 restarts: {crashes:?}");
     assert!(crashes[3].action.starts_with("quarantined after 4 failures"), "{crashes:?}");
     // An alert event says why.
-    let alert = loop {
-        let event = events.recv().await.unwrap();
-        if event.topic == ALERT_TOPIC {
-            break event.payload.to_json::<Alert>().unwrap();
+    let alert = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.topic == ALERT_TOPIC {
+                break event.payload.to_json::<Alert>().unwrap();
+            }
         }
-    };
+    })
+    .await
+    .expect("the quarantine alert arrives");
     assert_eq!((alert.plugin.as_str(), alert.kind.as_str()), ("fixture", "quarantined"));
     assert!(alert.reason.contains("init refused"), "{alert:?}");
     // No more attempts...
@@ -113,7 +124,7 @@ async fn c12_crashing_in_init_every_time_ends_quarantined_after_exactly_max_rest
     let _ = host.start("fixture").await;
     assert_ne!(info(&host, "fixture").state, State::Quarantined);
     wait_for_state(&host, "fixture", State::Quarantined).await;
-    assert_eq!(host.crashes(Some("fixture")).len(), 8);
+    assert_eq!(wait_for_crashes(&host, "fixture", 8).await.len(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +138,7 @@ async fn c6_hanging_at_start_counts_toward_max_restarts() {
     );
     let host = host_over(&dir).await;
     wait_for_state(&host, "bad", State::Quarantined).await;
-    let crashes = host.crashes(Some("bad"));
+    let crashes = wait_for_crashes(&host, "bad", 2).await;
     assert_eq!(crashes.len(), 2, "{crashes:?}");
     assert!(
         crashes.iter().all(|c| c.reason.contains("no handshake within the start timeout")),
@@ -148,9 +159,8 @@ async fn c5_stopped_plugin_fails_its_health_checks_and_is_replaced() {
     let stopped = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(stopped, rustix::process::Signal::STOP).unwrap();
     let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    while !stat().split(") ").nth(1).is_some_and(|rest| rest.starts_with('T')) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let stopped_state = |stat: &String| stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('T'));
+    wait_for(PATIENCE, &format!("process {pid} to stop"), async || stat(), stopped_state).await;
     // A call meanwhile ends at its deadline, promptly.
     let started = Instant::now();
     let call = json_call("fixture@1", "echo", json!(1)).with_timeout(Duration::from_millis(100));
@@ -159,7 +169,7 @@ async fn c5_stopped_plugin_fails_its_health_checks_and_is_replaced() {
     assert_canary_answers(&host).await;
     let restarted = wait_for_new_pid(&host, pid).await;
     assert_ne!(restarted, pid);
-    let crashes = host.crashes(Some("fixture"));
+    let crashes = wait_for_crashes(&host, "fixture", 1).await;
     assert!(crashes[0].reason.contains("failed 2 health checks in a row"), "{crashes:?}");
     // SIGCONT went before SIGKILL: the stopped process is gone, not left stopped.
     assert!(!alive(pid), "the stopped process was killed");
@@ -197,42 +207,53 @@ async fn native_call_past_its_deadline_is_reported_and_its_instance_skipped_whil
         })
     };
     // While the call runs past the timeout, the instance takes no new calls.
-    let started = Instant::now();
-    let refused = loop {
-        let error = host.invoke(json_call("fixture@1", "echo", json!(1))).await;
-        if let Err(error) = error {
-            break error;
-        }
-        assert!(started.elapsed() < Duration::from_millis(500), "never marked stuck");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_error(&refused, Code::Unavailable, &["past its timeout"]);
+    let echo = async || host.invoke(json_call("fixture@1", "echo", json!(1))).await;
+    let refused =
+        wait_for(Duration::from_millis(500), "the instance marked stuck", echo, Result::is_err).await;
+    assert_error(&refused.unwrap_err(), Code::Unavailable, &["past its timeout"]);
     assert_eq!(info(&host, "fixture").stuck_calls, 1);
     assert_canary_answers(&host).await;
     // The caller waited for the plugin (it cannot be pre-empted), then got deadline_exceeded.
     let (result, took) = slow.await.unwrap();
     assert!(took >= Duration::from_millis(600), "{took:?}");
     assert_error(&result.unwrap_err(), Code::DeadlineExceeded, &["cannot be pre-empted", "100 ms"]);
-    // Once it returned, the instance serves again.
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+    // Once it returned, the instance serves again (as soon as the watch saw it return).
+    let echo = async || host.invoke(json_call("fixture@1", "echo", json!(1))).await;
+    wait_for(PATIENCE, "the instance to serve again", echo, Result::is_ok).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c11_max_concurrency_queues_as_many_and_refuses_the_rest_at_once() {
     let (_dir, host) = fixture_host("[limits]\nmax_concurrency = 2\n").await;
+    // Four calls in: two running, two queued. A call can also be turned away while one of
+    // the probes below holds a queue place for its 20 ms; then it tries again.
     let mut slow = Vec::new();
     for _ in 0..4 {
         let host = host.clone();
-        slow.push(tokio::spawn(
-            async move { host.invoke(json_call("fixture@1", "sleep", json!(400))).await },
-        ));
+        slow.push(tokio::spawn(async move {
+            loop {
+                match host.invoke(json_call("fixture@1", "sleep", json!(1_000))).await {
+                    Err(error) if error.code() == Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    result => break result,
+                }
+            }
+        }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    let error = host.invoke(json_call("fixture@1", "echo", json!(1))).await.unwrap_err();
-    assert_error(&error, Code::ResourceExhausted, &["max_concurrency = 2"]);
-    assert!(started.elapsed() < Duration::from_millis(50), "refused at once: {:?}", started.elapsed());
+    // Once the four are in, a fifth call is refused at once; until then it waits in the
+    // queue and gives up at its short deadline, and the next one tries.
+    let fifth = async || {
+        let started = Instant::now();
+        let call = json_call("fixture@1", "echo", json!(1)).with_timeout(Duration::from_millis(20));
+        (host.invoke(call).await, started.elapsed())
+    };
+    let refused = |(result, _): &(Result<Payload, plugbay_core::Error>, Duration)| {
+        result.as_ref().is_err_and(|error| error.code() == Code::ResourceExhausted)
+    };
+    let (error, took) = wait_for(PATIENCE, "a fifth call refused", fifth, refused).await;
+    assert_error(&error.unwrap_err(), Code::ResourceExhausted, &["max_concurrency = 2"]);
+    assert!(took < Duration::from_millis(50), "refused at once: {took:?}");
     for call in slow {
         assert!(call.await.unwrap().is_ok(), "the running and the queued calls complete");
     }
@@ -287,14 +308,11 @@ async fn a_dead_replica_is_replaced_while_the_others_serve() {
     let (_dir, host) = fixture_host("[process]\nreplicas = 2\n[restart]\nbackoff_ms = 1\n").await;
     let victim = pid_of(&host).await;
     let _ = call_until_victim_dies(&host, victim).await;
-    let started = Instant::now();
-    while info(&host, "fixture").instances < 2 || info(&host, "fixture").restarts < 1 {
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", info(&host, "fixture"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let listed = info(&host, "fixture");
+    let replaced = |listed: &plugbay_core::PluginInfo| listed.instances == 2 && listed.restarts >= 1;
+    let listed =
+        wait_for(PATIENCE, "the dead replica replaced", async || info(&host, "fixture"), replaced).await;
     assert_eq!((listed.state, listed.restarts), (State::Running, 1), "{listed:?}");
-    let crash = &host.crashes(Some("fixture"))[0];
+    let crash = &wait_for_crashes(&host, "fixture", 1).await[0];
     assert!(crash.action.starts_with("restart 1 of 5"), "{crash:?}");
     let pids: std::collections::BTreeSet<u32> = futures_pids(&host).await;
     assert!(!pids.contains(&victim) && pids.len() == 2, "{pids:?}");
@@ -314,12 +332,8 @@ async fn payload_bytes_never_reach_crash_reports() {
     let secret = Call::new("fixture@1", "echo", Payload::bytes(&b"top secret"[..]));
     host.invoke(secret).await.unwrap();
     let _ = host.invoke(json_call("fixture@1", "exit", json!(2))).await;
-    let started = Instant::now();
-    while host.crashes(None).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(5), "no crash report");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let report = serde_json::to_string(&host.crashes(None)).unwrap();
+    let crashes = wait_for_crashes(&host, "fixture", 1).await;
+    let report = serde_json::to_string(&crashes).unwrap();
     assert!(report.contains("\"payload_bytes\":10") && !report.contains("top secret"), "{report}");
 }
 
@@ -347,14 +361,9 @@ async fn kv_store_comes_back_with_its_data_after_sigkill() {
     let target = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(target, rustix::process::Signal::KILL).unwrap();
     // The restarted process answers with the data of the last snapshot.
-    let started = Instant::now();
-    let value = loop {
-        if let Ok(reply) = host.invoke(kv("get", json!({"key": "answer"}))).await {
-            break reply.to_json::<serde_json::Value>().unwrap();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", info(&host, "kv-store"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let get = async || host.invoke(kv("get", json!({"key": "answer"}))).await;
+    let reply = wait_for(PATIENCE, "the restarted kv-store to answer", get, Result::is_ok).await;
+    let value = reply.unwrap().to_json::<serde_json::Value>().unwrap();
     assert_eq!(value["value"], 42, "{value}");
     assert!(!alive(pid));
     assert_eq!(info(&host, "kv-store").restarts, 1);
@@ -387,7 +396,7 @@ async fn c5_calls_timing_out_in_a_row_get_the_process_killed_and_restarted() {
     }
     let restarted = wait_for_new_pid(&host, pid).await;
     assert_ne!(restarted, pid);
-    let crash = &host.crashes(Some("fixture"))[0];
+    let crash = &wait_for_crashes(&host, "fixture", 1).await[0];
     assert!(crash.reason.starts_with("3 calls in a row ran past their deadline"), "{crash:?}");
     assert!(crash.reason.contains("SIGKILL"), "{crash:?}");
     assert_canary_answers(&host).await;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use plugbay_core::metrics::MethodMetrics;
 use plugbay_core::{Call, Code, Error, Host, HostConfig, Payload, PluginInfo, State};
 use plugbay_testkit::PluginsDir;
 
@@ -57,4 +58,13 @@ pub fn assert_error(error: &Error, code: Code, fragments: &[&str]) {
 /// A JSON call.
 pub fn json_call(target: &str, method: &str, value: serde_json::Value) -> Call {
     Call::new(target, method, Payload::json(&value).unwrap()).with_timeout(Duration::from_secs(10))
+}
+
+/// The metrics of `plugin`'s `method` now, which must exist.
+pub fn method_metrics(host: &Host, plugin: &str, method: &str) -> MethodMetrics {
+    let metrics = host.metrics();
+    let plugin_metrics = metrics.plugins.iter().find(|p| p.id == plugin);
+    let plugin_metrics = plugin_metrics.unwrap_or_else(|| panic!("{plugin} has metrics: {metrics:?}"));
+    let found = plugin_metrics.methods.iter().find(|m| m.method == method);
+    found.unwrap_or_else(|| panic!("{plugin} has metrics for {method}: {plugin_metrics:?}")).clone()
 }

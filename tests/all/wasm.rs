@@ -15,7 +15,8 @@ use plugbay_testkit::wasm::{
     write_component, write_guest, write_inline_guest,
 };
 
-use crate::support::{assert_error, assert_failed, info};
+use crate::support::{assert_error, assert_failed, info, method_metrics};
+use crate::util::{in_own_process, wait_for};
 
 /// The canary: a second wasm plugin serving `echo.test@1`.
 const CANARY: &str = "canary";
@@ -177,11 +178,16 @@ async fn c4_guest_waiting_inside_a_host_call_gives_up_at_its_deadline() {
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(300 + 1_000), "overshoot: {elapsed:?}");
     // The nested call ran under the same deadline and ended with it (had it been merely
-    // dropped with the guest's call, it would not have been counted at all).
-    let metrics = host.metrics();
-    let fixture = metrics.plugins.iter().find(|plugin| plugin.id == "fixture").expect("fixture metrics");
-    let sleep = fixture.methods.iter().find(|method| method.method == "sleep").expect("sleep metrics");
-    assert_eq!(sleep.errors, vec![(Code::DeadlineExceeded, 1)], "{sleep:?}");
+    // dropped with the guest's call, it would not have been counted at all). Its end is
+    // recorded by the task that ran it, which may finish after the guest's caller got its
+    // answer: wait for the record.
+    let sleep_errors = async || method_metrics(&host, "fixture", "sleep").errors;
+    let errors =
+        wait_for(Duration::from_secs(10), "the nested call's end in the metrics", sleep_errors, |errors| {
+            !errors.is_empty()
+        })
+        .await;
+    assert_eq!(errors, vec![(Code::DeadlineExceeded, 1)]);
 
     // Everyone serves on: the guest, the canary, and the plugin it was waiting on.
     assert!(count(&host).await >= 1);
@@ -576,8 +582,18 @@ fn rss_bytes() -> u64 {
     pages * rustix::param::page_size() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wasm_load_unload_cycles_return_fds_and_memory() {
+/// Measures this process's open files and memory, so it runs in a process of its own
+/// (under `cargo test` other tests share the process and its memory).
+#[test]
+fn wasm_load_unload_cycles_return_fds_and_memory() {
+    if !in_own_process("wasm::wasm_load_unload_cycles_return_fds_and_memory", &[]) {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(load_unload_cycles());
+}
+
+async fn load_unload_cycles() {
     let dir = PluginsDir::new();
     add_guest(&dir, "");
     let cache = tempfile::tempdir().unwrap();
@@ -658,8 +674,20 @@ fn probe_call(method: &str, argument: &str) -> Call {
     .with_timeout(Duration::from_secs(10))
 }
 
-#[tokio::test]
-async fn d8_guest_reaches_only_what_its_manifest_grants() {
+/// The guest reads the host's environment, so the variables it looks for are set in the
+/// environment of a process of its own (setting them here, while other tests' threads read
+/// the environment, would be undefined behaviour).
+#[test]
+fn d8_guest_reaches_only_what_its_manifest_grants() {
+    let env = [("PLUGBAY_PROBE_GRANTED", "yes"), ("PLUGBAY_PROBE_HIDDEN", "no")];
+    if !in_own_process("wasm::d8_guest_reaches_only_what_its_manifest_grants", &env) {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(guest_reaches_only_what_its_manifest_grants());
+}
+
+async fn guest_reaches_only_what_its_manifest_grants() {
     let dir = PluginsDir::new();
     add_canary(&dir);
     let folder = dir.write_manifest(
@@ -677,11 +705,6 @@ async fn d8_guest_reaches_only_what_its_manifest_grants() {
     std::fs::write(folder.join("data/hello.txt"), "hello").unwrap();
     std::fs::write(folder.join("secret.txt"), "secret").unwrap();
     std::os::unix::fs::symlink(folder.join("secret.txt"), folder.join("data/link-out")).unwrap();
-    // SAFETY: set before the host starts; no other thread of this test reads the environment.
-    unsafe {
-        std::env::set_var("PLUGBAY_PROBE_GRANTED", "yes");
-        std::env::set_var("PLUGBAY_PROBE_HIDDEN", "no");
-    }
     let host = host_over(&dir).await;
     assert_eq!(info(&host, "probe").state, State::Running, "{:?}", info(&host, "probe").error);
 

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `testkit` builds the test plugins and the `plugbay` binary the integration tests use
-//! (into `target/debug`, with the test build's features), so the first test does not spend its
-//! time limit compiling.
+//! (into `<target>/debug`, with the test build's features), so the first test does not spend its
+//! time limit compiling. `<target>` is `CARGO_TARGET_DIR` when set (relative to the
+//! workspace root), else `<workspace>/target`.
 //!
 //! `plugins` builds the example plugins under `examples/plugins/` and assembles a plugin
 //! folder for each, `<out>/<id>/` holding `plugin.toml` and the library named as the
@@ -16,7 +17,7 @@
 //! C compiler (`$CC`, default `cc`), the C wasm example (`text-tools-wasm`) with Debian's
 //! clang + lld + wasi-libc into a core module that `wit-component` turns into a component
 //! of `wit/plugbay.wit` (`plugin.wasm`; skipped with a warning when that toolchain is
-//! missing). The default `<out>` is `<workspace>/target/plugins`,
+//! missing). The default `<out>` is `<target>/plugins`,
 //! the folder the CLI examples pass to `--plugins`.
 //!
 //! The Python example is a process plugin: its folder holds `plugin.toml`, the program
@@ -26,7 +27,7 @@
 //!
 //! The Rust examples that come both ways (`text-tools`, `kv-store`) are also built as process plugins:
 //! the program from `--features process`, assembled in a second tree, `<out>-process/<id>/`
-//! (default `<workspace>/target/plugins-process`), with the example's `plugin-process.toml`
+//! (default `<target>/plugins-process`), with the example's `plugin-process.toml`
 //! as `plugin.toml`. A second tree, because the native and the process build share one
 //! plugin id, and one host refuses two plugins with the same id.
 //!
@@ -54,11 +55,12 @@ commands:
       grpcio-tools (else it warns and skips it). The Rust examples built both ways
       also go, as process plugins, to DIR-process/<id>/{plugin.toml, program}.
       --debug    build the Rust plugins in the dev profile (and the C one with -O0 -g)
-      --out DIR  where to put the plugin folders (default: <workspace>/target/plugins;
+      --out DIR  where to put the plugin folders (default: <target>/plugins, <target> being
+                 $CARGO_TARGET_DIR, else <workspace>/target;
                  the process builds go to DIR-process)
   testkit
       Build the test plugins and the plugbay binary the integration tests use
-      (target/debug, with the suite's features), before the tests run.
+      (<target>/debug, with the suite's features), before the tests run.
 ";
 
 /// The Rust example plugins: the cargo package and its folder under the workspace.
@@ -162,7 +164,7 @@ fn plugins(options: PluginsOptions) -> Result<()> {
     let cwd = env::current_dir().map_err(|error| format!("cannot read the current directory: {error}"))?;
     let out = match options.out {
         Some(out) => cwd.join(out),
-        None => root.join("target").join("plugins"),
+        None => plugbay_testkit::target_dir().join("plugins"),
     };
     let profile = if options.debug { "debug" } else { "release" };
 

@@ -24,6 +24,22 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root exists")
 }
 
+/// The target directory cargo builds the workspace into: `CARGO_TARGET_DIR` when it is
+/// set, else `<workspace>/target`. A relative `CARGO_TARGET_DIR` is taken from the workspace
+/// root, where the testkit runs cargo (and where `scripts/test.sh` and `cargo xtask` run).
+pub fn target_dir() -> PathBuf {
+    target_dir_from(&workspace_root(), std::env::var_os("CARGO_TARGET_DIR").as_deref())
+}
+
+/// [`target_dir`] for a workspace at `root` and the value of `CARGO_TARGET_DIR` (`None`
+/// when unset; an empty value counts as unset, as for cargo).
+fn target_dir_from(root: &Path, cargo_target_dir: Option<&std::ffi::OsStr>) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
 /// `include/` with `plugbay.h`.
 pub fn include_dir() -> PathBuf {
     workspace_root().join("include")
@@ -113,9 +129,10 @@ const RELEASE: bool = !cfg!(debug_assertions);
 /// feature set for every cargo command of the suite means one build of the dependencies.
 pub const SUITE_FEATURES: &[&str] = &["native-fixture/process", "text-tools/process", "kv-store/process"];
 
-/// `target/debug` or `target/release`, where the suite's Rust plugins and binaries are.
+/// `<target>/debug` or `<target>/release` (see [`target_dir`]), where the suite's Rust
+/// plugins and binaries are.
 fn suite_output_dir() -> PathBuf {
-    workspace_root().join("target").join(if RELEASE { "release" } else { "debug" })
+    target_dir().join(if RELEASE { "release" } else { "debug" })
 }
 
 /// Benchmarks link the Rust process plugins statically (`-C target-feature=+crt-static`),
@@ -125,12 +142,12 @@ const STATIC_PROGRAMS: bool = RELEASE && cfg!(all(target_os = "linux", target_en
 
 /// Where the suite's process plugin programs are: the statically linked build, made for
 /// the host target explicitly (so the flag reaches the programs and not the build's own
-/// tools), lands in `target/<host>/release`; otherwise beside the libraries.
+/// tools), lands in `<target>/<host>/release`; otherwise beside the libraries.
 fn process_programs_dir() -> PathBuf {
     if !STATIC_PROGRAMS {
         return suite_output_dir();
     }
-    workspace_root().join("target").join(host_target()).join("release")
+    target_dir().join(host_target()).join("release")
 }
 
 /// The target triple rustc builds for by default (`rustc -vV`, line `host:`).
@@ -559,5 +576,14 @@ mod tests {
         let script = std::fs::read_to_string(workspace_root().join("scripts/lib.sh")).unwrap();
         let line = format!("SUITE_FEATURES=\"{}\"", SUITE_FEATURES.join(","));
         assert!(script.lines().any(|l| l == line), "scripts/lib.sh must set {line}");
+    }
+
+    #[test]
+    fn the_target_dir_follows_cargo_target_dir() {
+        let root = Path::new("/work/ws");
+        assert_eq!(target_dir_from(root, None), Path::new("/work/ws/target"));
+        assert_eq!(target_dir_from(root, Some("".as_ref())), Path::new("/work/ws/target"));
+        assert_eq!(target_dir_from(root, Some("/cache/build".as_ref())), Path::new("/cache/build"));
+        assert_eq!(target_dir_from(root, Some("out/tgt".as_ref())), Path::new("/work/ws/out/tgt"));
     }
 }

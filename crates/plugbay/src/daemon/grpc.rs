@@ -2,13 +2,14 @@
 //! thin call into [`Host`]; errors keep their code's number as the gRPC status.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt as _};
 use plugbay_core::{Call, ContentType, Error, Event, Host, Payload, PluginInfo, events};
 use plugbay_proto::host::v1 as pb;
 use plugbay_proto::host::v1::host_api_server::HostApi;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -22,6 +23,12 @@ type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// How many results of one `InvokeStream` may wait for the client before calls pause.
 const STREAM_BUFFER: usize = 64;
+
+/// How many calls of one `InvokeStream` run at once. The next message is read from the
+/// stream only when one of them has ended and its result was queued for the client, so a
+/// client sending faster than its calls end is slowed by HTTP/2 flow control rather than
+/// buffered in the daemon (documented in `proto/plugbay/host/v1/host.proto`).
+const STREAM_CONCURRENCY: usize = 32;
 
 /// The service: the host, and the shutdown flag that ends streams.
 pub struct HostApiService {
@@ -174,9 +181,14 @@ impl HostApi for HostApiService {
         let mut requests = request.into_inner();
         let (results, receiver) = mpsc::channel(STREAM_BUFFER);
         let (host, shutdown) = (self.host.clone(), self.shutdown.clone());
+        let slots = Arc::new(Semaphore::new(STREAM_CONCURRENCY));
         tokio::spawn(async move {
-            // Each call runs on its own task, so a slow call does not hold up the others.
-            while let Some(request) = requests.next().await {
+            // Each call runs on its own task, so a slow call does not hold up the others, and
+            // holds one of the stream's slots until its result is queued: with every slot
+            // taken, no further message is read.
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let Some(request) = requests.next().await else { break };
                 let request = match request {
                     Ok(request) => request,
                     Err(status) => {
@@ -196,6 +208,7 @@ impl HostApi for HostApiService {
                     let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
                     let result = result_of(id, host.invoke(call_of(request, timeout)).await);
                     let _ = results.send(Ok(result)).await;
+                    drop(slot);
                 });
             }
         });
