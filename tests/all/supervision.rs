@@ -34,11 +34,7 @@ async fn wait_for_state(host: &Host, id: &str, state: State) {
 }
 
 /// Waits (up to 10 s) until `id` has at least `count` crash reports; returns them all.
-pub async fn wait_for_crashes(
-    host: &Host,
-    id: &str,
-    count: usize,
-) -> Vec<plugbay_core::supervisor::CrashReport> {
+pub async fn wait_for_crashes(host: &Host, id: &str, count: usize) -> Vec<plugbay_core::events::CrashReport> {
     let what = format!("{count} crash reports of {id}");
     wait_for(PATIENCE, &what, async || host.crashes(Some(id)), |crashes| crashes.len() >= count).await
 }

@@ -129,7 +129,7 @@ async fn a_dead_instance_retries_an_idempotent_method_once_elsewhere() {
     assert_eq!(alive.calls.load(Ordering::SeqCst), 4);
     assert!(dead.calls.load(Ordering::SeqCst) >= 1, "round-robin reaches the dead one too");
     // Without the retry listing, the caller gets the failure.
-    let host = host_with("pair", "", &[dead.clone()]);
+    let host = host_with("pair", "", std::slice::from_ref(&dead));
     assert_eq!(host.invoke(echo()).await.unwrap_err().code(), Code::Unavailable);
 }
 
