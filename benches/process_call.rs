@@ -213,10 +213,8 @@ fn spawn_to_first_call_with(
 ) {
     let dir = PluginsDir::new();
     let folder = dir.add_process_fixture("");
-    let config = HostConfig {
-        process_socket_dir: socket_dir.map(std::path::Path::to_path_buf),
-        ..HostConfig::with_plugin_dir(dir.path())
-    };
+    let config = HostConfig::with_plugin_dir(dir.path())
+        .with_process_socket_dir(socket_dir.map(std::path::Path::to_path_buf));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = Call::new("fixture@1", "echo", Payload::bytes(&b"first"[..]));
     let mut group = c.benchmark_group("process");

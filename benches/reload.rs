@@ -84,11 +84,9 @@ fn main() {
     let scratch = tempfile::tempdir().unwrap();
     let versions = [library(scratch.path(), "a"), library(scratch.path(), "b")];
     let path = folder.join(native_library_file_name("libcfix"));
-    let config = HostConfig {
-        watch: true,
-        reload_probation: Duration::from_millis(50),
-        ..HostConfig::with_plugin_dir(dir.path())
-    };
+    let config = HostConfig::with_plugin_dir(dir.path())
+        .with_watch(true)
+        .with_reload_probation(Duration::from_millis(50));
     let host = runtime.block_on(async {
         let host = Host::build(config).unwrap();
         host.load_all().await;

@@ -45,7 +45,7 @@ fn calls(c: &mut Criterion) {
         host
     });
     let unpooled = runtime.block_on(async {
-        let config = HostConfig { wasm_pooling: false, ..HostConfig::with_plugin_dir(dir.path()) };
+        let config = HostConfig::with_plugin_dir(dir.path()).with_wasm_pooling(false);
         let host = Host::build(config).unwrap();
         let report = host.load_all().await;
         assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -147,7 +147,7 @@ fn load(c: &mut Criterion) {
     let mut group = c.benchmark_group("wasm_load");
     group.measurement_time(Duration::from_secs(5));
     for (name, cache_dir) in [("compile_no_cache", None), ("from_cache", Some(cache.path().join("cache")))] {
-        let config = HostConfig { wasm_cache_dir: cache_dir, ..HostConfig::with_plugin_dir(dir.path()) };
+        let config = HostConfig::with_plugin_dir(dir.path()).with_wasm_cache_dir(cache_dir);
         let host = Host::build(config).unwrap();
         runtime.block_on(host.load_folder(&folder)).unwrap();
         group.bench_function(name, |b| {
@@ -165,10 +165,8 @@ fn load(c: &mut Criterion) {
             })
         });
     }
-    let config = HostConfig {
-        wasm_cache_dir: Some(cache.path().join("cache")),
-        ..HostConfig::with_plugin_dir(dir.path())
-    };
+    let config =
+        HostConfig::with_plugin_dir(dir.path()).with_wasm_cache_dir(Some(cache.path().join("cache")));
     group.bench_function("new_host_from_cache", |b| {
         b.iter_custom(|iterations| time_first_loads(&runtime, &config, &folder, iterations))
     });

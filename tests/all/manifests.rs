@@ -105,10 +105,8 @@ async fn a7_two_folders_with_the_same_id_second_refused_naming_both() {
     let second = PluginsDir::new();
     first.add_fixture();
     second.add_fixture();
-    let config = HostConfig {
-        plugin_dirs: vec![first.path().to_path_buf(), second.path().to_path_buf()],
-        ..HostConfig::default()
-    };
+    let config =
+        HostConfig::default().with_plugin_dirs(vec![first.path().to_path_buf(), second.path().to_path_buf()]);
     let host = Host::build(config).unwrap();
     let report = host.load_all().await;
     assert_eq!(report.loaded, ["fixture"]);

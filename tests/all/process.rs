@@ -192,7 +192,7 @@ async fn deadlines_reach_the_plugin_and_the_caller_gets_deadline_exceeded() {
 async fn b7_oversized_response_is_resource_exhausted() {
     let dir = PluginsDir::new();
     dir.add_process_fixture("");
-    let config = HostConfig { max_payload_bytes: 1 << 20, ..HostConfig::with_plugin_dir(dir.path()) };
+    let config = HostConfig::with_plugin_dir(dir.path()).with_max_payload_bytes(1 << 20);
     let host = Host::build(config).unwrap();
     host.load_all().await;
     let error = host.invoke(json_call("fixture@1", "big", json!(2 << 20))).await.unwrap_err();
@@ -402,10 +402,8 @@ async fn private_directory_is_made_in_the_configured_socket_dir() {
     let folder =
         dir.add_wrapped_process_fixture("", "echo \"$PLUGBAY_SOCKET\" > socket.path\nexec ./process-fixture");
     let sockets = tempfile::tempdir().unwrap();
-    let config = HostConfig {
-        process_socket_dir: Some(sockets.path().to_path_buf()),
-        ..HostConfig::with_plugin_dir(dir.path())
-    };
+    let config =
+        HostConfig::with_plugin_dir(dir.path()).with_process_socket_dir(Some(sockets.path().to_path_buf()));
     let host = Host::build(config).unwrap();
     host.load_all().await;
     assert!(host.invoke(json_call("fixture@1", "echo", json!("hi"))).await.is_ok());

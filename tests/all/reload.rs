@@ -28,12 +28,10 @@ const REPLACEMENTS: usize = 20;
 
 /// A host over `dir` that watches it, with a short debounce and probation.
 async fn watching_host(dir: &PluginsDir, probation: Duration) -> Host {
-    let config = HostConfig {
-        watch: true,
-        watch_debounce: Duration::from_millis(50),
-        reload_probation: probation,
-        ..HostConfig::with_plugin_dir(dir.path())
-    };
+    let config = HostConfig::with_plugin_dir(dir.path())
+        .with_watch(true)
+        .with_watch_debounce(Duration::from_millis(50))
+        .with_reload_probation(probation);
     let host = Host::build(config).unwrap();
     let report = host.load_all().await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -333,8 +331,7 @@ async fn f2_new_version_crashing_during_its_probation_is_rolled_back() {
     let dir = PluginsDir::new();
     let folder = dir.add_process_fixture("[health]\ninterval_ms = 0\n");
     std::fs::write(folder.join("tag"), "a").unwrap();
-    let config =
-        HostConfig { reload_probation: Duration::from_secs(5), ..HostConfig::with_plugin_dir(dir.path()) };
+    let config = HostConfig::with_plugin_dir(dir.path()).with_reload_probation(Duration::from_secs(5));
     let host = Host::build(config).unwrap();
     host.load_all().await;
     let tag = json_call("fixture@1", "tag", json!(null));
@@ -366,11 +363,9 @@ async fn a_quarantined_plugin_gets_a_fresh_try_when_its_files_change() {
 }
 
 async fn watching_host_allowing_failures(dir: &PluginsDir) -> Host {
-    let config = HostConfig {
-        watch: true,
-        watch_debounce: Duration::from_millis(50),
-        ..HostConfig::with_plugin_dir(dir.path())
-    };
+    let config = HostConfig::with_plugin_dir(dir.path())
+        .with_watch(true)
+        .with_watch_debounce(Duration::from_millis(50));
     let host = Host::build(config).unwrap();
     host.load_all().await;
     host

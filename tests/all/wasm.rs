@@ -322,8 +322,7 @@ async fn wasm_without_the_pooling_allocator_serves_both_modes() {
     for (mode, counts) in [("persistent", (1, 2)), ("per-call", (1, 1))] {
         let dir = PluginsDir::new();
         add_guest(&dir, &format!("\n[wasm]\ninstance = \"{mode}\"\n"));
-        let host =
-            host_with(HostConfig { wasm_pooling: false, ..HostConfig::with_plugin_dir(dir.path()) }).await;
+        let host = host_with(HostConfig::with_plugin_dir(dir.path()).with_wasm_pooling(false)).await;
         assert_eq!((count(&host).await, count(&host).await), counts, "{mode}");
         let error = host.invoke(call("grow", b"")).await.unwrap_err();
         assert_eq!(error.code(), Code::ResourceExhausted, "{mode}: {error}");
@@ -540,8 +539,7 @@ async fn wasm_compiled_cache_is_used_and_a_corrupted_entry_rebuilt() {
     add_guest(&dir, "");
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("wasm-cache");
-    let config =
-        HostConfig { wasm_cache_dir: Some(cache_dir.clone()), ..HostConfig::with_plugin_dir(dir.path()) };
+    let config = HostConfig::with_plugin_dir(dir.path()).with_wasm_cache_dir(Some(cache_dir.clone()));
 
     let host = host_with(config.clone()).await;
     assert_eq!(&host.invoke(call("echo", b"one")).await.unwrap().bytes[..], b"one");
@@ -597,10 +595,9 @@ async fn load_unload_cycles() {
     let dir = PluginsDir::new();
     add_guest(&dir, "");
     let cache = tempfile::tempdir().unwrap();
-    let host = Host::build(HostConfig {
-        wasm_cache_dir: Some(cache.path().join("cache")),
-        ..HostConfig::with_plugin_dir(dir.path())
-    })
+    let host = Host::build(
+        HostConfig::with_plugin_dir(dir.path()).with_wasm_cache_dir(Some(cache.path().join("cache"))),
+    )
     .unwrap();
     let folder = dir.path().join(GUEST);
     let cycle = async || {

@@ -181,50 +181,49 @@ impl DaemonConfig {
         let drain_timeout = ms(file.shutdown.drain_timeout_ms, 10_000, "shutdown.drain_timeout_ms")?;
         let plugins = args.plugins.clone().or(file.plugins).unwrap_or_else(|| PathBuf::from("plugins"));
         let defaults = HostConfig::default();
-        let host = HostConfig {
-            plugin_dirs: vec![plugins.clone()],
-            default_timeout: ms(
+        let host = HostConfig::default()
+            .with_plugin_dirs(vec![plugins.clone()])
+            .with_default_timeout(ms(
                 file.host.default_timeout_ms,
                 defaults.default_timeout.as_millis() as u64,
                 "host.default_timeout_ms",
-            )?,
-            drain_timeout: ms(
+            )?)
+            .with_drain_timeout(ms(
                 file.host.plugin_drain_timeout_ms,
                 defaults.drain_timeout.as_millis() as u64,
                 "host.plugin_drain_timeout_ms",
-            )?,
-            event_queue: within(
+            )?)
+            .with_event_queue(within(
                 file.host.event_queue,
                 defaults.event_queue as u64,
                 1,
                 1 << 20,
                 &in_file("host.event_queue"),
-            )? as usize,
-            max_payload_bytes: max_body_bytes as usize,
-            watch: file.host.watch.unwrap_or(true),
-            watch_debounce: Duration::from_millis(within(
+            )? as usize)
+            .with_max_payload_bytes(max_body_bytes as usize)
+            .with_watch(file.host.watch.unwrap_or(true))
+            .with_watch_debounce(Duration::from_millis(within(
                 file.host.watch_debounce_ms,
                 defaults.watch_debounce.as_millis() as u64,
                 10,
                 60_000,
                 &in_file("host.watch_debounce_ms"),
-            )?),
-            reload_probation: Duration::from_millis(within(
+            )?))
+            .with_reload_probation(Duration::from_millis(within(
                 file.host.reload_probation_ms,
                 defaults.reload_probation.as_millis() as u64,
                 0,
                 3_600_000,
                 &in_file("host.reload_probation_ms"),
-            )?),
-            wasm_cache_dir: file.wasm.cache_dir,
-            wasm_pooling: file.wasm.pooling.unwrap_or(defaults.wasm_pooling),
-            process_socket_dir: file
-                .process
-                .socket_dir
-                .map(|dir| std::path::absolute(&dir).with_context(|| in_file("process.socket_dir")))
-                .transpose()?,
-            ..defaults
-        };
+            )?))
+            .with_wasm_cache_dir(file.wasm.cache_dir)
+            .with_wasm_pooling(file.wasm.pooling.unwrap_or(defaults.wasm_pooling))
+            .with_process_socket_dir(
+                file.process
+                    .socket_dir
+                    .map(|dir| std::path::absolute(&dir).with_context(|| in_file("process.socket_dir")))
+                    .transpose()?,
+            );
         host.validate().with_context(|| format!("{origin}: the host settings are not valid"))?;
         Ok(DaemonConfig {
             plugins,
