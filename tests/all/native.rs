@@ -154,7 +154,7 @@ fn c2_segfault_kills_the_host_process_as_documented() {
 async fn oversized_response_is_resource_exhausted() {
     let dir = PluginsDir::new();
     dir.add_fixture();
-    let config = HostConfig { max_payload_bytes: 1024, ..HostConfig::with_plugin_dir(dir.path()) };
+    let config = HostConfig::with_plugin_dir(dir.path()).with_max_payload_bytes(1024);
     let host = Host::build(config).unwrap();
     host.load_all().await;
     let ok = host.invoke(json_call("fixture@1", "big", json!(1024))).await.unwrap();

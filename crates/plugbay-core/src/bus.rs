@@ -15,6 +15,7 @@ pub const LIFECYCLE_TOPIC: &str = "plugbay.lifecycle";
 
 /// One event on the bus.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Event {
     /// The topic, e.g. `kv.changed` or [`LIFECYCLE_TOPIC`].
     pub topic: String,
@@ -56,6 +57,7 @@ impl Event {
 
 /// The payload of a lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct LifecycleChange {
     /// The plugin id (the folder name when the manifest could not be read).
     pub plugin: String,

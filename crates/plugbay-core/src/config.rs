@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostConfig {
     /// Folders scanned by [`crate::Host::load_all`], each holding one sub-folder per plugin.
     /// Default: `["./plugins"]`.

@@ -113,6 +113,7 @@ impl FailureWindow {
 
 /// The payload of an [`ALERT_TOPIC`] event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Alert {
     /// The plugin.
     pub plugin: String,
@@ -124,6 +125,7 @@ pub struct Alert {
 
 /// One call an instance served, as remembered for crash reports: never the payload bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CallRecord {
     /// The method.
     pub method: String,
@@ -181,6 +183,7 @@ impl RecentCalls {
 /// A record of one crash (an instance that died, failed its health checks, or failed to
 /// start under a restart policy).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct CrashReport {
     /// When, in milliseconds since the Unix epoch.
     pub time_ms: u64,

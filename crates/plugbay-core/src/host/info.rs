@@ -23,6 +23,7 @@ impl From<&Error> for ErrorInfo {
 
 /// What the host knows about one plugin.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct PluginInfo {
     /// The plugin id (the folder name when the manifest could not be read).
     pub id: String,
@@ -54,6 +55,7 @@ pub struct PluginInfo {
 
 /// The outcome of loading a plugins folder: who loaded and who did not, and why.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct LoadReport {
     /// Ids of the plugins now running.
     pub loaded: Vec<String>,

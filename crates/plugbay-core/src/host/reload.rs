@@ -24,6 +24,7 @@ pub const RELOAD_TOPIC: &str = "plugbay.reload";
 
 /// The payload of a [`RELOAD_TOPIC`] event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct ReloadEvent {
     /// The plugin.
     pub plugin: String,
