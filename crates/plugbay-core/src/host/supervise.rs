@@ -4,7 +4,7 @@
 //! [`crate::supervisor`].
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{HostInner, PluginEntry};
 use crate::bus::Event;
@@ -160,8 +160,13 @@ impl HostInner {
     ) {
         let Some(manifest) = entry.status.lock().manifest.clone() else { return };
         let restart = &manifest.restart;
-        let verdict = supervisor::restarts(restart.policy, clean)
-            .then(|| entry.status.lock().failures.record(Instant::now(), restart, supervisor::jitter()));
+        let verdict = supervisor::restarts(restart.policy, clean).then(|| {
+            entry.status.lock().failures.record(
+                tokio::time::Instant::now().into_std(),
+                restart,
+                supervisor::jitter(),
+            )
+        });
         let action = match verdict {
             None if clean => format!("not restarted: it exited cleanly (policy {})", restart.policy),
             None => format!("not restarted (policy {})", restart.policy),
