@@ -2,7 +2,7 @@
 //! (`invoke`, `invoke_sync`, a `MethodHandle`, a plugin's call through the host) applies the
 //! same rules, and lifecycle operations on a stopped plugin do what the docs promise.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State, Target};
 use plugbay_testkit::wasm::{GUEST_METHODS, component_from_wat, guest_wat, write_component};
@@ -10,15 +10,7 @@ use plugbay_testkit::{FIXTURE_METHODS, PluginsDir, process_fixture, process_mani
 use serde_json::json;
 
 use crate::support::{assert_error, host_over, info, json_call};
-
-/// Waits up to 10 s for `condition`, naming `what` when it never holds.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use crate::util::wait_for;
 
 /// The calls counted for `method` of `plugin`.
 fn calls_of(host: &Host, plugin: &str, method: &str) -> u64 {
@@ -158,8 +150,11 @@ async fn a_watched_change_to_a_stopped_plugin_loads_it_afresh() {
     let manifest = folder.join("plugin.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, format!("{text}\n# changed\n")).unwrap();
-    wait_until("the changed stopped plugin to run again", || info(&host, "fixture").state == State::Running)
-        .await;
+    let sample = async || info(&host, "fixture").state;
+    wait_for(Duration::from_secs(10), "the changed stopped plugin to run again", sample, |state| {
+        *state == State::Running
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -168,8 +163,8 @@ async fn a_load_refused_because_the_plugin_runs_keeps_its_restart_count() {
     dir.add_process_fixture("[restart]\npolicy = \"always\"\nbackoff_ms = 10\n");
     let host = host_over(&dir).await;
     let _ = host.invoke(json_call("fixture@1", "exit", json!(1))).await;
-    wait_until("the supervisor to restart the program", || {
-        let listed = info(&host, "fixture");
+    let sample = async || info(&host, "fixture");
+    wait_for(Duration::from_secs(10), "the supervisor to restart the program", sample, |listed| {
         listed.restarts == 1 && listed.state == State::Running && listed.instances == 1
     })
     .await;
