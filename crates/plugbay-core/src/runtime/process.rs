@@ -235,7 +235,12 @@ fn rpc_error(error: RpcError) -> Error {
                 status.message()
             )),
         },
-        RpcError::Timeout => {
+        RpcError::Timeout(Some(timeout)) => Error::new(
+            Code::DeadlineExceeded,
+            // Rounded up: the budget left is a hair under the call's whole one.
+            format!("no response within {} ms; the call was cancelled", timeout.as_micros().div_ceil(1000)),
+        ),
+        RpcError::Timeout(None) => {
             Error::new(Code::DeadlineExceeded, "no response before the deadline; the call was cancelled")
         }
         RpcError::Transport(why) => Error::unavailable(format!("the connection to the plugin failed: {why}")),

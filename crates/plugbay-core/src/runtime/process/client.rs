@@ -24,8 +24,8 @@ pub(super) enum PluginClient {
 pub(super) enum RpcError {
     /// The plugin answered with this status.
     Plugin(tonic::Status),
-    /// No answer within the RPC's timeout.
-    Timeout,
+    /// No answer within the RPC's timeout (the timeout, when known).
+    Timeout(Option<Duration>),
     /// The connection failed or closed (most likely the program died); why, for people.
     Transport(String),
 }
@@ -42,11 +42,19 @@ impl RpcError {
         let mut cause = Some(source);
         while let Some(error) = cause {
             if error.is::<tonic::TimeoutExpired>() {
-                return RpcError::Timeout;
+                return RpcError::Timeout(None);
             }
             cause = error.source();
         }
         RpcError::Transport(format!("{}: {source}", status.message()))
+    }
+
+    /// The same error, naming `timeout` if it is a timeout that does not name its own.
+    fn timed_out_after(self, timeout: Option<Duration>) -> RpcError {
+        match self {
+            RpcError::Timeout(None) => RpcError::Timeout(timeout),
+            other => other,
+        }
     }
 
     /// The gRPC code the plugin answered with, if it answered.
@@ -81,7 +89,7 @@ macro_rules! rpc {
                     .$name(request(message, timeout))
                     .await
                     .map(tonic::Response::into_inner)
-                    .map_err(RpcError::from_grpc),
+                    .map_err(|status| RpcError::from_grpc(status).timed_out_after(timeout)),
                 PluginClient::Framed(client) => client.rpc($kind, &message, timeout).await,
             }
         }
@@ -120,7 +128,7 @@ mod tests {
         }
         let timeout = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
         assert_eq!(timeout.code(), tonic::Code::Cancelled);
-        assert!(matches!(RpcError::from_grpc(timeout), RpcError::Timeout));
+        assert!(matches!(RpcError::from_grpc(timeout), RpcError::Timeout(None)));
         let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");
         let broken = tonic::Status::from_error(Box::new(io));
         assert!(matches!(RpcError::from_grpc(broken), RpcError::Transport(why) if why.contains("pipe")));

@@ -108,7 +108,7 @@ impl FramedClient {
         let body = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, reply).await {
                 Ok(reply) => reply,
-                Err(_) => return Err(RpcError::Timeout),
+                Err(_) => return Err(RpcError::Timeout(Some(timeout))),
             },
             None => reply.await,
         };
