@@ -150,7 +150,8 @@ impl HostInner {
 
     /// Records the failure, writes the crash report, and acts on the verdict. `slot` is the
     /// instance that ended (for its replica number and last calls), `None` when none
-    /// started; `last` says no instance of the plugin is left.
+    /// started; `death` how it died, when it did (whether it was clean, its exit status for
+    /// the report); `last` says no instance of the plugin is left.
     fn after_failure(
         &self,
         entry: &Arc<PluginEntry>,
