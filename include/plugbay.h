@@ -45,7 +45,8 @@ extern "C" {
 /* The library may be dlclose()d once no call is in flight. */
 #define PLUGBAY_FLAG_UNLOADABLE 0x2u
 
-/* Status codes: the numbers are gRPC's, so every API maps them one to one. */
+/* Status codes: the numbers are gRPC's, so every API maps them one to one (in Rust:
+   plugbay_abi::Code, whose status() and from_status() are the one mapping to these). */
 typedef int32_t plugbay_status_t;
 #define PLUGBAY_OK 0
 #define PLUGBAY_INVALID_ARGUMENT 3
@@ -57,7 +58,7 @@ typedef int32_t plugbay_status_t;
 #define PLUGBAY_INTERNAL 13
 #define PLUGBAY_UNAVAILABLE 14
 
-/* Log levels for plugbay_host_api_v1_t.log. */
+/* Log levels for plugbay_host_api_v1_t.log (in Rust: plugbay_abi::LogLevel). */
 #define PLUGBAY_LOG_ERROR 1
 #define PLUGBAY_LOG_WARN 2
 #define PLUGBAY_LOG_INFO 3

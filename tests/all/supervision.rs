@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use plugbay_core::events::{ALERT_TOPIC, Alert};
+use plugbay_core::runtime::ExitStatus;
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::PluginsDir;
 use serde_json::json;
@@ -79,6 +80,34 @@ async fn on_failure_judges_the_exit_status_not_what_the_program_printed() {
     assert!(crash.reason.contains("exited with exit status: 1"), "{crash:?}");
     assert!(!crash.action.contains("exited cleanly"), "{crash:?}");
     assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_a_plugin_killed_by_sigkill_has_signaled_9_in_its_crash_report() {
+    let (_dir, host) = fixture_host("[restart]\npolicy = \"never\"\n").await;
+    let pid = pid_of(&host).await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_for_state(&host, "fixture", State::Failed).await;
+    let crash = &host.crashes(Some("fixture"))[0];
+    assert_eq!(crash.exit, Some(ExitStatus::Signaled(9)), "{crash:?}");
+    assert!(crash.reason.contains(&format!("(pid {pid}) was killed by signal 9 (SIGKILL)")), "{crash:?}");
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_exit_0_is_a_clean_death_by_its_data() {
+    let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 1\n").await;
+    let _ = host.invoke(json_call("fixture@1", "exit", json!(0))).await.unwrap_err();
+    wait_for_state(&host, "fixture", State::Failed).await;
+    let crash = &host.crashes(Some("fixture"))[0];
+    assert_eq!(crash.exit, Some(ExitStatus::Exited(0)), "{crash:?}");
+    assert!(crash.action.contains("exited cleanly"), "{crash:?}");
+    let json = serde_json::to_value(crash).unwrap();
+    assert_eq!(json["exit"], json!({"exited": 0}), "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,11 @@
 //! The `#[repr(C)]` mirror of `include/plugbay.h`, plugbay's native plugin contract.
 //!
-//! This crate has no dependencies and no logic: it is the one place where the C header's
-//! structs, constants and function-pointer types are spelled in Rust. The host
+//! This crate has no required dependencies and no logic beyond number tables: it is the one
+//! place where the C header's structs, constants and function-pointer types are spelled in
+//! Rust, and where plugbay's error [`Code`]s and [`LogLevel`]s are defined with their one
+//! mapping to the C numbers (and gRPC's, which are the same by design). The optional `serde`
+//! feature derives `Serialize`/`Deserialize` for [`Code`] (snake_case names), for the host,
+//! whose JSON reports carry codes. The host
 //! (`plugbay-core`) and the Rust SDK (`plugbay-sdk`) both build on it, and a test in the
 //! suite compiles a C file with static assertions on every size and offset below, so the
 //! header and this crate cannot drift apart.
@@ -19,6 +23,10 @@
 
 use core::ffi::c_void;
 
+mod codes;
+
+pub use codes::{Code, LogLevel};
+
 /// The ABI version this crate (and `include/plugbay.h`) describes.
 pub const ABI_VERSION: u32 = 1;
 
@@ -30,7 +38,8 @@ pub const FLAG_THREAD_SAFE: u32 = 0x1;
 /// [`PluginV1::flags`] bit: the library may be unloaded once no call is in flight.
 pub const FLAG_UNLOADABLE: u32 = 0x2;
 
-/// A status code; the numbers are gRPC's (`PLUGBAY_OK`, `PLUGBAY_INTERNAL`, ...).
+/// A status code (`plugbay_status_t`); the numbers are gRPC's (`PLUGBAY_OK`, `PLUGBAY_INTERNAL`,
+/// ...). [`Code::status`] and [`Code::from_status`] are the one mapping to [`Code`].
 pub type Status = i32;
 
 /// Success.

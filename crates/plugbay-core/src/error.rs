@@ -4,82 +4,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The kind of failure. The set and the numbers are gRPC's, so the network APIs map them
-/// one to one (and the C ABI uses the same numbers as status codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Code {
-    /// The request or an input file is malformed; retrying the same thing fails again.
-    InvalidArgument,
-    /// The deadline passed before the operation finished.
-    DeadlineExceeded,
-    /// No plugin, capability or method by that name.
-    NotFound,
-    /// The operation is not allowed (method not whitelisted, path escapes the plugin folder).
-    PermissionDenied,
-    /// A limit was hit (payload size, call depth, queue full).
-    ResourceExhausted,
-    /// The system is not in a state for this (wrong ABI, illegal lifecycle transition).
-    FailedPrecondition,
-    /// A bug or an unexpected failure, in the host or in a plugin.
-    Internal,
-    /// Temporarily unable to serve (plugin stopping, stopped, or not loaded).
-    Unavailable,
-}
-
-impl Code {
-    /// Every code, in gRPC-number order.
-    pub const ALL: [Code; 8] = [
-        Code::InvalidArgument,
-        Code::DeadlineExceeded,
-        Code::NotFound,
-        Code::PermissionDenied,
-        Code::ResourceExhausted,
-        Code::FailedPrecondition,
-        Code::Internal,
-        Code::Unavailable,
-    ];
-
-    /// The lower-case name used in messages and JSON (`invalid_argument`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidArgument => "invalid_argument",
-            Code::DeadlineExceeded => "deadline_exceeded",
-            Code::NotFound => "not_found",
-            Code::PermissionDenied => "permission_denied",
-            Code::ResourceExhausted => "resource_exhausted",
-            Code::FailedPrecondition => "failed_precondition",
-            Code::Internal => "internal",
-            Code::Unavailable => "unavailable",
-        }
-    }
-
-    /// The gRPC status number (also the C ABI's status code).
-    pub fn grpc(self) -> i32 {
-        match self {
-            Code::InvalidArgument => 3,
-            Code::DeadlineExceeded => 4,
-            Code::NotFound => 5,
-            Code::PermissionDenied => 7,
-            Code::ResourceExhausted => 8,
-            Code::FailedPrecondition => 9,
-            Code::Internal => 13,
-            Code::Unavailable => 14,
-        }
-    }
-
-    /// The code for a gRPC status number; `None` for 0 (OK) and numbers plugbay does not use.
-    pub fn from_grpc(number: i32) -> Option<Code> {
-        Code::ALL.into_iter().find(|code| code.grpc() == number)
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The kind of failure; defined with its C, gRPC and JSON names in the contract crate
+/// ([`plugbay_abi::Code`]) and re-exported here.
+pub use plugbay_abi::Code;
 
 /// A plugbay error: a [`Code`], a message, and the context that locates it.
 ///
@@ -279,6 +206,27 @@ impl Error {
     }
 }
 
+/// An error as a gRPC status: the code's number and the whole message with its context.
+/// The one conversion every gRPC face of the host uses (the daemon's API, the process
+/// runtime's callback service).
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        tonic::Status::new(tonic::Code::from_i32(error.code().grpc()), error.to_string())
+    }
+}
+
+/// A gRPC status (from a plugin or a remote host) as an error with the same code and its
+/// message; a code plugbay does not use (`unknown`, `cancelled`, ...) becomes `internal`,
+/// naming it.
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Error {
+        match Code::from_grpc(status.code() as i32) {
+            Some(code) => Error::new(code, status.message().to_owned()),
+            None => Error::internal(format!("gRPC status {:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
 impl From<std::convert::Infallible> for Error {
     fn from(never: std::convert::Infallible) -> Error {
         match never {}
@@ -303,11 +251,23 @@ mod tests {
     }
 
     #[test]
-    fn grpc_numbers_round_trip() {
+    fn errors_cross_grpc_with_their_code_both_ways() {
         for code in Code::ALL {
-            assert_eq!(Code::from_grpc(code.grpc()), Some(code));
+            let status = tonic::Status::from(Error::new(code, "x").with_plugin("p"));
+            assert_eq!(status.code() as i32, code.grpc(), "{code}");
+            assert_eq!(status.message(), format!("{code}: plugin p: x"));
+            let back = Error::from(tonic::Status::new(status.code(), "y"));
+            assert_eq!((back.code(), back.message()), (code, "y"));
         }
-        assert_eq!(Code::from_grpc(0), None);
-        assert_eq!(Code::from_grpc(99), None);
+        let unknown = Error::from(tonic::Status::unknown("z"));
+        assert_eq!(unknown.code(), Code::Internal);
+        assert!(unknown.message().contains("Unknown") && unknown.message().contains('z'), "{unknown}");
+    }
+
+    #[test]
+    fn codes_serialise_by_their_snake_case_names() {
+        for code in Code::ALL {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+        }
     }
 }

@@ -112,7 +112,7 @@ impl Host {
             }
         };
         let (bus, deliveries) = Bus::new(config.event_queue);
-        let process = ProcessRuntime::new(config.process_socket_dir.clone());
+        let process = ProcessRuntime::new(handle.clone(), config.process_socket_dir.clone());
         #[cfg(feature = "wasm")]
         let wasm = WasmRuntime::new(config.wasm_cache_dir.as_deref(), config.wasm_pooling);
         let inner = Arc::new_cyclic(|me| HostInner {

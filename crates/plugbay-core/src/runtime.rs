@@ -5,6 +5,7 @@
 //! loaded artifact into running [`Instance`]s (Loaded -> Initialized), and an instance
 //! serves calls. Runtimes know nothing of routing, of each other, or of the lifecycle.
 
+mod death;
 pub mod native;
 pub mod process;
 #[cfg(feature = "wasm")]
@@ -22,19 +23,10 @@ use crate::call::{Call, Payload};
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, RuntimeKind};
 
+pub use death::{Death, ExitStatus};
+
 /// A boxed, sendable future (the async half of the runtime traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// How an instance that could die on its own ended (see [`Instance::died`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Death {
-    /// What happened, for people: the exit status or signal, and the program's last
-    /// stderr lines.
-    pub reason: String,
-    /// Whether it ended cleanly (a process that exited with status 0): the
-    /// `on-failure` restart policy leaves such an instance stopped.
-    pub clean: bool,
-}
 
 /// The result of starting a call: finished already (in-process runtimes, no thread hop),
 /// or a future to await under the call's deadline.
@@ -136,20 +128,9 @@ pub struct Artifact<'a> {
     pub bytes: Vec<u8>,
 }
 
-/// Severity of a plugin's log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Something failed.
-    Error,
-    /// Something looks wrong.
-    Warn,
-    /// Normal operation.
-    Info,
-    /// Debugging detail.
-    Debug,
-    /// Fine detail.
-    Trace,
-}
+/// Severity of a plugin's log line; defined with its C numbers in the contract crate
+/// ([`plugbay_abi::LogLevel`]) and re-exported here.
+pub use plugbay_abi::LogLevel;
 
 /// The host API as runtimes see it: what a plugin may ask of the host. Implemented by the
 /// host; runtimes bridge their contract's `log` / `publish` / `invoke` onto it.

@@ -194,6 +194,10 @@ pub struct CrashReport {
     /// Why: exit status or signal, trap, panic or init error, with the last stderr lines
     /// when the runtime has them.
     pub reason: String,
+    /// How the program ended, as data, when a process died (`{"signaled": 9}`); absent
+    /// for other failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<crate::runtime::ExitStatus>,
     /// The instance's last calls, oldest first.
     pub last_calls: Vec<CallRecord>,
     /// What the supervisor did: `restart in N ms`, `quarantined`, `not restarted (policy
@@ -298,6 +302,7 @@ mod tests {
                 plugin: if i % 2 == 0 { "a".into() } else { "b".into() },
                 instance: 0,
                 reason: String::new(),
+                exit: None,
                 last_calls: Vec::new(),
                 action: String::new(),
             });

@@ -6,7 +6,10 @@
 //! [`connect_unix`], the one way the host and the SDK dial a Unix socket.
 //!
 //! The wire contract around these services (environment, handshake line, timeouts, shutdown)
-//! is `docs/process-protocol.md`.
+//! is `docs/process-protocol.md`; the parts of it both sides spell are written once here:
+//! [`handshake`] (environment names, cookie, protocol version, handshake line), [`framed`]
+//! (the lean transport's frames) and [`log_level`] / [`log_level_number`] (the log levels of
+//! `LogRequest`).
 //!
 //! ```no_run
 //! use plugbay_proto::plugin::v1::plugin_service_client::PluginServiceClient;
@@ -30,6 +33,9 @@ use std::path::{Path, PathBuf};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+pub mod framed;
+pub mod handshake;
 
 pub use prost;
 pub use tonic;
@@ -70,6 +76,36 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// The gRPC service name a plugin's health service must report `SERVING` for once it is ready.
 pub const PLUGIN_SERVICE_NAME: &str = plugin::v1::plugin_service_server::SERVICE_NAME;
 
+/// Largest gRPC message (and framed body) sent or received, either way: 64 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The level of a `LogRequest.level` number; an unknown number is `Info`.
+pub fn log_level(number: i32) -> plugbay_abi::LogLevel {
+    use plugbay_abi::LogLevel;
+    use plugin::v1::log_request::Level;
+    match Level::try_from(number).unwrap_or(Level::Info) {
+        Level::Error => LogLevel::Error,
+        Level::Warn => LogLevel::Warn,
+        Level::Debug => LogLevel::Debug,
+        Level::Trace => LogLevel::Trace,
+        _ => LogLevel::Info,
+    }
+}
+
+/// The `LogRequest.level` number of a level.
+pub fn log_level_number(level: plugbay_abi::LogLevel) -> i32 {
+    use plugbay_abi::LogLevel;
+    use plugin::v1::log_request::Level;
+    let level = match level {
+        LogLevel::Error => Level::Error,
+        LogLevel::Warn => Level::Warn,
+        LogLevel::Info => Level::Info,
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Trace => Level::Trace,
+    };
+    level as i32
+}
+
 /// Opens a gRPC channel (HTTP/2 cleartext) to a server listening on the Unix socket `path`.
 ///
 /// tonic's `Endpoint` only dials TCP by itself, so the channel is built with
@@ -94,4 +130,18 @@ pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Channel, tonic::tran
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use plugbay_abi::LogLevel;
+
+    #[test]
+    fn log_levels_cross_the_log_request_both_ways() {
+        for level in LogLevel::ALL {
+            assert_eq!(super::log_level(super::log_level_number(level)), level);
+        }
+        assert_eq!(super::log_level(0), LogLevel::Info, "unspecified");
+        assert_eq!(super::log_level(99), LogLevel::Info, "unknown");
+    }
 }

@@ -2,53 +2,8 @@
 
 use plugbay_abi::{self as abi, HostApiV1, Output as RawOutput, Str};
 
-use crate::types::{ErrorCode, Input, PluginError};
-
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    /// Something failed.
-    Error,
-    /// Something looks wrong.
-    Warn,
-    /// Normal operation.
-    Info,
-    /// Detail for debugging.
-    Debug,
-    /// Very fine detail.
-    Trace,
-}
-
-impl LogLevel {
-    fn raw(self) -> i32 {
-        match self {
-            LogLevel::Error => abi::LOG_ERROR,
-            LogLevel::Warn => abi::LOG_WARN,
-            LogLevel::Info => abi::LOG_INFO,
-            LogLevel::Debug => abi::LOG_DEBUG,
-            LogLevel::Trace => abi::LOG_TRACE,
-        }
-    }
-}
-
-/// The response of [`Host::invoke`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// The payload bytes.
-    pub bytes: Vec<u8>,
-    /// Their media type.
-    pub content_type: String,
-}
-
-impl Response {
-    /// Decodes the response as JSON.
-    ///
-    /// # Errors
-    /// `invalid_argument` when it does not fit `T`.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
-        Ok(serde_json::from_slice(&self.bytes)?)
-    }
-}
+use crate::backend::HostApi;
+use crate::types::{ErrorCode, Input, LogLevel, PluginError, Response};
 
 /// The host, as seen from a plugin instance: cheap to clone, usable from any thread.
 ///
@@ -66,9 +21,9 @@ enum Backend {
     Detached,
     /// The C ABI table of a native host.
     Native(&'static HostApiV1),
-    /// The host's callback socket, for a process plugin.
-    #[cfg(feature = "process")]
-    Process(std::sync::Arc<crate::process::ProcessHost>),
+    /// Another transport (a process plugin's connection to the host).
+    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    Remote(std::sync::Arc<dyn HostApi>),
 }
 
 impl std::fmt::Debug for Host {
@@ -76,8 +31,7 @@ impl std::fmt::Debug for Host {
         let kind = match self.backend {
             Backend::Detached => "detached",
             Backend::Native(_) => "native",
-            #[cfg(feature = "process")]
-            Backend::Process(_) => "process",
+            Backend::Remote(_) => "remote",
         };
         f.debug_struct("Host").field("backend", &kind).finish()
     }
@@ -90,10 +44,10 @@ impl Host {
         Host { backend: Backend::Detached }
     }
 
-    /// The host of a process plugin.
-    #[cfg(feature = "process")]
-    pub(crate) fn process(host: std::sync::Arc<crate::process::ProcessHost>) -> Host {
-        Host { backend: Backend::Process(host) }
+    /// A host reached through `api` (a process plugin's connection).
+    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    pub(crate) fn remote(api: std::sync::Arc<dyn HostApi>) -> Host {
+        Host { backend: Backend::Remote(api) }
     }
 
     /// Wraps the table the host passed to init.
@@ -120,8 +74,7 @@ impl Host {
                 (api.log)(api.host_ctx, level.raw(), Str::from_bytes(message.as_bytes()))
             },
             Backend::Detached => eprintln!("[{level:?}] {message}"),
-            #[cfg(feature = "process")]
-            Backend::Process(host) => host.log(level, message),
+            Backend::Remote(host) => host.log(level, message),
         }
     }
 
@@ -140,8 +93,7 @@ impl Host {
         let api = match &self.backend {
             Backend::Native(api) => *api,
             Backend::Detached => return Ok(()),
-            #[cfg(feature = "process")]
-            Backend::Process(host) => return host.publish(topic, action, payload, content_type),
+            Backend::Remote(host) => return host.publish(topic, action, payload, content_type),
         };
         let mut out = RawOutput::EMPTY;
         // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
@@ -168,8 +120,7 @@ impl Host {
             Backend::Detached => {
                 return Err(PluginError::new(ErrorCode::Unavailable, "no host (Host::detached)"));
             }
-            #[cfg(feature = "process")]
-            Backend::Process(host) => return host.invoke(target, method, input),
+            Backend::Remote(host) => return host.invoke(target, method, input),
         };
         let mut out = RawOutput::EMPTY;
         // SAFETY: the table is valid; every argument outlives the call; `out` is writable.
@@ -205,6 +156,6 @@ fn take(api: &HostApiV1, status: abi::Status, out: RawOutput) -> Result<Response
     if status == abi::STATUS_OK {
         Ok(Response { bytes: payload, content_type })
     } else {
-        Err(PluginError::new(ErrorCode::from_status(status), error))
+        Err(PluginError::new(ErrorCode::from_status(status).unwrap_or(ErrorCode::Internal), error))
     }
 }

@@ -35,6 +35,7 @@
 //! The same type can be tested without a host: call `Shout::init(Host::detached(), b"")`
 //! and then `call` directly.
 
+mod backend;
 mod host;
 mod types;
 
@@ -44,11 +45,11 @@ pub mod native;
 #[cfg(feature = "process")]
 mod process;
 
-pub use host::{Host, LogLevel, Response};
+pub use host::Host;
 pub use plugbay_abi as abi;
 #[cfg(feature = "process")]
 pub use process::serve;
-pub use types::{Description, ErrorCode, Event, Input, Output, PluginError};
+pub use types::{Description, ErrorCode, Event, Input, LogLevel, Output, PluginError, Response};
 
 /// A plugin: one type, created by [`Plugin::init`], serving calls through `&self`.
 ///

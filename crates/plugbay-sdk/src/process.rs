@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use plugbay_proto::handshake::{self, COOKIE, TRANSPORT_FRAMED, TRANSPORT_GRPC, env as names};
 use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::plugin_service_server::{PluginService, PluginServiceServer};
 use tokio::sync::{OnceCell, watch};
@@ -14,16 +15,14 @@ use crate::Plugin;
 mod callbacks;
 mod framed;
 use crate::host::Host;
-use crate::types::{Event, Input, PluginError};
-pub(crate) use callbacks::ProcessHost;
+use crate::types::{ErrorCode, Event, Input, PluginError};
+use callbacks::ProcessHost;
 
-/// The magic value the host sets in `PLUGBAY_PLUGIN_COOKIE`.
-const COOKIE: &str = "d6f2c0a4-plugbay-process-plugin";
 /// The protocol version this SDK speaks.
-const VERSION: u32 = 1;
+const VERSION: u32 = handshake::PROTOCOL_VERSION;
 /// Largest gRPC message sent or received (the host refuses responses over its own
 /// `max_payload_bytes` with `resource_exhausted`).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+const MAX_MESSAGE_BYTES: usize = plugbay_proto::MAX_MESSAGE_BYTES;
 
 /// Runs `P` as a process plugin until the host asks it to shut down (or dies). Call it from
 /// `main`: `fn main() { plugbay_sdk::serve::<MyPlugin>() }`.
@@ -38,7 +37,7 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// printed as soon as the socket listens, before that runtime starts. For the quickest
 /// start, link the program statically (docs/process-protocol.md, "Starting fast").
 pub fn serve<P: Plugin>() -> ! {
-    let code = match std::env::var("PLUGBAY_PLUGIN_COOKIE") {
+    let code = match std::env::var(names::COOKIE) {
         Ok(cookie) if cookie == COOKIE => match run::<P>() {
             Ok(()) => 0,
             Err(message) => {
@@ -61,27 +60,27 @@ pub fn serve<P: Plugin>() -> ! {
 }
 
 fn run<P: Plugin>() -> Result<(), String> {
-    let offered = env("PLUGBAY_PROTOCOL_VERSIONS")?;
-    if !offered.split(',').any(|v| v.trim() == VERSION.to_string()) {
+    let offered = env(names::PROTOCOL_VERSIONS)?;
+    if !handshake::lists(&offered, &VERSION.to_string()) {
         return Err(format!(
             "no common protocol version: the host offers {offered}, this SDK speaks {VERSION}"
         ));
     }
-    let socket = PathBuf::from(env("PLUGBAY_SOCKET")?);
-    let host_socket = PathBuf::from(env("PLUGBAY_HOST_SOCKET")?);
+    let socket = PathBuf::from(env(names::SOCKET)?);
+    let host_socket = PathBuf::from(env(names::HOST_SOCKET)?);
     let listener = std::os::unix::net::UnixListener::bind(&socket)
         .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
         .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
-    let transports = std::env::var("PLUGBAY_TRANSPORTS").unwrap_or_default();
-    let framed = transports.split(',').any(|t| t.trim() == "framed");
+    let transports = std::env::var(names::TRANSPORTS).unwrap_or_default();
+    let framed = handshake::lists(&transports, TRANSPORT_FRAMED);
     // A host that takes host API calls on the framed connection says so; an older one
     // does not, and gets them on its callback socket.
-    let features = std::env::var("PLUGBAY_FRAMED_FEATURES").unwrap_or_default();
-    let host_calls = framed && features.split(',').any(|f| f.trim() == "host-calls");
+    let features = std::env::var(names::FRAMED_FEATURES).unwrap_or_default();
+    let host_calls = framed && handshake::lists(&features, plugbay_proto::framed::FEATURE_HOST_CALLS);
     if framed {
         // The socket listens already: the host may connect and send its first request
         // while tokio starts (the kernel queues both), so the two starts overlap.
-        println!("plugbay|{VERSION}|unix|{}|framed", socket.display());
+        println!("{}", handshake::line(VERSION, &socket, TRANSPORT_FRAMED));
     }
     // One worker serves the connection; a request runs plugin code in place after handing
     // the worker role to a thread of the blocking pool (`Service::blocking`).
@@ -144,12 +143,24 @@ async fn run_async<P: Plugin>(
                 let _ = stopped.wait_for(|stop| *stop).await;
             },
         );
-    println!("plugbay|{VERSION}|unix|{}|grpc", socket.display());
+    println!("{}", handshake::line(VERSION, &socket, TRANSPORT_GRPC));
     server.await.map_err(|error| format!("the gRPC server failed: {error}"))
 }
 
-fn to_status(error: PluginError) -> tonic::Status {
-    tonic::Status::new(tonic::Code::from_i32(error.code.status()), error.message)
+/// A plugin's error as a gRPC status: the code's number, the message unchanged.
+impl From<PluginError> for tonic::Status {
+    fn from(error: PluginError) -> tonic::Status {
+        tonic::Status::new(tonic::Code::from_i32(error.code.grpc()), error.message)
+    }
+}
+
+/// A status from the host as a plugin error with the same code (`internal` for a code
+/// plugbay does not use) and message.
+impl From<tonic::Status> for PluginError {
+    fn from(status: tonic::Status) -> PluginError {
+        let code = ErrorCode::from_grpc(status.code() as i32).unwrap_or(ErrorCode::Internal);
+        PluginError::new(code, status.message().to_owned())
+    }
 }
 
 /// The gRPC face of a plugin.
@@ -168,7 +179,7 @@ impl<P: Plugin> Service<P> {
             Some(link) => ProcessHost::framed(link, self.handle.clone()),
             None => ProcessHost::grpc(self.host_socket.clone(), self.handle.clone()),
         };
-        let host = Host::process(Arc::new(host));
+        let host = Host::remote(Arc::new(host));
         let plugin = Self::blocking(move || P::init(host, &config)).await?;
         self.plugin.set(plugin).map_err(|_| tonic::Status::failed_precondition("init was called twice"))
     }
@@ -190,7 +201,7 @@ impl<P: Plugin> Service<P> {
     ) -> Result<T, tonic::Status> {
         let body = std::panic::AssertUnwindSafe(body);
         match tokio::task::block_in_place(move || std::panic::catch_unwind(body)) {
-            Ok(result) => result.map_err(to_status),
+            Ok(result) => result.map_err(tonic::Status::from),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
@@ -306,5 +317,20 @@ impl<P: Plugin> PluginService for Service<P> {
         let state = request.into_inner().state;
         Self::blocking(move || plugin.get().expect("checked by plugin()").restore(&state)).await?;
         Ok(tonic::Response::new(pb::RestoreResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_errors_cross_grpc_with_the_contracts_numbers() {
+        for code in ErrorCode::ALL {
+            let status = tonic::Status::from(PluginError::new(code, "m"));
+            assert_eq!(status.code() as i32, code.status(), "{code}");
+            assert_eq!(PluginError::from(status), PluginError::new(code, "m"));
+        }
+        assert_eq!(PluginError::from(tonic::Status::unknown("x")).code, ErrorCode::Internal);
     }
 }

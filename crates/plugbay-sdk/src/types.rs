@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Severity of a log line: the contract's own [`plugbay_abi::LogLevel`].
+pub use plugbay_abi::LogLevel;
+
 /// The request of one call: borrowed bytes and their content type.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
@@ -81,61 +84,9 @@ pub struct Event<'a> {
     pub timestamp_ms: i64,
 }
 
-/// The error codes a plugin may return; the same set (and numbers) as the host's `Code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The request was malformed.
-    InvalidArgument,
-    /// The deadline passed.
-    DeadlineExceeded,
-    /// No such thing (or no such method).
-    NotFound,
-    /// Not allowed.
-    PermissionDenied,
-    /// A limit was hit.
-    ResourceExhausted,
-    /// Not in a state for this.
-    FailedPrecondition,
-    /// A bug or unexpected failure.
-    Internal,
-    /// Temporarily unable to serve.
-    Unavailable,
-}
-
-impl ErrorCode {
-    /// The status number of the C ABI (gRPC's numbering).
-    pub fn status(self) -> plugbay_abi::Status {
-        use plugbay_abi as abi;
-        match self {
-            ErrorCode::InvalidArgument => abi::STATUS_INVALID_ARGUMENT,
-            ErrorCode::DeadlineExceeded => abi::STATUS_DEADLINE_EXCEEDED,
-            ErrorCode::NotFound => abi::STATUS_NOT_FOUND,
-            ErrorCode::PermissionDenied => abi::STATUS_PERMISSION_DENIED,
-            ErrorCode::ResourceExhausted => abi::STATUS_RESOURCE_EXHAUSTED,
-            ErrorCode::FailedPrecondition => abi::STATUS_FAILED_PRECONDITION,
-            ErrorCode::Internal => abi::STATUS_INTERNAL,
-            ErrorCode::Unavailable => abi::STATUS_UNAVAILABLE,
-        }
-    }
-
-    /// The code for a status number; unknown numbers become `Internal`.
-    pub fn from_status(status: plugbay_abi::Status) -> ErrorCode {
-        [
-            ErrorCode::InvalidArgument,
-            ErrorCode::DeadlineExceeded,
-            ErrorCode::NotFound,
-            ErrorCode::PermissionDenied,
-            ErrorCode::ResourceExhausted,
-            ErrorCode::FailedPrecondition,
-            ErrorCode::Internal,
-            ErrorCode::Unavailable,
-        ]
-        .into_iter()
-        .find(|code| code.status() == status)
-        .unwrap_or(ErrorCode::Internal)
-    }
-}
+/// The error codes a plugin may return: the host's own [`plugbay_abi::Code`] (the same set
+/// and numbers on every contract), under the name the SDK has always used.
+pub use plugbay_abi::Code as ErrorCode;
 
 /// An error a plugin returns: a code and a message, passed to the caller unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +135,25 @@ impl std::error::Error for PluginError {}
 impl From<serde_json::Error> for PluginError {
     fn from(error: serde_json::Error) -> PluginError {
         PluginError::invalid_argument(format!("JSON: {error}"))
+    }
+}
+
+/// The response of [`crate::Host::invoke`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The payload bytes.
+    pub bytes: Vec<u8>,
+    /// Their media type.
+    pub content_type: String,
+}
+
+impl Response {
+    /// Decodes the response as JSON.
+    ///
+    /// # Errors
+    /// `invalid_argument` when it does not fit `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, PluginError> {
+        Ok(serde_json::from_slice(&self.bytes)?)
     }
 }
 

@@ -86,14 +86,14 @@ impl HostInner {
         self.spawn(async move {
             let death = tokio::select! {
                 death = died => match watched.upgrade().and_then(|slot| slot.killed_because.lock().take()) {
-                    Some(why) => Death { reason: format!("{why}: {}", death.reason), clean: false },
+                    Some(why) => death.because(why),
                     None => death,
                 },
                 reason = unhealthy(watched.clone(), health) => {
                     if let Some(slot) = watched.upgrade() {
                         slot.instance.kill();
                     }
-                    Death { reason, clean: false }
+                    Death::from_cause(reason)
                 }
             };
             let (Some(host), Some(slot)) = (host.upgrade(), watched.upgrade()) else { return };
@@ -104,7 +104,7 @@ impl HostInner {
     /// An instance ended on its own: out of routing at once, a crash report, then restart,
     /// quarantine or failure as the plugin's `[restart]` says.
     async fn instance_ended(&self, entry: &Arc<PluginEntry>, slot: &Arc<Slot>, death: Death) {
-        let Death { reason, clean } = death;
+        let reason = death.to_string();
         let _operation = entry.operation.lock().await;
         let (id, remaining, probation) = {
             let mut status = entry.status.lock();
@@ -126,6 +126,7 @@ impl HostInner {
                 plugin: id.clone(),
                 instance: slot.index,
                 reason: reason.clone(),
+                exit: Some(death.exit),
                 last_calls: slot.recent.snapshot(),
                 action: "reload rolled back to the previous version".into(),
             });
@@ -138,26 +139,28 @@ impl HostInner {
             self.scheduler.insert(&id, remaining.clone());
         }
         let error = Error::unavailable(reason).with_plugin(&id);
-        self.after_failure(entry, Some(slot), &error, clean, remaining.is_empty());
+        self.after_failure(entry, Some(slot), &error, Some(&death), remaining.is_empty());
     }
 
     /// The plugin's first start failed in an instance (init error, crash at start): the
     /// policy decides whether to try again. The plugin is already `failed`.
     pub(super) fn after_start_failure(&self, entry: &Arc<PluginEntry>, error: &Error) {
-        self.after_failure(entry, None, error, false, true);
+        self.after_failure(entry, None, error, None, true);
     }
 
     /// Records the failure, writes the crash report, and acts on the verdict. `slot` is the
     /// instance that ended (for its replica number and last calls), `None` when none
-    /// started; `last` says no instance of the plugin is left.
+    /// started; `death` how it died, when it did (whether it was clean, its exit status for
+    /// the report); `last` says no instance of the plugin is left.
     fn after_failure(
         &self,
         entry: &Arc<PluginEntry>,
         slot: Option<&Arc<Slot>>,
         error: &Error,
-        clean: bool,
+        death: Option<&Death>,
         last: bool,
     ) {
+        let clean = death.is_some_and(Death::clean);
         let Some(manifest) = entry.status.lock().manifest.clone() else { return };
         let restart = &manifest.restart;
         let verdict = supervisor::restarts(restart.policy, clean).then(|| {
@@ -184,6 +187,7 @@ impl HostInner {
             plugin: id.clone(),
             instance: slot.map_or(0, |slot| slot.index),
             reason: error.message().to_owned(),
+            exit: death.map(|death| death.exit),
             last_calls: slot.map(|slot| slot.recent.snapshot()).unwrap_or_default(),
             action,
         });
@@ -241,7 +245,7 @@ impl HostInner {
             if let Err(error) = host.bring_up(&entry, &name).await {
                 let error = error.with_plugin(&name);
                 host.fail(&entry, &error);
-                host.after_failure(&entry, None, &error, false, true);
+                host.after_failure(&entry, None, &error, None, true);
             }
         });
     }
@@ -288,7 +292,7 @@ impl HostInner {
                 }
                 Err(error) => {
                     let last = entry.status.lock().slots.is_empty();
-                    host.after_failure(&entry, None, &error.with_plugin(&id), false, last);
+                    host.after_failure(&entry, None, &error.with_plugin(&id), None, last);
                 }
             }
         });

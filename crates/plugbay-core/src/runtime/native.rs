@@ -382,7 +382,7 @@ fn error_from_status(status: abi::Status, message: &[u8]) -> Error {
     if message.is_empty() {
         message = "the plugin returned an error without a message".to_owned();
     }
-    match Code::from_grpc(status) {
+    match Code::from_status(status) {
         Some(code) => Error::new(code, message),
         None => Error::internal(format!("the plugin returned unknown status {status}: {message}")),
     }
@@ -726,7 +726,7 @@ unsafe fn answer(out: *mut Output, result: Result<Option<Payload>>) -> abi::Stat
         Err(error) => {
             let mut output = Output::EMPTY;
             output.error = host_buf(error.to_string().into_bytes());
-            (error.code().grpc(), output)
+            (error.code().status(), output)
         }
     };
     // SAFETY: the caller guarantees `out` is NULL or writable.
@@ -769,14 +769,7 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, level: i32, message: Str) {
     catch((), || {
         // SAFETY: the plugin passes back our host_ctx and a message valid for this call.
         let (ctx, message) = unsafe { (context(ctx), message.as_bytes()) };
-        let level = match level {
-            abi::LOG_ERROR => LogLevel::Error,
-            abi::LOG_WARN => LogLevel::Warn,
-            abi::LOG_INFO => LogLevel::Info,
-            abi::LOG_DEBUG => LogLevel::Debug,
-            _ => LogLevel::Trace,
-        };
-        ctx.callbacks.log(&ctx.plugin, level, &String::from_utf8_lossy(message));
+        ctx.callbacks.log(&ctx.plugin, LogLevel::from_raw(level), &String::from_utf8_lossy(message));
     })
 }
 

@@ -31,32 +31,35 @@ use crate::call::{ContentType, Payload};
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Manifest, ProcessTransport, RuntimeKind};
 use crate::runtime::{
-    Artifact, BoxFuture, CallOutcome, Death, Description, Instance, InstanceContext, Invocation, Loaded,
-    Runtime,
+    Artifact, BoxFuture, CallOutcome, Death, Description, ExitStatus, Instance, InstanceContext, Invocation,
+    Loaded, Runtime,
 };
-use crate::sandbox;
-use client::PluginClient;
+use client::{PluginClient, RpcError};
 use handshake::Transport;
 use runner::{Program, Running, Sockets};
 
 /// The gRPC service name whose health must be SERVING.
-const SERVICE_NAME: &str = "plugbay.plugin.v1.PluginService";
+const SERVICE_NAME: &str = plugbay_proto::PLUGIN_SERVICE_NAME;
 /// Largest gRPC message accepted from a plugin (responses are also checked against the
 /// host's `max_payload_bytes`).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+const MAX_MESSAGE_BYTES: usize = plugbay_proto::MAX_MESSAGE_BYTES;
 
 /// The process runtime.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProcessRuntime {
     /// Where programs get their private directories (`None`: the temporary directory).
     socket_dir: Option<std::path::PathBuf>,
+    /// Where every background task of the runtime runs (output pumps, reapers, framed
+    /// readers, callback servers): the host's runtime.
+    handle: tokio::runtime::Handle,
 }
 
 impl ProcessRuntime {
-    /// A runtime whose programs get their private directories in `socket_dir`
+    /// A runtime that spawns its background tasks on `handle` (the host's runtime) and
+    /// whose programs get their private directories in `socket_dir`
     /// ([`crate::HostConfig::process_socket_dir`]; `None`: the temporary directory).
-    pub fn new(socket_dir: Option<std::path::PathBuf>) -> ProcessRuntime {
-        ProcessRuntime { socket_dir }
+    pub fn new(handle: tokio::runtime::Handle, socket_dir: Option<std::path::PathBuf>) -> ProcessRuntime {
+        ProcessRuntime { socket_dir, handle }
     }
 }
 
@@ -83,6 +86,7 @@ impl Runtime for ProcessRuntime {
                 folder,
                 program,
                 socket_dir: self.socket_dir.clone(),
+                handle: self.handle.clone(),
             };
             // The first program is started now, to ask it what it is; it becomes the first
             // instance, initialised by `instantiate`.
@@ -115,6 +119,7 @@ struct Spec {
     folder: std::path::PathBuf,
     program: std::path::PathBuf,
     socket_dir: Option<std::path::PathBuf>,
+    handle: tokio::runtime::Handle,
 }
 
 /// A program after the handshake, connected and healthy, not yet initialised.
@@ -138,7 +143,7 @@ impl Spec {
         let id = &self.manifest.plugin.id;
         let sockets = Sockets::new(id, self.socket_dir.as_deref())?;
         // Listening before the program starts (docs/process-protocol.md, section 1).
-        let callbacks = callbacks::Server::bind(&sockets.host, id)?;
+        let callbacks = callbacks::Server::bind(&sockets.host, id, &self.handle)?;
         let program = Program {
             plugin: id,
             folder: &self.folder,
@@ -151,8 +156,8 @@ impl Spec {
             },
         };
         let deadline = tokio::time::Instant::now() + self.start_timeout();
-        let running = runner::start(program, sockets, self.start_timeout()).await?;
-        let connect = connect_and_check_health(&running, callbacks.service());
+        let running = runner::start(program, sockets, self.start_timeout(), &self.handle).await?;
+        let connect = connect_and_check_health(&running, callbacks.service(), &self.handle);
         match tokio::time::timeout_at(deadline, connect).await {
             Ok(Ok((client, health))) => {
                 Ok(Started { running, client, health, callbacks, start_timeout: self.start_timeout() })
@@ -179,13 +184,15 @@ impl Spec {
 async fn connect_and_check_health(
     running: &Running,
     host: callbacks::Callbacks,
+    handle: &tokio::runtime::Handle,
 ) -> Result<(PluginClient, Option<HealthClient<Channel>>)> {
     if running.transport == Transport::Framed {
         // The framed transport has no health service: the plugin listens before it prints
         // the handshake, and Describe (next) answers once it serves.
-        let client = framed::FramedClient::connect(&running.socket, host).await.map_err(|error| {
-            Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
-        })?;
+        let client =
+            framed::FramedClient::connect(&running.socket, host, handle.clone()).await.map_err(|error| {
+                Error::unavailable(format!("cannot connect to {}: {error}", running.socket.display()))
+            })?;
         return Ok((PluginClient::Framed(client), None));
     }
     let channel = plugbay_proto::connect_unix(&running.socket).await.map_err(|error| {
@@ -217,22 +224,28 @@ async fn connect_and_check_health(
     Ok((PluginClient::Grpc(client), Some(health)))
 }
 
-/// A gRPC status from a plugin as a plugbay error (unknown codes become `internal`).
-fn from_status(status: tonic::Status) -> Error {
-    if status.code() == tonic::Code::Unknown && status.message().starts_with("transport error") {
-        return Error::unavailable(format!("the connection to the plugin failed: {}", status.message()));
-    }
-    if status.code() == tonic::Code::Cancelled && status.message().contains("Timeout") {
-        return Error::new(Code::DeadlineExceeded, "no response before the deadline; the call was cancelled");
-    }
-    let number = status.code() as i32;
-    match Code::from_grpc(number) {
-        Some(code) => Error::new(code, status.message().to_owned()),
-        None => Error::internal(format!(
-            "the plugin answered with gRPC status {:?}: {}",
-            status.code(),
-            status.message()
-        )),
+/// A failed RPC as a plugbay error: the plugin's status with its code (unknown codes
+/// become `internal`), a timeout as `deadline_exceeded`, a broken connection as
+/// `unavailable`.
+fn rpc_error(error: RpcError) -> Error {
+    match error {
+        RpcError::Plugin(status) => match Code::from_grpc(status.code() as i32) {
+            Some(code) => Error::new(code, status.message().to_owned()),
+            None => Error::internal(format!(
+                "the plugin answered with gRPC status {:?}: {}",
+                status.code(),
+                status.message()
+            )),
+        },
+        RpcError::Timeout(Some(timeout)) => Error::new(
+            Code::DeadlineExceeded,
+            // Rounded up: the budget left is a hair under the call's whole one.
+            format!("no response within {} ms; the call was cancelled", timeout.as_micros().div_ceil(1000)),
+        ),
+        RpcError::Timeout(None) => {
+            Error::new(Code::DeadlineExceeded, "no response before the deadline; the call was cancelled")
+        }
+        RpcError::Transport(why) => Error::unavailable(format!("the connection to the plugin failed: {why}")),
     }
 }
 
@@ -242,7 +255,7 @@ impl Started {
             .client
             .describe(pb::DescribeRequest {}, Some(self.start_timeout))
             .await
-            .map_err(from_status)?;
+            .map_err(rpc_error)?;
         Ok(Description {
             id: response.id,
             version: response.version,
@@ -283,7 +296,7 @@ impl Loaded for ProcessLoaded {
                 Ok(Ok(_)) => {}
                 Ok(Err(status)) => {
                     started.running.kill();
-                    return Err(started.running.explain(from_status(status)).await);
+                    return Err(started.running.explain(rpc_error(status)).await);
                 }
                 Err(_) => {
                     started.running.kill();
@@ -312,46 +325,36 @@ struct ProcessInstance {
 
 impl ProcessInstance {
     /// The error for calls once the program is gone.
-    fn gone(&self, exit: &str) -> Error {
+    fn gone(&self, exit: ExitStatus) -> Error {
         Error::unavailable(format!("the plugin process {exit}{}", self.started.running.stderr.render()))
     }
 
     /// Runs an RPC, failing at once with `unavailable` if the program exits meanwhile.
     fn guarded<T: Send + 'static>(
         &self,
-        rpc: impl std::future::Future<Output = std::result::Result<T, tonic::Status>> + Send + 'static,
+        rpc: impl std::future::Future<Output = std::result::Result<T, RpcError>> + Send + 'static,
     ) -> BoxFuture<'static, Result<T>> {
         let mut exited = self.started.running.exited.clone();
         let tail = self.started.running.stderr.clone();
         Box::pin(async move {
-            let died = |exit: Option<String>| {
-                let exit = exit.unwrap_or_else(|| "went away".to_owned());
+            let died = |exit: Option<ExitStatus>| {
+                let exit = exit.unwrap_or(ExitStatus::Unknown);
                 Error::unavailable(format!("the plugin process {exit} during the call{}", tail.render()))
             };
-            let status = tokio::select! {
+            let error = tokio::select! {
                 biased;
                 result = rpc => match result {
                     Ok(value) => return Ok(value),
-                    Err(status) => status,
+                    Err(error) => error,
                 },
-                exit = exited.wait_for(Option::is_some) => return Err(died(exit.ok().and_then(|e| e.clone()))),
+                exit = exited.wait_for(Option::is_some) => return Err(died(exit.ok().and_then(|e| *e))),
             };
-
-            let transport = matches!(
-                status.code(),
-                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
-            ) && status.metadata().is_empty();
-            if !transport {
-                return Err(from_status(status));
-            }
+            let RpcError::Transport(_) = error else { return Err(rpc_error(error)) };
             // The connection broke: most likely the program died. Say how, if it did.
             let exit = tokio::time::timeout(Duration::from_secs(1), exited.wait_for(Option::is_some)).await;
             match exit {
-                Ok(Ok(exit)) => Err(died(exit.clone())),
-                _ => Err(Error::unavailable(format!(
-                    "the connection to the plugin failed: {}",
-                    status.message()
-                ))),
+                Ok(Ok(exit)) => Err(died(*exit)),
+                _ => Err(rpc_error(error)),
             }
         })
     }
@@ -360,8 +363,8 @@ impl ProcessInstance {
 impl Instance for ProcessInstance {
     fn call(&self, invocation: Invocation<'_>) -> CallOutcome {
         let Invocation { method, payload, deadline, .. } = invocation;
-        if let Some(exit) = self.started.running.exited.borrow().clone() {
-            return CallOutcome::Done(Err(self.gone(&exit)));
+        if let Some(exit) = *self.started.running.exited.borrow() {
+            return CallOutcome::Done(Err(self.gone(exit)));
         }
         let request = pb::CallRequest {
             method: method.to_owned(),
@@ -431,7 +434,11 @@ impl Instance for ProcessInstance {
                 match &self.started.health {
                     Some(health) => {
                         let request = HealthCheckRequest { service: SERVICE_NAME.to_owned() };
-                        let response = health.clone().check(request).await.map_err(from_status)?;
+                        let response = health
+                            .clone()
+                            .check(request)
+                            .await
+                            .map_err(|status| rpc_error(RpcError::from_grpc(status)))?;
                         let status = response.into_inner().status;
                         if status != ServingStatus::Serving as i32 {
                             return Err(Error::unavailable(format!(
@@ -449,7 +456,7 @@ impl Instance for ProcessInstance {
                         .describe(pb::DescribeRequest {}, Some(timeout))
                         .await
                         .map(drop)
-                        .map_err(from_status),
+                        .map_err(rpc_error),
                 }
             };
             match tokio::time::timeout(timeout, check).await {
@@ -469,8 +476,8 @@ impl Instance for ProcessInstance {
                 Ok(response) if response.supported => Ok(Some(response.state.into())),
                 Ok(_) => Ok(None),
                 // Plugins in other languages need not implement it.
-                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
-                Err(status) => Err(from_status(status)),
+                Err(error) if error.plugin_code() == Some(tonic::Code::Unimplemented) => Ok(None),
+                Err(error) => Err(rpc_error(error)),
             }
         })
     }
@@ -480,8 +487,8 @@ impl Instance for ProcessInstance {
             let request = pb::RestoreRequest { state: state.to_vec() };
             match self.started.client.restore(request, Some(self.started.start_timeout)).await {
                 Ok(_) => Ok(()),
-                Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
-                Err(status) => Err(from_status(status)),
+                Err(error) if error.plugin_code() == Some(tonic::Code::Unimplemented) => Ok(()),
+                Err(error) => Err(rpc_error(error)),
             }
         })
     }
@@ -500,28 +507,24 @@ impl Instance for ProcessInstance {
         let pid = self.started.running.pid();
         let broken = self.started.client.closed();
         Some(Box::pin(async move {
-            // The exit description, owned (a watch `Ref` must not live across an await).
             let mut exit_watch = exited.clone();
-            let exit = async move { exit_watch.wait_for(Option::is_some).await.ok().and_then(|e| e.clone()) };
-            let why = tokio::select! {
+            let exit = async move { exit_watch.wait_for(Option::is_some).await.ok().and_then(|e| *e) };
+            let exit = tokio::select! {
                 exit = exit => exit,
                 why = broken => {
                     // A broken connection usually means the program died: say how, if so.
-                    let exit = async move { exited.wait_for(Option::is_some).await.ok().and_then(|e| e.clone()) };
+                    let exit = async move { exited.wait_for(Option::is_some).await.ok().and_then(|e| *e) };
                     match tokio::time::timeout(Duration::from_secs(1), exit).await {
                         Ok(Some(exit)) => Some(exit),
                         _ => {
-                            let reason = format!("the connection to the plugin process (pid {pid}) broke: {why}");
-                            return Death { reason, clean: false };
+                            let cause = format!("the connection to the plugin process (pid {pid}) broke: {why}");
+                            return Death::from_cause(cause);
                         }
                     }
                 }
             };
-            let exit = why.unwrap_or_else(|| "went away".to_owned());
-            // Decided on the host's own words for the exit status, never on the program's
-            // output that follows them.
-            let clean = exit == sandbox::child::CLEAN_EXIT;
-            Death { reason: format!("the plugin process (pid {pid}) {exit}{}", tail.render()), clean }
+            // Decided on the exit status the host reaped, never on the program's output.
+            Death::exited(exit.unwrap_or(ExitStatus::Unknown), pid, tail.lines())
         }))
     }
 }

@@ -4,8 +4,59 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-/// How a reaped process ended.
-pub type ExitStatus = rustix::process::WaitIdStatus;
+/// What `waitid` reports of a reaped process.
+pub type WaitStatus = rustix::process::WaitIdStatus;
+
+/// How a process ended, as data: the host decides on it (a clean exit is `Exited(0)`) and
+/// renders it for people with `Display` (`exited with exit status: 1`, `was killed by
+/// signal 9 (SIGKILL)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It exited with this status.
+    Exited(i32),
+    /// It was killed by this signal number.
+    Signaled(i32),
+    /// It ended, but how is not known (it could not be reaped, or the host lost sight of
+    /// it).
+    Unknown,
+}
+
+impl ExitStatus {
+    /// The status `waitid` reported.
+    pub fn from_wait(status: &WaitStatus) -> ExitStatus {
+        match (status.terminating_signal(), status.exit_status()) {
+            (Some(signal), _) => ExitStatus::Signaled(signal),
+            (None, Some(code)) => ExitStatus::Exited(code),
+            (None, None) => ExitStatus::Unknown,
+        }
+    }
+
+    /// Whether the process exited with status 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+
+    /// The signal that killed it, if one did.
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            ExitStatus::Signaled(signal) => Some(signal),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitStatus::Exited(code) => write!(f, "exited with exit status: {code}"),
+            ExitStatus::Signaled(signal) => {
+                write!(f, "was killed by signal {signal} ({})", signal_name(signal))
+            }
+            ExitStatus::Unknown => f.write_str("ended (how is not known)"),
+        }
+    }
+}
 
 /// Waits until the process behind `pidfd` has exited, without reaping it (its pid, and so
 /// its process group id, stay reserved until it is reaped).
@@ -21,7 +72,7 @@ pub async fn exited(pidfd: OwnedFd) {
 
 /// Reaps the process behind `pidfd`, waiting at most `limit` for it to exit. `None` if it
 /// is still running after that (or was reaped already).
-pub fn reap(pidfd: &OwnedFd, limit: Duration) -> std::io::Result<Option<ExitStatus>> {
+pub fn reap(pidfd: &OwnedFd, limit: Duration) -> std::io::Result<Option<WaitStatus>> {
     let mut poll = [rustix::event::PollFd::new(pidfd, rustix::event::PollFlags::IN)];
     let timeout = rustix::event::Timespec::try_from(limit)
         .unwrap_or(rustix::event::Timespec { tv_sec: i64::MAX, tv_nsec: 0 });
@@ -32,22 +83,8 @@ pub fn reap(pidfd: &OwnedFd, limit: Duration) -> std::io::Result<Option<ExitStat
     )?)
 }
 
-/// What [`describe`] says of a process that exited with status 0.
-pub const CLEAN_EXIT: &str = "exited with exit status: 0";
-
-/// Describes how a process ended, in words (`exited with exit status: 1`, `was killed by
-/// signal 11 (SIGSEGV)`).
-pub fn describe(status: &ExitStatus) -> String {
-    match (status.terminating_signal(), status.exit_status()) {
-        (Some(signal), _) => format!("was killed by signal {signal} ({})", signal_name(signal)),
-        (None, Some(0)) => CLEAN_EXIT.to_owned(),
-        (None, Some(code)) => format!("exited with exit status: {code}"),
-        (None, None) => "ended".into(),
-    }
-}
-
-/// The usual name of a signal number.
-fn signal_name(signal: i32) -> &'static str {
+/// The usual name of a signal number (`SIGKILL`; `a signal` for one without a usual name).
+pub fn signal_name(signal: i32) -> &'static str {
     match signal {
         1 => "SIGHUP",
         2 => "SIGINT",
@@ -66,5 +103,33 @@ fn signal_name(signal: i32) -> &'static str {
         25 => "SIGXFSZ",
         31 => "SIGSYS",
         _ => "a signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_as_before_and_only_exit_zero_is_success() {
+        assert_eq!(ExitStatus::Exited(0).to_string(), "exited with exit status: 0");
+        assert_eq!(ExitStatus::Exited(7).to_string(), "exited with exit status: 7");
+        assert_eq!(ExitStatus::Signaled(9).to_string(), "was killed by signal 9 (SIGKILL)");
+        assert_eq!(ExitStatus::Signaled(64).to_string(), "was killed by signal 64 (a signal)");
+        assert!(ExitStatus::Exited(0).success());
+        for other in [ExitStatus::Exited(1), ExitStatus::Signaled(15), ExitStatus::Unknown] {
+            assert!(!other.success(), "{other}");
+        }
+        assert_eq!(serde_json::to_string(&ExitStatus::Signaled(9)).unwrap(), r#"{"signaled":9}"#);
+    }
+
+    #[test]
+    fn a_reaped_child_reports_its_signal_as_data() {
+        let child = std::process::Command::new("sh").args(["-c", "kill -9 $$"]).spawn().unwrap();
+        let pid = rustix::process::Pid::from_child(&child);
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+        let status = reap(&pidfd, Duration::from_secs(10)).unwrap().expect("it exits");
+        assert_eq!(ExitStatus::from_wait(&status), ExitStatus::Signaled(9));
+        drop(child);
     }
 }

@@ -10,10 +10,12 @@ use plugbay_proto::plugin::v1::host_service_client::HostServiceClient;
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
+use plugbay_proto::framed::Kind;
+
 use super::MAX_MESSAGE_BYTES;
-use super::framed::{self, Link};
-use crate::host::{LogLevel, Response};
-use crate::types::{ErrorCode, Input, PluginError};
+use super::framed::Link;
+use crate::backend::HostApi;
+use crate::types::{Input, LogLevel, PluginError, Response};
 
 /// The host API of a process plugin. Logging never waits for the host.
 pub(crate) struct ProcessHost {
@@ -89,16 +91,12 @@ impl ProcessHost {
         // its own, never as a runtime worker, so blocking on the runtime here is allowed.
         self.handle.block_on(future)
     }
+}
 
-    pub(crate) fn log(&self, level: LogLevel, message: &str) {
-        let level = match level {
-            LogLevel::Error => pb::log_request::Level::Error,
-            LogLevel::Warn => pb::log_request::Level::Warn,
-            LogLevel::Info => pb::log_request::Level::Info,
-            LogLevel::Debug => pb::log_request::Level::Debug,
-            LogLevel::Trace => pb::log_request::Level::Trace,
-        };
-        let request = pb::LogRequest { level: level as i32, message: message.to_owned() };
+impl HostApi for ProcessHost {
+    fn log(&self, level: LogLevel, message: &str) {
+        let request =
+            pb::LogRequest { level: plugbay_proto::log_level_number(level), message: message.to_owned() };
         match &self.route {
             Route::Grpc { logs, .. } => {
                 let _ = logs.try_send(request);
@@ -107,7 +105,7 @@ impl ProcessHost {
         }
     }
 
-    pub(crate) fn publish(
+    fn publish(
         &self,
         topic: &str,
         action: &str,
@@ -124,17 +122,12 @@ impl ProcessHost {
             Route::Grpc { connection, .. } => self.block_on(async {
                 connection.client().await?.publish(request).await.map(tonic::Response::into_inner)
             }),
-            Route::Framed(link) => self.block_on(link.request(framed::PUBLISH, &request)),
+            Route::Framed(link) => self.block_on(link.request(Kind::Publish, &request)),
         };
-        published.map(drop).map_err(from_status)
+        published.map(drop).map_err(PluginError::from)
     }
 
-    pub(crate) fn invoke(
-        &self,
-        target: &str,
-        method: &str,
-        input: Input<'_>,
-    ) -> Result<Response, PluginError> {
+    fn invoke(&self, target: &str, method: &str, input: Input<'_>) -> Result<Response, PluginError> {
         let request = pb::InvokeRequest {
             target: target.to_owned(),
             method: method.to_owned(),
@@ -145,13 +138,9 @@ impl ProcessHost {
             Route::Grpc { connection, .. } => self.block_on(async {
                 connection.client().await?.invoke(request).await.map(tonic::Response::into_inner)
             }),
-            Route::Framed(link) => self.block_on(link.request(framed::INVOKE, &request)),
+            Route::Framed(link) => self.block_on(link.request(Kind::Invoke, &request)),
         }
-        .map_err(from_status)?;
+        .map_err(PluginError::from)?;
         Ok(Response { bytes: response.payload, content_type: response.content_type })
     }
-}
-
-fn from_status(status: tonic::Status) -> PluginError {
-    PluginError::new(ErrorCode::from_status(status.code() as i32), status.message().to_owned())
 }

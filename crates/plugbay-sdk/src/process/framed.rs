@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
+use plugbay_proto::framed::{self as wire, Kind};
 use plugbay_proto::plugin::v1 as pb;
 use plugbay_proto::plugin::v1::plugin_service_server::PluginService;
 use plugbay_proto::prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Notify, oneshot, watch};
@@ -21,15 +22,6 @@ use tokio::sync::{Notify, oneshot, watch};
 use super::{MAX_MESSAGE_BYTES, Service};
 use crate::Plugin;
 
-const HEADER: usize = 17;
-const INIT: u8 = 2;
-const REPLY_OK: u8 = 0x80;
-const REPLY_ERROR: u8 = 0x81;
-/// Plugin-to-host requests (feature `host-calls`): a log line (never answered), publish,
-/// invoke.
-pub(super) const LOG: u8 = 0x10;
-pub(super) const PUBLISH: u8 = 0x11;
-pub(super) const INVOKE: u8 = 0x12;
 /// Log lines queued for the host before new ones are dropped.
 const LOG_QUEUE: usize = 1024;
 /// How long shutdown waits for the replies of requests still being served.
@@ -84,7 +76,7 @@ pub(super) async fn serve<P: Plugin>(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, service.clone(), host_calls, in_flight.clone()));
+                    service.handle.spawn(connection(stream, service.clone(), host_calls, in_flight.clone()));
                 }
                 Err(_) => return,
             },
@@ -117,17 +109,6 @@ pub(crate) struct Link {
     next_id: AtomicU64,
 }
 
-/// A frame: header then body.
-fn frame(kind: u8, id: u64, body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.push(kind);
-    frame.extend_from_slice(&id.to_le_bytes());
-    frame.extend_from_slice(&0u32.to_le_bytes());
-    frame.extend_from_slice(body);
-    frame
-}
-
 fn lost() -> tonic::Status {
     tonic::Status::unavailable("the connection to the host closed")
 }
@@ -152,7 +133,7 @@ impl Link {
             if logs.len() >= LOG_QUEUE {
                 return;
             }
-            logs.push_back(frame(LOG, 0, &request.encode_to_vec()));
+            logs.push_back(wire::encode_message(Kind::Log, 0, 0, request));
         }
         if self.serving.load(Ordering::SeqCst) == 0 {
             self.flush.notify_one();
@@ -162,7 +143,7 @@ impl Link {
     /// Sends a request to the host and waits for its reply.
     pub(crate) async fn request<Response: Message + Default>(
         &self,
-        kind: u8,
+        kind: Kind,
         request: &impl Message,
     ) -> Result<Response, tonic::Status> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -171,7 +152,7 @@ impl Link {
             Some(pending) => pending.insert(id, sender),
             None => return Err(lost()),
         };
-        if self.write(&frame(kind, id, &request.encode_to_vec())).await.is_err() {
+        if self.write(&wire::encode_message(kind, id, 0, request)).await.is_err() {
             if let Some(pending) = self.pending.lock().expect("not poisoned").as_mut() {
                 pending.remove(&id);
             }
@@ -183,22 +164,17 @@ impl Link {
     }
 
     /// Hands a reply from the host to the request waiting for it.
-    fn resolve(&self, kind: u8, id: u64, body: Vec<u8>) {
-        let reply = if kind == REPLY_OK { Ok(body) } else { Err(status_from(&body)) };
+    fn resolve(&self, kind: Kind, id: u64, body: Vec<u8>) {
+        let reply = match kind {
+            Kind::ReplyOk => Ok(body),
+            _ => Err(wire::decode_error_body(&body)
+                .unwrap_or_else(|malformed| tonic::Status::internal(format!("the host sent {malformed}")))),
+        };
         let waiter = self.pending.lock().expect("not poisoned").as_mut().and_then(|p| p.remove(&id));
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
         }
     }
-}
-
-/// An error reply's body (status code, then message) as a status.
-fn status_from(body: &[u8]) -> tonic::Status {
-    if body.len() < 4 {
-        return tonic::Status::internal("the host sent a malformed error reply");
-    }
-    let code = i32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
-    tonic::Status::new(tonic::Code::from_i32(code), String::from_utf8_lossy(&body[4..]))
 }
 
 /// Writes the log lines queued while no request was being served, until the link is gone.
@@ -228,30 +204,19 @@ async fn connection<P: Plugin>(
         pending: std::sync::Mutex::new(Some(HashMap::new())),
         next_id: AtomicU64::new(1),
     });
-    let flusher = tokio::spawn(flush_logs(Arc::downgrade(&link), flush));
-    loop {
-        let mut header = [0u8; HEADER];
-        if reader.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = header[4];
-        let id = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
-        if length > MAX_MESSAGE_BYTES {
-            break;
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).await.is_err() {
-            break;
-        }
-        if kind == REPLY_OK || kind == REPLY_ERROR {
-            link.resolve(kind, id, body);
+    let flusher = service.handle.spawn(flush_logs(Arc::downgrade(&link), flush));
+    // A frame that cannot be read (the host closed, or one longer than the limit) ends the
+    // connection.
+    while let Ok(frame) = wire::read(&mut reader, MAX_MESSAGE_BYTES).await {
+        let (kind, id, body) = (frame.header.kind, frame.header.id, frame.body);
+        if let Some(reply @ (Kind::ReplyOk | Kind::ReplyError)) = Kind::from_byte(kind) {
+            link.resolve(reply, id, body);
             continue;
         }
         let (service, link, in_flight) = (service.clone(), link.clone(), in_flight.clone());
         link.serving.fetch_add(1, Ordering::SeqCst);
         in_flight.begin();
-        tokio::spawn(async move {
+        service.handle.clone().spawn(async move {
             // A panic while handling must still answer the host. Plugin code's own panics
             // are caught where it runs (`Service::blocking`); this catches the rest, in
             // place (a task of its own would cost a hand-off per request).
@@ -260,15 +225,11 @@ async fn connection<P: Plugin>(
             let handled = handled.unwrap_or_else(|_| {
                 Err(tonic::Status::internal("the plugin panicked while serving a request"))
             });
-            let (reply_kind, reply) = match handled {
-                Ok(reply) => (REPLY_OK, reply),
-                Err(status) => {
-                    let mut reply = (status.code() as i32).to_le_bytes().to_vec();
-                    reply.extend_from_slice(status.message().as_bytes());
-                    (REPLY_ERROR, reply)
-                }
+            let reply = match handled {
+                Ok(reply) => wire::encode(Kind::ReplyOk, id, 0, &reply),
+                Err(status) => wire::encode(Kind::ReplyError, id, 0, &wire::error_body(&status)),
             };
-            let _ = link.write(&frame(reply_kind, id, &reply)).await;
+            let _ = link.write(&reply).await;
             link.serving.fetch_sub(1, Ordering::SeqCst);
             in_flight.end();
             // A line logged after the reply's write took the queue waits for the flusher.
@@ -296,19 +257,19 @@ async fn dispatch<P: Plugin>(
             .map(tonic::Request::new)
             .map_err(|error| tonic::Status::invalid_argument(format!("malformed request: {error}")))
     }
-    let reply = match kind {
-        1 => service.describe(decode(body)?).await?.into_inner().encode_to_vec(),
-        INIT => {
+    let reply = match Kind::from_byte(kind) {
+        Some(Kind::Describe) => service.describe(decode(body)?).await?.into_inner().encode_to_vec(),
+        Some(Kind::Init) => {
             let request: tonic::Request<pb::InitRequest> = decode(body)?;
             service.start(request.into_inner().config, host).await?;
             pb::InitResponse {}.encode_to_vec()
         }
-        3 => service.call(decode(body)?).await?.into_inner().encode_to_vec(),
-        4 => service.on_event(decode(body)?).await?.into_inner().encode_to_vec(),
-        5 => service.shutdown(decode(body)?).await?.into_inner().encode_to_vec(),
-        6 => service.snapshot(decode(body)?).await?.into_inner().encode_to_vec(),
-        7 => service.restore(decode(body)?).await?.into_inner().encode_to_vec(),
-        other => return Err(tonic::Status::unimplemented(format!("unknown request kind {other}"))),
+        Some(Kind::Call) => service.call(decode(body)?).await?.into_inner().encode_to_vec(),
+        Some(Kind::OnEvent) => service.on_event(decode(body)?).await?.into_inner().encode_to_vec(),
+        Some(Kind::Shutdown) => service.shutdown(decode(body)?).await?.into_inner().encode_to_vec(),
+        Some(Kind::Snapshot) => service.snapshot(decode(body)?).await?.into_inner().encode_to_vec(),
+        Some(Kind::Restore) => service.restore(decode(body)?).await?.into_inner().encode_to_vec(),
+        _ => return Err(tonic::Status::unimplemented(format!("unknown request kind {kind}"))),
     };
     Ok(reply)
 }

@@ -1,5 +1,6 @@
-//! plugbay's error [`Code`]s as the APIs speak them: an HTTP status with a JSON body
-//! `{code, message, plugin?}`, and a gRPC status with the same number as the code.
+//! plugbay's error [`Code`]s as the HTTP API speaks them: an HTTP status with a JSON body
+//! `{code, message, plugin?}`. (The gRPC status of an error, the same number as its code,
+//! is `plugbay_core`'s `From<Error> for tonic::Status`.)
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -69,21 +70,12 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// The gRPC status for an error: the same number, the whole message.
-pub fn grpc_status(error: &Error) -> tonic::Status {
-    tonic::Status::new(tonic::Code::from_i32(error.code().grpc()), error.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn grpc_numbers_are_the_codes_numbers_and_client_mistakes_are_4xx() {
-        for code in Code::ALL {
-            let status = grpc_status(&Error::new(code, "x"));
-            assert_eq!(status.code() as i32, code.grpc(), "{code}");
-        }
+    fn client_mistakes_are_4xx() {
         for code in [Code::InvalidArgument, Code::NotFound, Code::PermissionDenied, Code::FailedPrecondition]
         {
             assert!(http_status(code).is_client_error(), "{code}");

@@ -14,7 +14,6 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::daemon::auth::bearer_matches;
-use crate::daemon::errors::grpc_status;
 use crate::daemon::ops::Operation;
 use crate::daemon::shutdown::Shutdown;
 
@@ -71,13 +70,12 @@ impl HostApiService {
         operation: Operation,
     ) -> Result<Response<pb::Plugin>, Status> {
         self.admit(&request)?;
-        let id =
-            operation.run(&self.host, &request.into_inner().id).await.map_err(|error| grpc_status(&error))?;
+        let id = operation.run(&self.host, &request.into_inner().id).await.map_err(Status::from)?;
         self.plugin(&id)
     }
 
     fn plugin(&self, id: &str) -> Result<Response<pb::Plugin>, Status> {
-        let info = self.host.plugin(id).map_err(|error| grpc_status(&error))?;
+        let info = self.host.plugin(id).map_err(Status::from)?;
         Ok(Response::new(plugin_message(info)))
     }
 }
@@ -167,7 +165,7 @@ impl HostApi for HostApiService {
         self.refuse_if_draining()?;
         let timeout = grpc_deadline(&request)?;
         let call = call_of(request.into_inner(), timeout);
-        let reply = self.host.invoke(call).await.map_err(|error| grpc_status(&error))?;
+        let reply = self.host.invoke(call).await.map_err(Status::from)?;
         Ok(Response::new(response_of(reply)))
     }
 
@@ -263,7 +261,7 @@ impl HostApi for HostApiService {
         let request = request.into_inner();
         let payload = Payload::with_type(request.payload, content_type_of(request.content_type));
         let event = Event::new(request.topic, request.action, payload, "api");
-        self.host.publish(event).map_err(|error| grpc_status(&error))?;
+        self.host.publish(event).map_err(Status::from)?;
         Ok(Response::new(pb::PublishResponse {}))
     }
 

@@ -63,6 +63,10 @@ pub struct CrashSchema {
     instance: u64,
     /// Exit status or signal, trap, init error, with the last stderr lines.
     reason: String,
+    /// When a process died, how, as data: `{"exited": 0}`, `{"signaled": 9}` or `"unknown"`
+    /// (absent for other failures).
+    #[schema(value_type = Option<Object>)]
+    exit: Option<serde_json::Value>,
     /// The instance's last calls, oldest first (never payload bytes).
     last_calls: Vec<CallRecordSchema>,
     /// What the supervisor did: `restart 1 of 5 in 100 ms`, `quarantined after ...`, ...

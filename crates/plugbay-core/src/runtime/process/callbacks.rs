@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::call::{Call, ContentType, Payload};
 use crate::error::{Error, Result};
-use crate::runtime::{HostCallbacks, LogLevel};
+use crate::runtime::HostCallbacks;
 
 /// The server; stops when closed or dropped.
 pub(super) struct Server {
@@ -47,8 +47,10 @@ impl Drop for InvokeGuard<'_> {
 }
 
 impl Server {
-    /// Listens on `path` and serves in the background.
-    pub(super) fn bind(path: &Path, plugin: &str) -> Result<Server> {
+    /// Listens on `path` and serves in the background, on `handle`.
+    pub(super) fn bind(path: &Path, plugin: &str, handle: &tokio::runtime::Handle) -> Result<Server> {
+        // Registered with `handle`'s reactor, whichever runtime the caller runs on.
+        let _entered = handle.enter();
         let listener = tokio::net::UnixListener::bind(path).map_err(|error| {
             Error::internal(format!("cannot listen for host callbacks on {}: {error}", path.display()))
         })?;
@@ -63,7 +65,7 @@ impl Server {
             .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let plugin = plugin.to_owned();
-        tokio::spawn(async move {
+        handle.spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
@@ -101,11 +103,6 @@ impl Drop for Server {
     }
 }
 
-/// A plugbay error as a gRPC status with the same code.
-fn status(error: Error) -> tonic::Status {
-    tonic::Status::new(tonic::Code::from_i32(error.code().grpc()), error.to_string())
-}
-
 /// `HostService` for one program, over gRPC on its callback socket or over its framed
 /// connection. Cheap to clone.
 #[derive(Clone)]
@@ -116,7 +113,7 @@ impl Callbacks {
         self.0
             .callbacks
             .get()
-            .ok_or_else(|| status(Error::unavailable("the host API is available once init starts")))
+            .ok_or_else(|| Error::unavailable("the host API is available once init starts").into())
     }
 }
 
@@ -127,14 +124,7 @@ impl HostService for Callbacks {
         request: tonic::Request<pb::LogRequest>,
     ) -> std::result::Result<tonic::Response<pb::LogResponse>, tonic::Status> {
         let request = request.into_inner();
-        let level =
-            match pb::log_request::Level::try_from(request.level).unwrap_or(pb::log_request::Level::Info) {
-                pb::log_request::Level::Error => LogLevel::Error,
-                pb::log_request::Level::Warn => LogLevel::Warn,
-                pb::log_request::Level::Debug => LogLevel::Debug,
-                pb::log_request::Level::Trace => LogLevel::Trace,
-                _ => LogLevel::Info,
-            };
+        let level = plugbay_proto::log_level(request.level);
         let message = request.message.as_bytes();
         let message = super::output::printable(&message[..message.len().min(super::output::MAX_LINE)]);
         self.callbacks()?.log(&self.0.plugin, level, &message);
@@ -150,7 +140,7 @@ impl HostService for Callbacks {
             Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type));
         self.callbacks()?
             .publish(&self.0.plugin, &request.topic, &request.action, payload)
-            .map_err(status)?;
+            .map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::PublishResponse {}))
     }
 
@@ -163,7 +153,7 @@ impl HostService for Callbacks {
         let _counted = InvokeGuard(&self.0.invokes);
         let in_flight = self.0.invokes.fetch_add(1, Ordering::SeqCst) + 1;
         if in_flight > limit {
-            return Err(status(Error::new(
+            return Err(tonic::Status::from(Error::new(
                 crate::error::Code::ResourceExhausted,
                 format!(
                     "plugin {} has {in_flight} calls through the host in flight, more than {limit} \
@@ -176,10 +166,40 @@ impl HostService for Callbacks {
         let payload =
             Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type));
         let call = Call::new(&request.target, request.method, payload);
-        let response = callbacks.invoke_async(&self.0.plugin, call).await.map_err(status)?;
+        let response = callbacks.invoke_async(&self.0.plugin, call).await.map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::InvokeResponse {
             payload: response.bytes.to_vec(),
             content_type: response.content_type.as_str().to_owned(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use plugbay_proto::plugin::v1::host_service_client::HostServiceClient;
+
+    use super::*;
+
+    #[test]
+    fn the_callback_server_runs_on_the_hosts_runtime_not_the_callers() {
+        let host =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.sock");
+        // Bound from a caller's runtime that is gone right after.
+        let caller = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let server = caller.block_on(async { Server::bind(&path, "fixture", host.handle()) }).unwrap();
+        drop(caller);
+        let answer = host.block_on(async {
+            let channel = plugbay_proto::connect_unix(&path).await.unwrap();
+            let request = pb::LogRequest { level: 3, message: "hello".into() };
+            tokio::time::timeout(Duration::from_secs(5), HostServiceClient::new(channel).log(request)).await
+        });
+        let status = answer.expect("the server answers: its task lives on the host's runtime").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("once init starts"), "{status:?}");
+        drop(server);
     }
 }

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
+use plugbay_proto::handshake::{PROTOCOL_VERSIONS, TRANSPORT_FRAMED, TRANSPORT_GRPC};
+
 use crate::error::{Code, Error, Result};
 
-/// The protocol versions this host speaks, highest last.
-pub(crate) const PROTOCOL_VERSIONS: &[u32] = &[1];
 /// The magic value in `PLUGBAY_PLUGIN_COOKIE`: proof the program was started by plugbay.
-pub const PLUGIN_COOKIE: &str = "d6f2c0a4-plugbay-process-plugin";
+pub const PLUGIN_COOKIE: &str = plugbay_proto::handshake::COOKIE;
 /// How much of an unexpected line an error quotes.
 const QUOTE_BYTES: usize = 200;
 
@@ -24,8 +24,8 @@ pub(crate) enum Transport {
 impl Transport {
     fn name(self) -> &'static str {
         match self {
-            Transport::Grpc => "grpc",
-            Transport::Framed => "framed",
+            Transport::Grpc => TRANSPORT_GRPC,
+            Transport::Framed => TRANSPORT_FRAMED,
         }
     }
 }

@@ -49,6 +49,11 @@ impl Tail {
         self.ended.notify_waiters();
     }
 
+    /// The kept lines, oldest first.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().iter().cloned().collect()
+    }
+
     /// The kept lines, oldest first, joined for a message (`""` when none).
     pub(crate) fn render(&self) -> String {
         let lines = self.lines.lock();

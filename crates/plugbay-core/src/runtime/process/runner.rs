@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
+use plugbay_proto::handshake::env;
 use tokio::net::unix::pipe;
+use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{MAX_SOCKET_PATH, SOCKET_DIR_ID_BYTES};
@@ -21,10 +23,8 @@ use crate::error::{Error, Result};
 use crate::runtime::process::handshake::{self, PLUGIN_COOKIE, Transport};
 use crate::runtime::process::output::{self, LineReader, Tail};
 use crate::sandbox;
+use crate::sandbox::child::ExitStatus;
 use crate::sandbox::spawn::{Launch, Started};
-
-/// How a program ended, in words (`exit status: 1`, `signal: 11 (SIGSEGV)`).
-pub(crate) type ExitDescription = String;
 
 /// What to start.
 pub(crate) struct Program<'a> {
@@ -49,8 +49,8 @@ pub(crate) struct Running {
     pub(crate) socket: PathBuf,
     /// The transport the plugin chose in its handshake.
     pub(crate) transport: Transport,
-    /// `Some` once the program exited.
-    pub(crate) exited: watch::Receiver<Option<ExitDescription>>,
+    /// `Some` once the program exited: how.
+    pub(crate) exited: watch::Receiver<Option<ExitStatus>>,
     /// Its last stderr lines.
     pub(crate) stderr: Arc<Tail>,
     pid: u32,
@@ -182,7 +182,7 @@ struct Reaper {
 }
 
 impl Reaper {
-    async fn run(mut self, exit_sender: watch::Sender<Option<ExitDescription>>) {
+    async fn run(mut self, exit_sender: watch::Sender<Option<ExitStatus>>) {
         if let Ok(watch) = self.pidfd.try_clone() {
             sandbox::child::exited(watch).await;
         }
@@ -191,12 +191,24 @@ impl Reaper {
         let _ = exit_sender.send(Some(exit));
     }
 
-    fn reap(&mut self, limit: Duration) -> ExitDescription {
+    fn reap(&mut self, limit: Duration) -> ExitStatus {
         self.reaped = true;
         match sandbox::child::reap(&self.pidfd, limit) {
-            Ok(Some(status)) => sandbox::child::describe(&status),
-            Ok(None) => "ended, but could not be reaped".into(),
-            Err(error) => format!("could not be waited for: {error}"),
+            Ok(Some(status)) => ExitStatus::from_wait(&status),
+            Ok(None) => {
+                tracing::warn!(
+                    pid = self.pid.as_raw_nonzero().get(),
+                    "a plugin program ended but could not be reaped"
+                );
+                ExitStatus::Unknown
+            }
+            Err(error) => {
+                tracing::warn!(
+                    pid = self.pid.as_raw_nonzero().get(),
+                    "a plugin program could not be waited for: {error}"
+                );
+                ExitStatus::Unknown
+            }
         }
     }
 }
@@ -214,13 +226,19 @@ impl Drop for Reaper {
 /// Starts `program` with the handshake environment and waits for its handshake line.
 /// Everything (spawn, handshake) happens within `timeout`; on any failure the program is
 /// killed and the error says why, with its exit status and last stderr lines when known.
-/// Dropping the future before it finishes kills the program too.
+/// Dropping the future before it finishes kills the program too. Its background tasks
+/// (output pumps, the reaper) run on `handle`.
 ///
 /// The line is read without first waiting for the spawner thread's answer: the answer is
 /// almost always there by the time the line is, so the task wakes once, not twice. A
 /// program that could not be started closes the pipe unwritten, and the spawner's error is
 /// reported then.
-pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Duration) -> Result<Running> {
+pub(crate) async fn start(
+    program: Program<'_>,
+    sockets: Sockets,
+    timeout: Duration,
+    handle: &Handle,
+) -> Result<Running> {
     let deadline = tokio::time::Instant::now() + timeout;
     let plugin: Arc<str> = Arc::from(program.plugin);
     let versions = handshake::offered_versions();
@@ -228,18 +246,18 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
     let allowed = program.env.iter().filter_map(|name| std::env::var_os(name).map(|value| (name, value)));
     let allowed: Vec<(OsString, OsString)> = allowed.map(|(name, value)| (name.into(), value)).collect();
     let handshake_env = [
-        ("PLUGBAY_PLUGIN_COOKIE", OsStr::new(PLUGIN_COOKIE)),
-        ("PLUGBAY_PROTOCOL_VERSIONS", OsStr::new(&versions)),
-        ("PLUGBAY_TRANSPORTS", OsStr::new(&transports)),
-        ("PLUGBAY_SOCKET", sockets.plugin.as_os_str()),
-        ("PLUGBAY_HOST_SOCKET", sockets.host.as_os_str()),
-        ("PLUGBAY_PLUGIN_ID", OsStr::new(program.plugin)),
+        (env::COOKIE, OsStr::new(PLUGIN_COOKIE)),
+        (env::PROTOCOL_VERSIONS, OsStr::new(&versions)),
+        (env::TRANSPORTS, OsStr::new(&transports)),
+        (env::SOCKET, sockets.plugin.as_os_str()),
+        (env::HOST_SOCKET, sockets.host.as_os_str()),
+        (env::PLUGIN_ID, OsStr::new(program.plugin)),
     ];
     // The optional parts of the framed transport this host speaks, when it offers framed.
     let framed_env = program
         .transports
         .contains(&Transport::Framed)
-        .then_some(("PLUGBAY_FRAMED_FEATURES", OsStr::new(super::framed::FEATURES)));
+        .then_some((env::FRAMED_FEATURES, OsStr::new(super::framed::FEATURES)));
     let env = allowed.iter().map(|(name, value)| (name.as_os_str(), value.as_os_str())).chain(
         handshake_env.iter().chain(framed_env.iter()).map(|(name, value)| (OsStr::new(*name), *value)),
     );
@@ -251,7 +269,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
     let stderr = pipe::Receiver::from_owned_fd(output.stderr).map_err(cannot_start)?;
     let answer = start_on_spawner(launch).map_err(cannot_start)?;
     let tail = Arc::new(Tail::default());
-    tokio::spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
+    handle.spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
     let mut lines = LineReader::new(stdout);
     let line = tokio::time::timeout_at(deadline, lines.next_line()).await;
     let started = answer.take(deadline).await.map_err(cannot_start)?;
@@ -267,7 +285,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
         pidfd: started.pidfd.try_clone().ok(),
         _dir: sockets.dir,
     };
-    tokio::spawn(Reaper { pid, pidfd: started.pidfd, reaped: false }.run(exit_sender));
+    handle.spawn(Reaper { pid, pidfd: started.pidfd, reaped: false }.run(exit_sender));
     let no_handshake = || {
         Error::unavailable(format!(
             "no handshake within the start timeout of {} ms; the program was killed",
@@ -276,7 +294,7 @@ pub(crate) async fn start(program: Program<'_>, sockets: Sockets, timeout: Durat
     };
     let result = match line {
         Ok(line) => {
-            let checked = read_handshake(&mut running, lines, line, program.transports);
+            let checked = read_handshake(&mut running, lines, line, program.transports, handle);
             tokio::time::timeout_at(deadline, checked).await.unwrap_or_else(|_| Err(no_handshake()))
         }
         Err(_) => Err(no_handshake()),
@@ -302,12 +320,15 @@ async fn read_handshake(
     lines: LineReader<pipe::Receiver>,
     line: std::io::Result<Option<output::Line>>,
     offered: &[Transport],
+    handle: &Handle,
 ) -> Result<()> {
     let line = line.map_err(|error| Error::unavailable(format!("cannot read its stdout: {error}")))?;
     let Some(line) = line else {
-        let exit =
-            running.wait_exit(Duration::from_secs(2)).await.unwrap_or_else(|| "closed its stdout".into());
-        return Err(Error::unavailable(format!("the program ended before its handshake: it {exit}")));
+        // How it ended is added by `explain`, once it has.
+        return Err(match running.wait_exit(Duration::from_secs(2)).await {
+            Some(_) => Error::unavailable("the program ended before its handshake"),
+            None => Error::unavailable("the program closed its stdout before its handshake"),
+        });
     };
     if line.cut {
         return Err(Error::precondition(format!(
@@ -319,28 +340,29 @@ async fn read_handshake(
     let (_, transport) = handshake::check(line.text.trim_end_matches('\r'), &running.socket, offered)?;
     running.transport = transport;
     handshake::check_socket(&running.socket)?;
-    tokio::spawn(output::pump(lines, running.plugin.clone(), "stdout", None));
+    handle.spawn(output::pump(lines, running.plugin.clone(), "stdout", None));
     Ok(())
 }
 
 impl Running {
-    /// The exit description once the program exited, waiting at most `limit`.
-    pub(crate) async fn wait_exit(&self, limit: Duration) -> Option<ExitDescription> {
+    /// How the program ended, once it has, waiting at most `limit`.
+    pub(crate) async fn wait_exit(&self, limit: Duration) -> Option<ExitStatus> {
         let mut exited = self.exited.clone();
         let waited = tokio::time::timeout(limit, exited.wait_for(Option::is_some)).await;
         match waited {
-            Ok(Ok(exit)) => exit.clone(),
-            _ => self.exited.borrow().clone(),
+            Ok(Ok(exit)) => *exit,
+            _ => *self.exited.borrow(),
         }
     }
 
-    /// Adds how the program ended (once it has) and its last stderr lines to `error`.
+    /// Adds how the program ended (once it has) and its last stderr lines to `error`, whose
+    /// message never names the exit itself.
     pub(crate) async fn explain(&self, error: Error) -> Error {
         let exit = self.wait_exit(Duration::from_secs(1)).await;
         self.stderr.settle(Duration::from_millis(250)).await;
         let exit = match exit {
-            Some(exit) if !error.message().contains(&exit) => format!(" (it {exit})"),
-            _ => String::new(),
+            Some(exit) => format!(" (it {exit})"),
+            None => String::new(),
         };
         Error::new(error.code(), format!("{}{exit}{}", error.message(), self.stderr.render()))
     }
@@ -413,7 +435,8 @@ mod tests {
         let sockets = Sockets::new("stuck", None).unwrap();
         let private = sockets.plugin.parent().unwrap().to_path_buf();
         let pid_file = folder.path().join("pid");
-        let mut start = Box::pin(start(program, sockets, Duration::from_secs(30)));
+        let handle = Handle::current();
+        let mut start = Box::pin(start(program, sockets, Duration::from_secs(30), &handle));
         // The caller gives up once the program runs, long before its start timeout.
         let pid: i32 = loop {
             tokio::select! {

@@ -634,7 +634,17 @@ fn response_too_long(length: usize, max_bytes: usize) -> Error {
 
 /// A guest's error value, as a plugbay error with the guest's code.
 fn from_failure(failure: types::Failure, doing: &str) -> Error {
-    let code = match failure.code {
+    Error::new(code_from_wit(failure.code), format!("{doing}: {}", failure.message))
+}
+
+/// A plugbay error as a guest sees it.
+fn to_failure(error: &Error) -> types::Failure {
+    types::Failure { code: code_to_wit(error.code()), message: error.to_string() }
+}
+
+/// The one mapping of WIT's `code` to plugbay's.
+fn code_from_wit(code: types::Code) -> Code {
+    match code {
         types::Code::InvalidArgument => Code::InvalidArgument,
         types::Code::DeadlineExceeded => Code::DeadlineExceeded,
         types::Code::NotFound => Code::NotFound,
@@ -643,13 +653,12 @@ fn from_failure(failure: types::Failure, doing: &str) -> Error {
         types::Code::FailedPrecondition => Code::FailedPrecondition,
         types::Code::Internal => Code::Internal,
         types::Code::Unavailable => Code::Unavailable,
-    };
-    Error::new(code, format!("{doing}: {}", failure.message))
+    }
 }
 
-/// A plugbay error as a guest sees it.
-fn to_failure(error: &Error) -> types::Failure {
-    let code = match error.code() {
+/// The one mapping of plugbay's code to WIT's (a code WIT does not have is `internal`).
+fn code_to_wit(code: Code) -> types::Code {
+    match code {
         Code::InvalidArgument => types::Code::InvalidArgument,
         Code::DeadlineExceeded => types::Code::DeadlineExceeded,
         Code::NotFound => types::Code::NotFound,
@@ -658,8 +667,18 @@ fn to_failure(error: &Error) -> types::Failure {
         Code::FailedPrecondition => types::Code::FailedPrecondition,
         Code::Unavailable => types::Code::Unavailable,
         _ => types::Code::Internal,
-    };
-    types::Failure { code, message: error.to_string() }
+    }
+}
+
+/// The one mapping of WIT's log `level` to plugbay's.
+fn level_from_wit(level: types::Level) -> LogLevel {
+    match level {
+        types::Level::Error => LogLevel::Error,
+        types::Level::Warn => LogLevel::Warn,
+        types::Level::Info => LogLevel::Info,
+        types::Level::Debug => LogLevel::Debug,
+        types::Level::Trace => LogLevel::Trace,
+    }
 }
 
 /// Longest log line a guest may send through the host API; longer ones are cut.
@@ -679,13 +698,7 @@ impl types::Host for StoreState {}
 
 impl host::Host for StoreState {
     fn log(&mut self, level: types::Level, message: String) {
-        let level = match level {
-            types::Level::Error => LogLevel::Error,
-            types::Level::Warn => LogLevel::Warn,
-            types::Level::Info => LogLevel::Info,
-            types::Level::Debug => LogLevel::Debug,
-            types::Level::Trace => LogLevel::Trace,
-        };
+        let level = level_from_wit(level);
         let mut end = message.len().min(MAX_LOG_LINE);
         while !message.is_char_boundary(end) {
             end -= 1;
