@@ -470,16 +470,24 @@ async fn b5_framed_program_that_never_answers_describe_fails_at_the_start_timeou
     assert_canary_answers(&host).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_loops_through_the_host_are_bounded_for_process_plugins() {
-    let (_dir, host) = fixture_host("").await;
-    // The default max_call_depth is 16; one program may hold 4 x 16 calls through the host.
-    let mut request = json!("bottom");
-    for _ in 0..80 {
+/// A request that has the fixture call itself `levels` times through the host, the last
+/// time to `echo` "bottom": that echo runs `levels` deep.
+fn self_calls(levels: usize) -> serde_json::Value {
+    let mut request = json!({"target": "fixture@1", "method": "echo", "payload": "bottom"});
+    for _ in 1..levels {
         request = json!({"target": "fixture@1", "method": "invoke", "payload": request});
     }
-    let error = host.invoke(json_call("fixture@1", "invoke", request)).await.unwrap_err();
-    assert_error(&error, Code::ResourceExhausted, &["a call loop?"]);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_loops_through_the_host_are_bounded_by_max_call_depth_for_process_plugins() {
+    let (_dir, host) = fixture_host("").await;
+    // The default max_call_depth is 16: a chain 16 deep runs, one 17 deep is refused there.
+    let reply = host.invoke(json_call("fixture@1", "invoke", self_calls(16))).await.unwrap();
+    assert_eq!(reply.to_json::<String>().unwrap(), "bottom");
+    let error = host.invoke(json_call("fixture@1", "invoke", self_calls(17))).await.unwrap_err();
+    assert_error(&error, Code::ResourceExhausted, &["17 deep", "max_call_depth = 16", "a call loop?"]);
     assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok(), "the plugin still serves");
 }
 

@@ -154,9 +154,6 @@ pub trait HostCallbacks: Send + Sync {
     /// A call made by `plugin` through the host, awaited (for runtimes whose host API is
     /// served on the host's async runtime, such as process plugins).
     fn invoke_async(&self, plugin: &str, call: Call) -> BoxFuture<'static, Result<Payload>>;
-
-    /// How deep plugins may call each other through the host (`HostConfig::max_call_depth`).
-    fn max_call_depth(&self) -> u32;
 }
 
 /// What an instance needs from the host when it is created.

@@ -39,10 +39,6 @@ impl HostCallbacks for HostLink {
         self.host()?.dispatch_sync(&call)
     }
 
-    fn max_call_depth(&self) -> u32 {
-        self.0.upgrade().map_or(1, |host| host.config.max_call_depth)
-    }
-
     fn invoke_async(&self, _plugin: &str, call: Call) -> BoxFuture<'static, Result<Payload>> {
         let host = self.host();
         Box::pin(async move { host?.dispatch(&call).await })

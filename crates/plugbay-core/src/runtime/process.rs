@@ -362,10 +362,11 @@ impl ProcessInstance {
 
 impl Instance for ProcessInstance {
     fn call(&self, invocation: Invocation<'_>) -> CallOutcome {
-        let Invocation { method, payload, deadline, .. } = invocation;
+        let Invocation { method, payload, deadline, depth } = invocation;
         if let Some(exit) = *self.started.running.exited.borrow() {
             return CallOutcome::Done(Err(self.gone(exit)));
         }
+        let serving = self.started.callbacks.serving(depth);
         let request = pb::CallRequest {
             method: method.to_owned(),
             payload: payload.bytes.to_vec(),
@@ -378,7 +379,9 @@ impl Instance for ProcessInstance {
         let request_type = payload.content_type.clone();
         let limit = self.max_payload_bytes;
         CallOutcome::Pending(Box::pin(async move {
-            let response = call.await?;
+            let response = call.await;
+            drop(serving);
+            let response = response?;
             if response.payload.len() > limit {
                 return Err(Error::new(
                     Code::ResourceExhausted,

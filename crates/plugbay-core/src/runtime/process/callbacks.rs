@@ -4,7 +4,6 @@
 //! framed connection instead (`framed`), served by the same [`Callbacks`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -27,22 +26,32 @@ struct State {
     plugin: String,
     /// Set when the instance is initialised; until then callbacks answer `unavailable`.
     callbacks: OnceLock<Arc<dyn HostCallbacks>>,
-    /// `Invoke`s from this program still in flight. A process plugin that calls itself
-    /// (directly or in a ring) holds one more per level, so this bounds recursion through
-    /// the host, as well as a program flooding the host with calls.
-    invokes: AtomicU32,
+    /// The depths ([`Call::depth`]) of the host's calls this program is serving now.
+    serving: Mutex<Vec<u32>>,
 }
 
-/// `Invoke`s one program may have in flight through the host: [`MAX_INVOKES_PER_DEPTH`]
-/// times the host's `max_call_depth`.
-const MAX_INVOKES_PER_DEPTH: u32 = 4;
+impl State {
+    /// The depth an `Invoke` from this program runs at: one deeper than the deepest call
+    /// the program is serving. Requests on one connection do not say which call they
+    /// belong to, and the host does not take the program's word for it, so a loop through
+    /// process plugins deepens at every turn and meets `max_call_depth` like any other.
+    fn invoke_depth(&self) -> u32 {
+        self.serving.lock().iter().copied().max().unwrap_or(0)
+    }
+}
 
-/// Counts one `Invoke` out when dropped.
-struct InvokeGuard<'a>(&'a AtomicU32);
+/// One host call in flight to the program, counted in [`State::serving`] until dropped.
+pub(super) struct Serving {
+    state: Arc<State>,
+    depth: u32,
+}
 
-impl Drop for InvokeGuard<'_> {
+impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut serving = self.state.serving.lock();
+        if let Some(at) = serving.iter().position(|&depth| depth == self.depth) {
+            serving.swap_remove(at);
+        }
     }
 }
 
@@ -57,7 +66,7 @@ impl Server {
         let state = Arc::new(State {
             plugin: plugin.to_owned(),
             callbacks: OnceLock::new(),
-            invokes: AtomicU32::new(0),
+            serving: Mutex::new(Vec::new()),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let service = HostServiceServer::new(Callbacks(state.clone()))
@@ -82,6 +91,13 @@ impl Server {
     /// Starts answering with `callbacks`.
     pub(super) fn serve(&self, callbacks: Arc<dyn HostCallbacks>) {
         let _ = self.state.callbacks.set(callbacks);
+    }
+
+    /// Counts a call of `depth` as served by the program until the guard drops, so the
+    /// program's own calls through the host run one deeper.
+    pub(super) fn serving(&self, depth: u32) -> Serving {
+        self.state.serving.lock().push(depth);
+        Serving { state: self.state.clone(), depth }
     }
 
     /// The service, for host API requests on the plugin's framed connection.
@@ -149,23 +165,10 @@ impl HostService for Callbacks {
         request: tonic::Request<pb::InvokeRequest>,
     ) -> std::result::Result<tonic::Response<pb::InvokeResponse>, tonic::Status> {
         let callbacks = self.callbacks()?;
-        let limit = callbacks.max_call_depth().saturating_mul(MAX_INVOKES_PER_DEPTH);
-        let _counted = InvokeGuard(&self.0.invokes);
-        let in_flight = self.0.invokes.fetch_add(1, Ordering::SeqCst) + 1;
-        if in_flight > limit {
-            return Err(tonic::Status::from(Error::new(
-                crate::error::Code::ResourceExhausted,
-                format!(
-                    "plugin {} has {in_flight} calls through the host in flight, more than {limit} \
-                     ({MAX_INVOKES_PER_DEPTH} x max_call_depth): a call loop?",
-                    self.0.plugin
-                ),
-            )));
-        }
         let request = request.into_inner();
         let payload =
             Payload::with_type(Bytes::from(request.payload), ContentType::new(request.content_type));
-        let call = Call::new(&request.target, request.method, payload);
+        let call = Call::new(&request.target, request.method, payload).nested_in(self.0.invoke_depth());
         let response = callbacks.invoke_async(&self.0.plugin, call).await.map_err(tonic::Status::from)?;
         Ok(tonic::Response::new(pb::InvokeResponse {
             payload: response.bytes.to_vec(),
