@@ -405,3 +405,28 @@ async fn a4_artifact_symlink_out_of_the_folder_is_refused() {
     assert_failed(&host, "linked", Code::PermissionDenied, &["resolves outside"]);
     assert_canary_answers(&host).await;
 }
+
+/// Two plugins that are not thread-safe and both return NULL as their instance: the
+/// re-entrancy guard tells them apart (issue 15), and still refuses a plugin calling itself.
+#[tokio::test]
+async fn issue15_null_instances_that_are_not_thread_safe_call_each_other() {
+    let dir = PluginsDir::new();
+    for name in ["serial-a", "serial-b"] {
+        let folder = dir.add_c_fixture(name, &["-DNOT_THREAD_SAFE", "-DNULL_INSTANCE", "-DRELAY"]);
+        let manifest = native_manifest(name, "libcfix", &[("cfix@1", &["echo", "count", "relay"])]);
+        std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+    }
+    let host = host_over(&dir).await;
+    let relay = |request: &'static [u8]| Call::new("plugin:serial-a", "relay", Payload::bytes(request));
+
+    let reply = host.invoke(relay(b"plugin:serial-b echo hello")).await.unwrap();
+    assert_eq!(&reply.bytes[..], b"hello", "serial-a reached serial-b through the host");
+
+    let error = host.invoke(relay(b"plugin:serial-a echo hello")).await.unwrap_err();
+    assert_error(&error, Code::FailedPrecondition, &["re-entrant call", "not thread-safe"]);
+    // Both still serve after the refused call.
+    for target in ["plugin:serial-a", "plugin:serial-b"] {
+        let echo = host.invoke(Call::new(target, "echo", Payload::bytes(&b"ok"[..]))).await.unwrap();
+        assert_eq!(&echo.bytes[..], b"ok", "{target}");
+    }
+}
