@@ -47,20 +47,27 @@ fn list_json_reports_healthy_and_broken_plugins() {
 #[test]
 fn inspect_shows_the_manifest_and_the_native_table() {
     let dir = PluginsDir::new();
-    let good = dir.add_c_fixture("cfix", &[]);
+    let good = dir.add_c_fixture("cfix", &["-DOPEN_LOG"]);
     let bad = dir.add_c_fixture("future", &["-DTABLE_ABI=2"]);
+    let broken = dir.write_manifest("broken", "[plugin]\nid = \"broken\"\n");
+    let open_log = dir.path().join("opens.log");
     let inspect = |folder: &std::path::Path| {
         Command::new(plugbay_binary())
             .arg("inspect")
             .arg(folder)
             .arg("--json")
+            .env("PLUGBAY_FIXTURE_OPEN_LOG", &open_log)
             .output()
             .expect("plugbay runs")
     };
     let output = inspect(&good);
     assert!(output.status.success(), "{output:?}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let opens = std::fs::read_to_string(&open_log).unwrap();
+    assert_eq!(opens.lines().count(), 1, "inspect opens the library once, as a load does");
     assert_eq!(report["manifest"]["content"]["plugin"]["id"], "cfix");
+    assert!(report["artifact"]["path"].as_str().unwrap().ends_with("libcfix.so"), "{report}");
+    assert!(report["artifact"]["size"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["native"]["table"]["abi_version"], 1);
     assert_eq!(report["native"]["table"]["thread_safe"], true);
     assert_eq!(
@@ -74,5 +81,14 @@ fn inspect_shows_the_manifest_and_the_native_table() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let error = report["native"]["error"]["message"].as_str().unwrap();
     assert!(error.contains("built for ABI 2, this host speaks 1"), "{error}");
+    assert_eq!(report["load"]["state"], "failed");
+
+    let output = inspect(&broken);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["manifest"]["error"]["code"], "invalid_argument", "{report}");
+    let error = report["manifest"]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("plugin.toml") && error.contains("version"), "{error}");
+    assert!(report["manifest"]["content"].is_null() && report["artifact"].is_null(), "{report}");
     assert_eq!(report["load"]["state"], "failed");
 }

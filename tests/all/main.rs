@@ -1,11 +1,12 @@
 //! plugbay's integration tests: one binary, one link. Every test uses real plugins built by
 //! `plugbay-testkit` (Rust cdylibs, C libraries, broken artifacts) in temporary folders.
-//! Tests named after a FAULTS.md case start with its id (`a5_...`, `b1_...`).
+//! Tests named after a case of the fault catalogue start with its id (`a5_...`, `b1_...`).
 
 mod abi_layout;
 mod both_ways;
 mod cli;
 mod daemon;
+mod docs;
 mod events;
 mod examples;
 mod lifecycle;

@@ -341,6 +341,16 @@ async fn c10_output_flood_never_blocks_the_plugin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_line_ending_in_crlf_is_accepted() {
+    let dir = PluginsDir::new();
+    // Every line the fixture writes to stdout, its handshake first, ends in "\r\n".
+    dir.add_wrapped_process_fixture("", "./process-fixture | sed -u 's/$/\\r/'");
+    let host = host_over(&dir).await;
+    assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
+    assert!(host.invoke(json_call("fixture@1", "echo", json!(1))).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c13_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     let dir = PluginsDir::new();
     // The wrapper ignores TERM and keeps running after the fixture exits.

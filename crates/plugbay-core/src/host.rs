@@ -24,6 +24,7 @@ use crate::supervisor::{CrashLog, CrashReport};
 mod dispatch;
 mod events;
 mod info;
+mod inspect;
 mod lifecycle;
 mod link;
 mod registry;
@@ -35,6 +36,7 @@ mod tests;
 use dispatch::CallRules;
 pub use dispatch::MethodHandle;
 pub use info::{ErrorInfo, LoadReport, PluginInfo};
+pub use inspect::{ArtifactInspection, Inspection, LoadInspection, ManifestInspection, NativeInspection};
 use registry::{PluginEntry, Registry, stuck_calls};
 pub use reload::{RELOAD_TOPIC, ReloadEvent};
 

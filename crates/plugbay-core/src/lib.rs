@@ -63,7 +63,10 @@ pub use call::{Call, ContentType, Deadline, Payload, Target};
 pub use config::HostConfig;
 pub use error::{Code, Error, Result};
 pub use events::{Event, LifecycleChange};
-pub use host::{ErrorInfo, Host, LoadReport, MethodHandle, PluginInfo};
+pub use host::{
+    ArtifactInspection, ErrorInfo, Host, Inspection, LoadInspection, LoadReport, ManifestInspection,
+    MethodHandle, NativeInspection, PluginInfo,
+};
 pub use lifecycle::State;
 pub use manifest::{
     Manifest, ProcessSettings, ProcessTransport, RuntimeKind, WasmInstanceMode, WasmSettings,

@@ -235,6 +235,15 @@ impl Manifest {
     pub fn methods_of(&self, capability: &str) -> Option<&[String]> {
         self.provides.get(capability).map(Vec::as_slice)
     }
+
+    /// The name of the artifact file beneath the plugin folder: `plugin.entry`, plus the
+    /// platform's library suffix for a native plugin (`libfoo` -> `libfoo.so`).
+    pub fn artifact_file_name(&self) -> String {
+        match self.plugin.runtime {
+            RuntimeKind::Native => crate::platform::native_library_file_name(&self.plugin.entry),
+            _ => self.plugin.entry.clone(),
+        }
+    }
 }
 
 /// Fuzz entry: parses arbitrary bytes as a manifest. Must never panic.

@@ -196,6 +196,12 @@ pub trait Loaded: Send + Sync {
     /// What the plugin's describe operation returned.
     fn description(&self) -> &Description;
 
+    /// For a native library, what its table says (for [`crate::Host::inspect`]); `None`
+    /// for the other runtimes.
+    fn native_info(&self) -> Option<native::NativeInfo> {
+        None
+    }
+
     /// Creates an instance (Loaded -> Initialized): runs the plugin's init.
     ///
     /// # Errors

@@ -201,7 +201,7 @@ impl Slot {
         }
         if limit.waiting.fetch_add(1, Ordering::AcqRel) >= limit.max {
             limit.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.too_busy());
+            return Err(self.too_busy(true));
         }
         let permit = limit.permits.clone().acquire_owned().await;
         limit.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -211,18 +211,23 @@ impl Slot {
     /// [`Slot::admit`] without waiting (for synchronous calls).
     pub(crate) fn try_admit(&self) -> Result<Option<OwnedSemaphorePermit>> {
         let Some(limit) = &self.limit else { return Ok(None) };
-        limit.permits.clone().try_acquire_owned().map(Some).map_err(|_| self.too_busy())
+        limit.permits.clone().try_acquire_owned().map(Some).map_err(|_| self.too_busy(false))
     }
 
-    fn too_busy(&self) -> Error {
+    /// The refusal of a call beyond the limit; `queued` when the caller could have waited
+    /// (asynchronous calls) and the queue was full too.
+    fn too_busy(&self, queued: bool) -> Error {
         let max = self.manifest.limits.max_concurrency.unwrap_or_default();
-        Error::new(
-            Code::ResourceExhausted,
+        let message = if queued {
             format!(
                 "{max} calls are running and {max} waiting (limits.max_concurrency = {max}); try again later"
-            ),
-        )
-        .with_plugin(&*self.plugin)
+            )
+        } else {
+            format!(
+                "{max} calls are running (limits.max_concurrency = {max}) and a synchronous call cannot wait; try again later"
+            )
+        };
+        Error::new(Code::ResourceExhausted, message).with_plugin(&*self.plugin)
     }
 
     /// Whether the instance has a call stuck past its timeout (no new calls go to it).

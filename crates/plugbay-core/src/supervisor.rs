@@ -2,7 +2,7 @@
 //! that keeps failing is quarantined, what a crash report holds, and the coarse clock the
 //! call path uses to notice calls that overrun their deadline.
 //!
-//! The host (`host.rs`) applies these decisions; this module holds no plugin state of its
+//! The host (`host/supervise.rs`) applies these decisions; this module holds no plugin state of its
 //! own beyond the crash log.
 
 use std::collections::VecDeque;
@@ -200,8 +200,9 @@ pub struct CrashReport {
     pub exit: Option<crate::runtime::ExitStatus>,
     /// The instance's last calls, oldest first.
     pub last_calls: Vec<CallRecord>,
-    /// What the supervisor did: `restart in N ms`, `quarantined`, `not restarted (policy
-    /// never)`.
+    /// What the supervisor did: `restart N of M in D ms`, `quarantined after N failures
+    /// within W s`, `not restarted (policy never)`, `not restarted: it exited cleanly
+    /// (policy on-failure)`.
     pub action: String,
 }
 

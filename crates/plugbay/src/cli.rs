@@ -78,7 +78,8 @@ pub enum Command {
     /// Example: plugbay call text.transform@1 upper '"hello"' --plugins target/plugins
     Call(CallArgs),
 
-    /// Ask the daemon to reload a plugin from its folder (unload, then load again).
+    /// Ask the daemon to reload a plugin from its folder: the new version starts beside the
+    /// old one and takes its calls only once it works (docs/reload.md).
     Reload(PluginArgs),
 
     /// Ask the daemon to stop a plugin (its calls in flight finish first).

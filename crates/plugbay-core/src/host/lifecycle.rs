@@ -14,7 +14,6 @@ use crate::error::{Code, Error, Result};
 use crate::lifecycle::State;
 use crate::manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, RuntimeKind};
 use crate::metrics::PluginStats;
-use crate::platform;
 use crate::runtime::{Artifact, InstanceContext, Loaded, Runtime};
 use crate::safe_fs;
 use crate::scheduler::Slot;
@@ -160,10 +159,7 @@ impl HostInner {
     ) -> Result<(Arc<dyn Loaded>, PathBuf)> {
         let manifest_path = folder.join(MANIFEST_FILE);
         let runtime = self.runtime(manifest.plugin.runtime).map_err(|e| e.with_file(&manifest_path))?;
-        let artifact_name = match manifest.plugin.runtime {
-            RuntimeKind::Native => platform::native_library_file_name(&manifest.plugin.entry),
-            _ => manifest.plugin.entry.clone(),
-        };
+        let artifact_name = manifest.artifact_file_name();
         let artifact_path = folder.join(&artifact_name);
         let limit = self.config.max_artifact_bytes;
         let relative = Path::new(&artifact_name);

@@ -105,7 +105,7 @@ pub struct NativeLoaded {
     description: Description,
 }
 
-/// What a native library's table says, for `plugbay inspect`.
+/// What a native library's table says, for [`crate::Host::inspect`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NativeInfo {
     /// The ABI version in the table.
@@ -122,25 +122,6 @@ pub struct NativeInfo {
     pub functions: Vec<&'static str>,
     /// What describe returned.
     pub description: Description,
-}
-
-/// Opens a native artifact exactly as a load does (ELF check, private copy, one symbol,
-/// table checks, describe) and reports its table, without creating an instance.
-///
-/// # Errors
-/// The same errors as loading the plugin.
-pub fn inspect(artifact: Artifact<'_>) -> Result<NativeInfo> {
-    let loaded = NativeLoaded::open(&artifact)?;
-    let table = loaded.table;
-    Ok(NativeInfo {
-        abi_version: table.abi_version,
-        struct_size: table.struct_size,
-        flags: table.flags,
-        thread_safe: table.thread_safe(),
-        unloadable: loaded.unloadable(),
-        functions: table::REQUIRED.to_vec(),
-        description: loaded.description.clone(),
-    })
 }
 
 impl NativeLoaded {
@@ -208,6 +189,20 @@ impl NativeLoaded {
     pub fn unloadable(&self) -> bool {
         self.library.unloadable
     }
+
+    /// What the checked table says.
+    fn info(&self) -> NativeInfo {
+        let table = &self.table;
+        NativeInfo {
+            abi_version: table.abi_version,
+            struct_size: table.struct_size,
+            flags: table.flags,
+            thread_safe: table.thread_safe(),
+            unloadable: self.unloadable(),
+            functions: table::REQUIRED.to_vec(),
+            description: self.description.clone(),
+        }
+    }
 }
 
 /// Opens a library with every symbol bound now, so a missing dependency fails here.
@@ -259,6 +254,10 @@ fn describe(table: &Table, path: &Path) -> Result<Description> {
 impl Loaded for NativeLoaded {
     fn description(&self) -> &Description {
         &self.description
+    }
+
+    fn native_info(&self) -> Option<NativeInfo> {
+        Some(self.info())
     }
 
     fn instantiate(&self, context: InstanceContext) -> BoxFuture<'_, Result<Arc<dyn Instance>>> {

@@ -2,8 +2,8 @@
 //! on a Unix socket after a version-checked handshake (docs/process-protocol.md).
 //!
 //! A crash in a process plugin never hurts the host: its calls in flight fail at once with
-//! `unavailable` (with the exit status and the last stderr lines), and the plugin is marked
-//! failed. Loading starts one program, checks its handshake, health and description, and
+//! `unavailable` (with the exit status and the last stderr lines), and its `[restart]`
+//! policy decides what follows (docs/supervision.md). Loading starts one program, checks its handshake, health and description, and
 //! keeps it as the first instance; further replicas are started the same way.
 
 mod callbacks;

@@ -6,79 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use plugbay_core::manifest::MANIFEST_FILE;
-use plugbay_core::runtime::Artifact;
-use plugbay_core::runtime::native::{self, NativeInfo};
-use plugbay_core::{Code, ErrorInfo, Host, HostConfig, Manifest, RuntimeKind, State, platform, safe_fs};
-use serde::Serialize;
+use plugbay_core::{Host, HostConfig, Inspection, State};
 use serde_json::Value;
 
 use crate::cli::InspectArgs;
 use crate::commands::{Outcome, print_json};
-
-/// Everything `inspect` found out, as `--json` prints it.
-#[derive(Debug, Serialize)]
-struct Report {
-    /// The plugin folder (absolute).
-    folder: String,
-    /// The native ABI version this build of the host speaks.
-    host_abi: u32,
-    /// The manifest: its path, and its content or why it was refused.
-    manifest: ManifestReport,
-    /// The artifact the manifest names; null when the manifest was refused.
-    artifact: Option<ArtifactReport>,
-    /// The result of loading the plugin; null when the manifest was refused.
-    load: Option<LoadReport>,
-    /// For a native plugin: its table (ABI version, flags, entries, describe), or why it
-    /// cannot be read; null for other runtimes or a refused manifest.
-    native: Option<NativeReport>,
-}
-
-/// The native part of a [`Report`].
-#[derive(Debug, Serialize)]
-struct NativeReport {
-    /// The table, when the library could be opened and checked.
-    table: Option<NativeInfo>,
-    /// Why it could not, or null.
-    error: Option<ErrorInfo>,
-}
-
-/// The manifest part of a [`Report`].
-#[derive(Debug, Serialize)]
-struct ManifestReport {
-    /// `<folder>/plugin.toml`.
-    path: String,
-    /// The manifest as the host reads it (defaults filled in); null when refused.
-    content: Option<Manifest>,
-    /// Why the manifest was refused, or null.
-    error: Option<ErrorInfo>,
-}
-
-/// The artifact part of a [`Report`].
-#[derive(Debug, Serialize)]
-struct ArtifactReport {
-    /// The file the host loads (for native plugins: `entry` plus the platform's suffix).
-    path: String,
-    /// Its size in bytes; null when there is no such file.
-    size: Option<u64>,
-}
-
-/// The load part of a [`Report`].
-#[derive(Debug, Serialize)]
-struct LoadReport {
-    /// The plugin's state after loading: `running` when it started.
-    state: State,
-    /// The capabilities it provides; when running, its describe matched them.
-    capabilities: Vec<String>,
-    /// Why it did not start, or null.
-    error: Option<ErrorInfo>,
-}
-
-impl Report {
-    /// Whether the manifest was accepted and the plugin started.
-    fn is_ok(&self) -> bool {
-        self.manifest.error.is_none() && self.load.as_ref().is_some_and(|load| load.state == State::Running)
-    }
-}
 
 /// Runs `plugbay inspect`: [`Outcome::Done`] when the manifest is valid and the plugin
 /// starts, [`Outcome::Failed`] otherwise (the report says why).
@@ -88,29 +20,11 @@ impl Report {
 /// be written.
 pub async fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
     let folder = plugin_folder(&args.path)?;
-    let Some(name) = folder.file_name().and_then(|name| name.to_str()).map(str::to_owned) else {
+    if folder.file_name().and_then(|name| name.to_str()).is_none() {
         bail!("{}: the plugin folder's name is not UTF-8, so it cannot be a plugin id", folder.display());
-    };
-    let manifest_path = folder.join(MANIFEST_FILE);
-    let mut report = Report {
-        folder: folder.display().to_string(),
-        host_abi: plugbay_abi::ABI_VERSION,
-        manifest: ManifestReport { path: manifest_path.display().to_string(), content: None, error: None },
-        artifact: None,
-        load: None,
-        native: None,
-    };
-    match Manifest::read(&manifest_path, Some(&name)) {
-        Err(error) => report.manifest.error = Some(ErrorInfo::from(&error)),
-        Ok(manifest) => {
-            report.artifact = Some(artifact(&folder, &manifest));
-            if manifest.plugin.runtime == RuntimeKind::Native {
-                report.native = Some(native_table(&folder, &manifest));
-            }
-            report.manifest.content = Some(manifest);
-            report.load = Some(load_alone(&folder).await?);
-        }
     }
+    let plugins_dir = folder.parent().unwrap_or(&folder);
+    let report = Host::inspect(HostConfig::with_plugin_dir(plugins_dir), &folder).await?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -138,64 +52,25 @@ fn plugin_folder(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The artifact the host will read for `manifest`, and its size if it exists.
-fn artifact(folder: &Path, manifest: &Manifest) -> ArtifactReport {
-    let file_name = match manifest.plugin.runtime {
-        RuntimeKind::Native => platform::native_library_file_name(&manifest.plugin.entry),
-        _ => manifest.plugin.entry.clone(),
-    };
-    let path = folder.join(file_name);
-    let size =
-        std::fs::metadata(&path).ok().filter(|metadata| metadata.is_file()).map(|metadata| metadata.len());
-    ArtifactReport { path: path.display().to_string(), size }
-}
-
-/// Reads a native plugin's table the way a load does, without creating an instance.
-fn native_table(folder: &Path, manifest: &Manifest) -> NativeReport {
-    let file_name = platform::native_library_file_name(&manifest.plugin.entry);
-    let path = folder.join(&file_name);
-    let result = safe_fs::read_beneath(folder, Path::new(&file_name), 256 << 20, Code::ResourceExhausted)
-        .and_then(|bytes| native::inspect(Artifact { manifest, folder, path: &path, bytes }));
-    match result {
-        Ok(table) => NativeReport { table: Some(table), error: None },
-        Err(error) => NativeReport { table: None, error: Some(ErrorInfo::from(&error)) },
-    }
-}
-
-/// Loads the plugin in `folder` into a host of its own, as `plugbay list` would, and
-/// reports its state. The host (and the plugin instance) is dropped on return.
-async fn load_alone(folder: &Path) -> anyhow::Result<LoadReport> {
-    let plugins_dir = folder.parent().unwrap_or(folder);
-    let host = Host::build(HostConfig::with_plugin_dir(plugins_dir))?;
-    let result = host.load_folder(folder).await;
-    let info = host.plugins().into_iter().find(|info| info.folder == folder);
-    Ok(match (info, result) {
-        (Some(info), _) => {
-            LoadReport { state: info.state, capabilities: info.capabilities, error: info.error }
-        }
-        // The host records every folder it was asked to load; this is only a fallback.
-        (None, result) => LoadReport {
-            state: if result.is_ok() { State::Running } else { State::Failed },
-            capabilities: Vec::new(),
-            error: result.err().map(|error| ErrorInfo::from(&error)),
-        },
-    })
-}
-
 /// Width of the labels in the human report.
 const LABEL: usize = 12;
 
 /// Writes the report for people: the manifest in TOML's shape, then artifact, ABI and load.
-fn write_human(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
-    writeln!(out, "{:<LABEL$}{}", "folder", report.folder)?;
+fn write_human(out: &mut impl Write, report: &Inspection) -> anyhow::Result<()> {
+    writeln!(out, "{:<LABEL$}{}", "folder", report.folder.display())?;
     let manifest = &report.manifest;
     match (&manifest.content, &manifest.error) {
         (Some(content), _) => {
-            writeln!(out, "{:<LABEL$}{} (valid; as read, defaults filled in)", "manifest", manifest.path)?;
+            writeln!(
+                out,
+                "{:<LABEL$}{} (valid; as read, defaults filled in)",
+                "manifest",
+                manifest.path.display()
+            )?;
             write_tables(out, &serde_json::to_value(content)?)?;
         }
         (None, error) => {
-            writeln!(out, "{:<LABEL$}{} (refused)", "manifest", manifest.path)?;
+            writeln!(out, "{:<LABEL$}{} (refused)", "manifest", manifest.path.display())?;
             if let Some(error) = error {
                 writeln!(out, "    error: {}", error.message)?;
             }
@@ -206,7 +81,7 @@ fn write_human(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
             Some(size) => format!("{size} bytes"),
             None => "missing".to_owned(),
         };
-        writeln!(out, "{:<LABEL$}{} ({size})", "artifact", artifact.path)?;
+        writeln!(out, "{:<LABEL$}{} ({size})", "artifact", artifact.path.display())?;
     }
     if let Some(content) = &manifest.content {
         let abi = content.plugin.abi;
@@ -236,19 +111,18 @@ fn write_human(out: &mut impl Write, report: &Report) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(load) = &report.load {
-        writeln!(out, "{:<LABEL$}{}", "load", load.state)?;
-        if let Some(error) = &load.error {
-            writeln!(out, "    error: {}", error.message)?;
-        }
-        if load.state == State::Running {
-            writeln!(
-                out,
-                "{:<LABEL$}{} (its describe matches plugin.toml)",
-                "provides",
-                load.capabilities.join(",")
-            )?;
-        }
+    let load = &report.load;
+    writeln!(out, "{:<LABEL$}{}", "load", load.state)?;
+    if let Some(error) = &load.error {
+        writeln!(out, "    error: {}", error.message)?;
+    }
+    if load.state == State::Running {
+        writeln!(
+            out,
+            "{:<LABEL$}{} (its describe matches plugin.toml)",
+            "provides",
+            load.capabilities.join(",")
+        )?;
     }
     out.flush()?;
     Ok(())

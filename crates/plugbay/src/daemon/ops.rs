@@ -9,7 +9,8 @@ pub enum Operation {
     Load,
     /// Stop and release it.
     Unload,
-    /// Unload and load again from its folder.
+    /// Replace it by the version in its folder ([`plugbay_core::Host::reload`]: versioned
+    /// swap, probation, rollback).
     Reload,
     /// Stop it (its calls in flight finish).
     Stop,

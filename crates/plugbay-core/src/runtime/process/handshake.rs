@@ -54,8 +54,9 @@ pub(crate) fn quote(line: &str) -> String {
 /// protocol version the plugin chose.
 ///
 /// # Errors
-/// `failed_precondition` for a malformed line, an unoffered version, another network or
-/// protocol; `permission_denied` for a socket other than the one the host assigned.
+/// `failed_precondition` for a malformed line, an unoffered version or protocol;
+/// `permission_denied` for another network, or a socket other than the one the host
+/// assigned.
 pub(crate) fn check(line: &str, assigned_socket: &Path, offered: &[Transport]) -> Result<(u32, Transport)> {
     let expected = "`plugbay|<version>|unix|<socket path>|grpc`";
     let fields: Vec<&str> = line.split('|').collect();

@@ -95,7 +95,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 if std::mem::take(&mut self.skipping) {
                     continue;
                 }
-                return Ok(Some(Line { text: printable(&raw[..raw.len() - 1]), cut: false }));
+                // A `\r\n` line end (a program written for Windows) is a line end too.
+                let body = &raw[..raw.len() - 1];
+                let body = body.strip_suffix(b"\r").unwrap_or(body);
+                return Ok(Some(Line { text: printable(body), cut: false }));
             }
             if self.buffer.len() > MAX_LINE {
                 let raw: Vec<u8> = self.buffer.drain(..).collect();
@@ -187,6 +190,8 @@ mod tests {
     async fn lines_are_bounded_cut_and_escaped() {
         assert_eq!(lines_of(b"a\nb\n").await, [("a".into(), false), ("b".into(), false)]);
         assert_eq!(lines_of(b"no newline").await, [("no newline".into(), false)]);
+        assert_eq!(lines_of(b"crlf\r\nend\r\n").await, [("crlf".into(), false), ("end".into(), false)]);
+        assert_eq!(lines_of(b"a\rb\n").await, [("a\\rb".into(), false)]);
         assert_eq!(lines_of(b"\x1b[31mred\x1b[0m\n").await, [("\\u{1b}[31mred\\u{1b}[0m".into(), false)]);
         let mut long = vec![b'x'; 3 * MAX_LINE];
         long.extend_from_slice(b"\nnext\n");

@@ -337,7 +337,7 @@ async fn read_handshake(
             handshake::quote(&line.text)
         )));
     }
-    let (_, transport) = handshake::check(line.text.trim_end_matches('\r'), &running.socket, offered)?;
+    let (_, transport) = handshake::check(&line.text, &running.socket, offered)?;
     running.transport = transport;
     handshake::check_socket(&running.socket)?;
     handle.spawn(output::pump(lines, running.plugin.clone(), "stdout", None));
