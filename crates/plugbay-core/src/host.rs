@@ -206,9 +206,10 @@ impl Host {
     /// routed to it, and [`PluginInfo::stuck_calls`] counts it.
     ///
     /// With `limits.max_concurrency`, that many calls run at once per instance and as many
-    /// wait; more get `resource_exhausted` at once. When the instance serving a call dies
-    /// and the method is listed in the manifest's `[retry] idempotent`, the call is retried
-    /// once on another running instance; otherwise never.
+    /// wait (time in the queue counts against the deadline); more get `resource_exhausted`
+    /// at once. When the instance serving a call dies and the method is listed in the
+    /// manifest's `[retry] idempotent`, the call is retried once on another running
+    /// instance; otherwise never.
     ///
     /// # Errors
     /// `not_found` (no such capability or plugin), `unavailable` (stopped, stopping, or

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -125,6 +126,25 @@ struct ConcurrencyLimit {
     waiting: AtomicUsize,
 }
 
+/// A place in a [`ConcurrencyLimit`]'s queue, given back when dropped: when the wait ends
+/// with a permit, at its deadline, or because the caller stopped waiting.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl<'a> QueuePlace<'a> {
+    /// A place, or `None` when all `limit.max` places are taken.
+    fn take(limit: &'a ConcurrencyLimit) -> Option<QueuePlace<'a>> {
+        let taken = limit.waiting.fetch_add(1, Ordering::AcqRel);
+        let place = QueuePlace(&limit.waiting);
+        (taken < limit.max).then_some(place)
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Slot {
     pub(crate) fn new(
         instance: Arc<dyn Instance>,
@@ -192,20 +212,33 @@ impl Slot {
     }
 
     /// Takes a concurrency permit when `limits.max_concurrency` is set: at once if one is
-    /// free, else waits in a queue as long as the limit; `resource_exhausted` when the
-    /// queue is full too.
-    pub(crate) async fn admit(&self) -> Result<Option<OwnedSemaphorePermit>> {
+    /// free, else waits in a queue as long as the limit, for at most `patience` (the time
+    /// left to the call's deadline).
+    ///
+    /// # Errors
+    /// `resource_exhausted` when the queue is full too; `deadline_exceeded` when the
+    /// deadline passed in the queue (its place is given back, and the call never started);
+    /// `unavailable` when the instance closed.
+    pub(crate) async fn admit(&self, patience: Duration) -> Result<Option<OwnedSemaphorePermit>> {
         let Some(limit) = &self.limit else { return Ok(None) };
         if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
             return Ok(Some(permit));
         }
-        if limit.waiting.fetch_add(1, Ordering::AcqRel) >= limit.max {
-            limit.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.too_busy(true));
+        let Some(_place) = QueuePlace::take(limit) else { return Err(self.too_busy(true)) };
+        match tokio::time::timeout(patience, limit.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) => Err(self.draining_error()),
+            Err(_) => Err(Error::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "waited {} ms in the queue (limits.max_concurrency = {} calls were running) \
+                     and the deadline passed before the call started",
+                    patience.as_millis(),
+                    limit.max
+                ),
+            )
+            .with_plugin(&*self.plugin)),
         }
-        let permit = limit.permits.clone().acquire_owned().await;
-        limit.waiting.fetch_sub(1, Ordering::AcqRel);
-        permit.map(Some).map_err(|_| self.draining_error())
     }
 
     /// [`Slot::admit`] without waiting (for synchronous calls).

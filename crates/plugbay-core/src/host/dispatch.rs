@@ -3,8 +3,9 @@
 //! through the host API — takes the same steps, so a rule written here holds on every path:
 //!
 //! ```text
-//! route -> admit (in-flight count, concurrency permit, queue) -> budget (deadline, depth)
-//!       -> run -> overrun / timeout -> metrics -> turned away: route again | died: retry once
+//! route -> enter (in-flight count) -> budget (deadline, depth)
+//!       -> admit (concurrency permit, or a queue place until the deadline) -> run
+//!       -> overrun / timeout -> metrics -> turned away: route again | died: retry once
 //! ```
 //! The asynchronous face ([`HostInner::dispatch`]) waits for a concurrency permit and for
 //! out-of-process answers; the synchronous face ([`HostInner::dispatch_sync`]) runs the
@@ -127,23 +128,26 @@ pub(crate) fn run_here<T>(
     Attempt::Ran(result.map_err(context))
 }
 
-/// Runs one call on `slot`, waiting where the plugin's runtime makes it wait: admit (a
-/// concurrency permit, or a place in its queue), budget, run, overrun or timeout.
+/// Runs one call on `slot`, waiting where the plugin's runtime makes it wait: budget, admit
+/// (a concurrency permit, or a place in its queue until the deadline), run, overrun or
+/// timeout. Time spent in the queue counts against the call's budget.
 async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attempt<Payload> {
     let Ok(in_flight) = slot.enter() else { return Attempt::TurnedAway };
     let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
-    let _permit = match slot.admit().await {
-        Ok(permit) => permit,
-        Err(error) => return Attempt::Ran(Err(context(error))),
-    };
+    let entered = Instant::now();
     let budget = match rules.budget(slot, call.deadline, call.depth()) {
         Ok(budget) => budget,
+        Err(error) => return Attempt::Ran(Err(context(error))),
+    };
+    let _permit = match slot.admit(budget).await {
+        Ok(permit) => permit,
         Err(error) => return Attempt::Ran(Err(context(error))),
     };
     let mut invocation =
         Invocation { method: &call.method, payload: &call.payload, deadline: None, depth: call.depth() };
     if slot.watch.is_some() {
-        // In-process: runs here, now; cannot be pre-empted.
+        // In-process: runs here, now; cannot be pre-empted. Its overrun is measured from
+        // when it entered, the queue included.
         let started_ms = in_flight.started_ms();
         let result = match slot.instance.call(invocation) {
             CallOutcome::Done(result) => overrun(started_ms, budget).map_or(result, Err),
@@ -151,6 +155,7 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
         };
         return Attempt::Ran(result.map_err(context));
     }
+    let budget = budget.saturating_sub(entered.elapsed());
     let started = Instant::now();
     invocation.deadline = Some(started + budget);
     let record = slot.recent.start(&call.method, call.payload.bytes.len());

@@ -156,3 +156,30 @@ async fn a_call_turned_away_by_a_closed_instance_goes_to_the_current_one() {
     assert_eq!(&host.invoke(echo()).await.unwrap().bytes[..], b"hi");
     assert_eq!((old.calls.load(Ordering::SeqCst), new.calls.load(Ordering::SeqCst)), (0, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_gives_up_at_its_deadline_and_frees_its_place() {
+    let fake = Fake::new(Duration::from_secs(10));
+    let host = host_with("busy", "[limits]\nmax_concurrency = 1\ntimeout_ms = 60000\n", &[fake]);
+    let running = tokio::spawn({
+        let host = host.clone();
+        async move { host.invoke(echo()).await }
+    });
+    tokio::task::yield_now().await;
+    // The queue's one place: taken by a call that may wait 50 ms.
+    let started = tokio::time::Instant::now();
+    let error = host.invoke(echo().with_timeout(Duration::from_millis(50))).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert!(error.to_string().contains("in the queue"), "{error}");
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+    // Its place was given back: the next call queues again (and gives up the same way)
+    // instead of being refused as if the queue were full.
+    let error = host.invoke(echo().with_timeout(Duration::from_millis(50))).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    // A caller that stops waiting gives its place back too.
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), host.invoke(echo())).await;
+    assert!(gave_up.is_err(), "still queued when the caller gave up");
+    let error = host.invoke(echo().with_timeout(Duration::from_millis(50))).await.unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
+    assert!(running.await.unwrap().is_ok());
+}
