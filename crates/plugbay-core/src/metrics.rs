@@ -128,7 +128,18 @@ impl PluginStats {
 
     /// The counters of `method` (`None` for a method the manifest does not list).
     pub(crate) fn method(&self, method: &str) -> Option<&MethodStats> {
-        self.methods.iter().find(|(name, _)| **name == *method).map(|(_, stats)| stats)
+        self.method_index(method).map(|index| &self.methods[index].1)
+    }
+
+    /// Where `method`'s counters are, for a caller that records many calls of one method
+    /// (a `MethodHandle`) and looks them up once.
+    pub(crate) fn method_index(&self, method: &str) -> Option<usize> {
+        self.methods.iter().position(|(name, _)| **name == *method)
+    }
+
+    /// The counters at `index` (from [`PluginStats::method_index`]).
+    pub(crate) fn method_at(&self, index: usize) -> &MethodStats {
+        &self.methods[index].1
     }
 
     pub(crate) fn snapshot(&self) -> Vec<MethodMetrics> {

@@ -213,20 +213,22 @@ impl Slot {
 
     /// Takes a concurrency permit when `limits.max_concurrency` is set: at once if one is
     /// free, else waits in a queue as long as the limit, for at most `patience` (the time
-    /// left to the call's deadline).
+    /// left to the call's deadline). Returns the permit and the patience left (the clock is
+    /// read only when the call had to wait).
     ///
     /// # Errors
     /// `resource_exhausted` when the queue is full too; `deadline_exceeded` when the
     /// deadline passed in the queue (its place is given back, and the call never started);
     /// `unavailable` when the instance closed.
-    pub(crate) async fn admit(&self, patience: Duration) -> Result<Option<OwnedSemaphorePermit>> {
-        let Some(limit) = &self.limit else { return Ok(None) };
+    pub(crate) async fn admit(&self, patience: Duration) -> Result<(Option<OwnedSemaphorePermit>, Duration)> {
+        let Some(limit) = &self.limit else { return Ok((None, patience)) };
         if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
-            return Ok(Some(permit));
+            return Ok((Some(permit), patience));
         }
         let Some(_place) = QueuePlace::take(limit) else { return Err(self.too_busy(true)) };
+        let queued = std::time::Instant::now();
         match tokio::time::timeout(patience, limit.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Ok(permit)) => Ok((Some(permit), patience.saturating_sub(queued.elapsed()))),
             Ok(Err(_)) => Err(self.draining_error()),
             Err(_) => Err(Error::new(
                 Code::DeadlineExceeded,

@@ -90,7 +90,11 @@ struct Measured<'a> {
 
 impl<'a> Measured<'a> {
     fn start(counters: &'a PluginStats, method: &str) -> Measured<'a> {
-        let stats = counters.method(method);
+        Measured::of(counters, counters.method(method))
+    }
+
+    /// [`Measured::start`] with the method's counters already found.
+    fn of(counters: &PluginStats, stats: Option<&'a MethodStats>) -> Measured<'a> {
         Measured { stats, started: stats.and_then(|stats| stats.begin(counters.timing_every)) }
     }
 
@@ -134,13 +138,12 @@ pub(crate) fn run_here<T>(
 async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attempt<Payload> {
     let Ok(in_flight) = slot.enter() else { return Attempt::TurnedAway };
     let context = |error: Error| error.with_plugin(&*slot.plugin).with_method(&call.method);
-    let entered = Instant::now();
     let budget = match rules.budget(slot, call.deadline, call.depth()) {
         Ok(budget) => budget,
         Err(error) => return Attempt::Ran(Err(context(error))),
     };
-    let _permit = match slot.admit(budget).await {
-        Ok(permit) => permit,
+    let (_permit, left) = match slot.admit(budget).await {
+        Ok(admitted) => admitted,
         Err(error) => return Attempt::Ran(Err(context(error))),
     };
     let mut invocation =
@@ -155,7 +158,7 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
         };
         return Attempt::Ran(result.map_err(context));
     }
-    let budget = budget.saturating_sub(entered.elapsed());
+    let budget = left;
     let started = Instant::now();
     invocation.deadline = Some(started + budget);
     let record = slot.recent.start(&call.method, call.payload.bytes.len());
@@ -206,7 +209,10 @@ impl HostInner {
         let measured = Measured::start(&counters, &call.method);
         let (mut slot, mut reroutes, mut retried) = (slot, 0, false);
         let result = loop {
-            let attempt = run_awaiting(&self.rules, &slot, call).await;
+            let attempt = match run_awaiting(&self.rules, &slot, call).await {
+                Attempt::Ran(Ok(payload)) => break Ok(payload),
+                other => other,
+            };
             match self.after(attempt, &slot, call, &mut reroutes, &mut retried) {
                 Next::Answer(result) => break result,
                 Next::Try(next) => slot = next,
@@ -250,6 +256,10 @@ impl HostInner {
                         CallOutcome::Pending(_) => None,
                     }
                 });
+            let attempt = match attempt {
+                Attempt::Ran(Ok(payload)) => break Ok(payload),
+                other => other,
+            };
             match self.after(attempt, &slot, call, &mut reroutes, &mut retried) {
                 Next::Answer(result) => break result,
                 Next::Try(next) => slot = next,
@@ -326,12 +336,15 @@ impl HostInner {
 pub struct MethodHandle {
     slot: Arc<Slot>,
     method: Box<str>,
+    /// Where the method's counters are in `slot.stats`, found once.
+    stats_index: Option<usize>,
     rules: CallRules,
 }
 
 impl MethodHandle {
     pub(super) fn new(slot: Arc<Slot>, method: &str, rules: CallRules) -> MethodHandle {
-        MethodHandle { slot, method: method.into(), rules }
+        let stats_index = slot.stats.method_index(method);
+        MethodHandle { slot, method: method.into(), stats_index, rules }
     }
 
     /// Calls the method and returns the response (copied once out of the plugin).
@@ -383,7 +396,8 @@ impl MethodHandle {
     }
 
     fn measured<T>(&self, run: impl FnOnce(Option<Instant>) -> Option<Result<T>>) -> Result<T> {
-        let measured = Measured::start(&self.slot.stats, &self.method);
+        let stats = &self.slot.stats;
+        let measured = Measured::of(stats, self.stats_index.map(|index| stats.method_at(index)));
         let result = match run_here(&self.rules, &self.slot, &self.method, None, 0, run) {
             Attempt::Ran(result) => result,
             Attempt::TurnedAway => Err(self.slot.draining_error().with_method(&*self.method)),
