@@ -1,30 +1,53 @@
-//! Unit tests of the call pipeline with a fake [`Instance`] routed straight into a host, so
-//! deadlines, queues and retries run under tokio's paused clock.
+//! Unit tests of the host's core with fake instances routed straight into a host, under
+//! tokio's paused clock: [`pipeline`] (deadlines, queues, retries, turned-away calls) and
+//! [`lifecycle`] (stop and start, restarts after a backoff, quarantine).
 
+mod lifecycle;
+mod pipeline;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use super::Host;
 use crate::call::{Call, Payload};
 use crate::config::HostConfig;
-use crate::error::{Code, Error};
+use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::metrics::PluginStats;
-use crate::runtime::{CallOutcome, Instance, Invocation};
+use crate::runtime::{
+    BoxFuture, CallOutcome, Death, Description, Instance, InstanceContext, Invocation, Loaded,
+};
 use crate::scheduler::Slot;
 
 /// An out-of-process-like instance: each call waits `delay` on tokio's clock, then echoes
-/// its payload; it can be made to die.
+/// its payload; it can be made to die. A mortal one is watched like a process: its
+/// [`Instance::died`] resolves when it dies.
 struct Fake {
     delay: Duration,
     calls: AtomicUsize,
     alive: AtomicBool,
+    mortal: bool,
+    death: tokio::sync::watch::Sender<bool>,
 }
 
 impl Fake {
     fn new(delay: Duration) -> Arc<Fake> {
-        Arc::new(Fake { delay, calls: AtomicUsize::new(0), alive: AtomicBool::new(true) })
+        Fake::with(delay, false)
+    }
+
+    fn with(delay: Duration, mortal: bool) -> Arc<Fake> {
+        let (death, _) = tokio::sync::watch::channel(false);
+        Arc::new(Fake { delay, calls: AtomicUsize::new(0), alive: AtomicBool::new(true), mortal, death })
+    }
+
+    /// Dies, as a process that exits.
+    fn die(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.death.send_replace(true);
     }
 }
 
@@ -47,6 +70,55 @@ impl Instance for Fake {
 
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    fn died(&self) -> Option<BoxFuture<'static, Death>> {
+        if !self.mortal {
+            return None;
+        }
+        let mut death = self.death.subscribe();
+        Some(Box::pin(async move {
+            let _ = death.wait_for(|dead| *dead).await;
+            Death::from_cause("the fake died")
+        }))
+    }
+
+    fn kill(&self) {
+        self.die();
+    }
+}
+
+/// A loaded artifact whose instances are [`Fake`]s (each call waits `delay`), all kept so
+/// a test can reach them.
+struct FakeLoaded {
+    description: Description,
+    delay: Duration,
+    mortal: bool,
+    made: Mutex<Vec<Arc<Fake>>>,
+}
+
+impl FakeLoaded {
+    fn new(delay: Duration, mortal: bool) -> Arc<FakeLoaded> {
+        let provides = BTreeMap::from([("fake@1".to_owned(), vec!["echo".to_owned()])]);
+        let description = Description { id: "fake".into(), version: "0.1.0".into(), provides };
+        Arc::new(FakeLoaded { description, delay, mortal, made: Mutex::new(Vec::new()) })
+    }
+
+    /// Every instance made so far, oldest first.
+    fn made(&self) -> Vec<Arc<Fake>> {
+        self.made.lock().clone()
+    }
+}
+
+impl Loaded for FakeLoaded {
+    fn description(&self) -> &Description {
+        &self.description
+    }
+
+    fn instantiate(&self, _context: InstanceContext) -> BoxFuture<'_, Result<Arc<dyn Instance>>> {
+        let fake = Fake::with(self.delay, self.mortal);
+        self.made.lock().push(fake.clone());
+        Box::pin(async move { Ok(fake as Arc<dyn Instance>) })
     }
 }
 
@@ -78,108 +150,4 @@ fn host_with(id: &str, extra: &str, instances: &[Arc<Fake>]) -> Host {
 
 fn echo() -> Call {
     Call::new("fake@1", "echo", Payload::bytes(&b"hi"[..]))
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_call_past_its_timeout_is_cancelled_at_the_timeout_and_counted() {
-    let fake = Fake::new(Duration::from_secs(10));
-    let host = host_with("slow", "[limits]\ntimeout_ms = 2000\n", &[fake]);
-    let started = tokio::time::Instant::now();
-    let error = host.invoke(echo()).await.unwrap_err();
-    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
-    assert_eq!(started.elapsed(), Duration::from_secs(2));
-    // The fake has no registry entry (no folder): its counters are read from its slot.
-    let slot = host.inner.scheduler.route(&crate::call::Target::parse("fake@1"), "echo").unwrap();
-    let echo = slot.stats.snapshot().into_iter().find(|m| m.method == "echo").unwrap();
-    assert_eq!((echo.calls, echo.errors), (1, vec![(Code::DeadlineExceeded, 1)]));
-}
-
-#[tokio::test(start_paused = true)]
-async fn max_concurrency_runs_one_queues_one_and_refuses_the_rest() {
-    let fake = Fake::new(Duration::from_secs(1));
-    let host = host_with("busy", "[limits]\nmax_concurrency = 1\n", std::slice::from_ref(&fake));
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            tokio::spawn({
-                let host = host.clone();
-                async move { host.invoke(echo()).await }
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for call in calls {
-        results.push(call.await.unwrap());
-    }
-    let refused: Vec<_> = results.iter().filter_map(|result| result.as_ref().err()).collect();
-    assert_eq!(refused.len(), 1, "{results:?}");
-    assert_eq!(refused[0].code(), Code::ResourceExhausted);
-    assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "the queued call ran after the first");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_dead_instance_retries_an_idempotent_method_once_elsewhere() {
-    let (dead, alive) = (Fake::new(Duration::ZERO), Fake::new(Duration::ZERO));
-    dead.alive.store(false, Ordering::SeqCst);
-    let host = host_with("pair", "[retry]\nidempotent = [\"echo\"]\n", &[dead.clone(), alive.clone()]);
-    for _ in 0..4 {
-        assert_eq!(&host.invoke(echo()).await.unwrap().bytes[..], b"hi");
-    }
-    // Every call was answered by the live one; those routed to the dead one first ran
-    // there once and once more on the live one.
-    assert_eq!(alive.calls.load(Ordering::SeqCst), 4);
-    assert!(dead.calls.load(Ordering::SeqCst) >= 1, "round-robin reaches the dead one too");
-    // Without the retry listing, the caller gets the failure.
-    let host = host_with("pair", "", std::slice::from_ref(&dead));
-    assert_eq!(host.invoke(echo()).await.unwrap_err().code(), Code::Unavailable);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_call_turned_away_by_a_closed_instance_goes_to_the_current_one() {
-    let (old, new) = (Fake::new(Duration::ZERO), Fake::new(Duration::ZERO));
-    let host = host_with("swap", "", std::slice::from_ref(&old));
-    let old_slot = host.inner.scheduler.route(&crate::call::Target::parse("fake@1"), "echo").unwrap();
-    // The old instance closes, but no new one is routed yet: the call is refused as
-    // draining, and the closed instance never saw it.
-    old_slot.close();
-    let error = host.invoke(echo()).await.unwrap_err();
-    assert_eq!(error.code(), Code::Unavailable);
-    assert_eq!(old.calls.load(Ordering::SeqCst), 0);
-    // Once the new instance is routed (a reload switched), a call routed to the closed
-    // one goes on to it.
-    let manifest = manifest("swap", "");
-    let stats = Arc::new(PluginStats::for_manifest(&manifest));
-    let instance: Arc<dyn Instance> = new.clone();
-    let fresh = Arc::new(Slot::new(instance, manifest, "plugin.toml".into(), 0, stats));
-    host.inner.scheduler.insert("swap", vec![fresh]);
-    let attempt = super::dispatch::run_here(&host.inner.rules, &old_slot, "echo", None, 0, |_| Some(Ok(())));
-    assert!(matches!(attempt, super::dispatch::Attempt::TurnedAway));
-    assert_eq!(&host.invoke(echo()).await.unwrap().bytes[..], b"hi");
-    assert_eq!((old.calls.load(Ordering::SeqCst), new.calls.load(Ordering::SeqCst)), (0, 1));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_queued_call_gives_up_at_its_deadline_and_frees_its_place() {
-    let fake = Fake::new(Duration::from_secs(10));
-    let host = host_with("busy", "[limits]\nmax_concurrency = 1\ntimeout_ms = 60000\n", &[fake]);
-    let running = tokio::spawn({
-        let host = host.clone();
-        async move { host.invoke(echo()).await }
-    });
-    tokio::task::yield_now().await;
-    // The queue's one place: taken by a call that may wait 50 ms.
-    let started = tokio::time::Instant::now();
-    let error = host.invoke(echo().with_timeout(Duration::from_millis(50))).await.unwrap_err();
-    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
-    assert!(error.to_string().contains("in the queue"), "{error}");
-    assert_eq!(started.elapsed(), Duration::from_millis(50));
-    // Its place was given back: the next call queues again (and gives up the same way)
-    // instead of being refused as if the queue were full.
-    let error = host.invoke(echo().with_timeout(Duration::from_millis(50))).await.unwrap_err();
-    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
-    // A caller that stops waiting gives its place back too.
-    let gave_up = tokio::time::timeout(Duration::from_millis(10), host.invoke(echo())).await;
-    assert!(gave_up.is_err(), "still queued when the caller gave up");
-    let error = host.invoke(echo().with_timeout(Duration::from_millis(50))).await.unwrap_err();
-    assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
-    assert!(running.await.unwrap().is_ok());
 }
