@@ -92,3 +92,59 @@ fn inspect_shows_the_manifest_and_the_native_table() {
     assert!(report["manifest"]["content"].is_null() && report["artifact"].is_null(), "{report}");
     assert_eq!(report["load"]["state"], "failed");
 }
+
+#[test]
+fn doctor_reports_every_sandbox_layer_as_the_kernel_shows_it() {
+    let output = Command::new(plugbay_binary()).args(["doctor", "--json"]).output().expect("plugbay runs");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let layers: Vec<&str> = checks.iter().map(|check| check["layer"].as_str().unwrap()).collect();
+    let expected = [
+        "user-namespace",
+        "mount-namespace",
+        "pid-namespace",
+        "network-namespace",
+        "ipc-uts-namespaces",
+        "cgroups",
+        "seccomp",
+        "landlock",
+    ];
+    assert_eq!(layers, expected);
+    let all_available = checks.iter().all(|check| check["available"] == true);
+    assert_eq!(output.status.code(), Some(if all_available { 0 } else { 1 }), "{report}");
+    // What it says of the kernel holds when read back here.
+    let available = |layer: &str| checks.iter().find(|c| c["layer"] == layer).unwrap()["available"] == true;
+    assert_eq!(available("pid-namespace"), std::path::Path::new("/proc/self/ns/pid").exists());
+    match report["cgroups"]["usable"].as_str() {
+        Some("v1") => {
+            let memory = report["cgroups"]["v1"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|mount| mount["controllers"].as_array().unwrap().iter().any(|c| c == "memory"))
+                .unwrap();
+            let mount = std::path::Path::new(memory["mount"].as_str().unwrap());
+            assert!(mount.join("memory.limit_in_bytes").exists(), "{}", mount.display());
+        }
+        Some("v2") => {
+            let mount = std::path::Path::new(report["cgroups"]["v2"]["mount"].as_str().unwrap());
+            let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
+            assert!(controllers.contains("memory") && controllers.contains("pids"), "{controllers}");
+        }
+        _ => assert!(!available("cgroups")),
+    }
+    let landlock = checks.iter().find(|c| c["layer"] == "landlock").unwrap();
+    if landlock["available"] == true {
+        let abi: u32 = landlock["detail"].as_str().unwrap().trim_start_matches("ABI ").parse().unwrap();
+        assert!(abi >= 1);
+    }
+    // The human form: the kernel, then one line per layer.
+    let output = Command::new(plugbay_binary()).arg("doctor").output().expect("plugbay runs");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + expected.len(), "{text}");
+    assert!(lines[0].starts_with("kernel"), "{text}");
+    for (line, layer) in lines[1..].iter().zip(expected) {
+        assert!(line.starts_with(layer) && (line.contains(" ok: ") || line.contains(" missing: ")), "{line}");
+    }
+}

@@ -16,7 +16,8 @@ const GLOBAL: &str = "Global options";
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  done (for `list`: even if some plugins failed to load; they are listed with their error)
-  1  what was asked failed: the call returned an error, or the inspected plugin did not load
+  1  what was asked failed: the call returned an error, the inspected plugin did not load,
+     or (doctor) a layer of the sandbox is missing
   2  plugbay could not run: bad arguments, or a folder or file it needs is missing or unreadable";
 
 /// plugbay is a plugin host: it loads plugins (a plugin.toml plus an artifact per folder)
@@ -96,6 +97,11 @@ pub enum Command {
     /// (exit status or signal, last stderr lines), what the supervisor did, and the last
     /// calls before it (method, payload size, duration; never payload bytes).
     Crashes(CrashesArgs),
+
+    /// Show what this machine's kernel offers of the sandbox's layers for process plugins:
+    /// the user, mount, PID, network, IPC and UTS namespaces, cgroups (version and
+    /// controllers), seccomp and landlock (ABI version); one line each, ok or why not.
+    Doctor(DoctorArgs),
 }
 
 /// Arguments of `plugbay crashes`.
@@ -191,7 +197,17 @@ pub struct InspectArgs {
     pub path: PathBuf,
 
     /// Print one JSON object instead: `folder`, `host_abi`, `manifest` (`path`, `content`,
-    /// `error`), `artifact` (`path`, `size`) and `load` (`state`, `capabilities`, `error`).
+    /// `error`), `artifact` (`path`, `size`), `native` (`table`, `error`) and `load`
+    /// (`state`, `capabilities`, `error`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `plugbay doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead: `kernel`, `root`, `cgroups` (`v1`, `v2`, `usable`) and
+    /// `checks` (`layer`, `available`, `detail`).
     #[arg(long)]
     pub json: bool,
 }

@@ -6,6 +6,7 @@
 //! turns into [`CANNOT_RUN`].
 
 mod call;
+mod doctor;
 mod inspect;
 mod list;
 mod manage;
@@ -58,6 +59,7 @@ pub async fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Start(args) => manage::plugin(&args, "start").await,
         Command::Events(args) => manage::events(&args).await,
         Command::Crashes(args) => manage::crashes(&args).await,
+        Command::Doctor(args) => doctor::run(&args),
     }
 }
 
