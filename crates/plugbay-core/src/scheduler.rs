@@ -218,8 +218,7 @@ impl Slot {
     ///
     /// # Errors
     /// `resource_exhausted` when the queue is full too; `deadline_exceeded` when the
-    /// deadline passed in the queue (its place is given back, and the call never started);
-    /// `unavailable` when the instance closed.
+    /// deadline passed in the queue (its place is given back, and the call never started).
     pub(crate) async fn admit(&self, patience: Duration) -> Result<(Option<OwnedSemaphorePermit>, Duration)> {
         let Some(limit) = &self.limit else { return Ok((None, patience)) };
         if let Ok(permit) = limit.permits.clone().try_acquire_owned() {

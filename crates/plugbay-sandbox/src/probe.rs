@@ -72,7 +72,9 @@ impl fmt::Display for Layer {
 pub struct Check {
     /// The layer.
     pub layer: Layer,
-    /// Whether the sandbox can build it here.
+    /// Whether this kernel offers it. (Whether this host may also use it, such as a
+    /// writable cgroup or namespaces for a host that is not root, is checked when the
+    /// sandbox is built.)
     pub available: bool,
     /// What was found (`ABI 7`, `v1: cpu, memory, pids, freezer`), or why it is missing,
     /// naming the kernel setting or file that says so.

@@ -158,6 +158,19 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
         };
         return Attempt::Ran(result.map_err(context));
     }
+    if left < MIN_CALL_TIME {
+        // The queue took (almost) all of it: the plugin is not asked to answer in no time.
+        return Attempt::Ran(Err(context(Error::new(
+            Code::DeadlineExceeded,
+            format!(
+                "waited {} ms in the queue (limits.max_concurrency) and the deadline passed before the call started",
+                (budget - left).as_millis()
+            ),
+        ))));
+    }
+    // Only a call given the plugin's whole timeout counts against the plugin when it
+    // overruns (a short caller deadline or a long queue wait is not the plugin's fault).
+    let plugin_timeout = left >= rules.timeout_of(slot);
     let budget = left;
     let started = Instant::now();
     invocation.deadline = Some(started + budget);
@@ -177,9 +190,12 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
         Err(error) => error.code().as_str(),
     };
     slot.recent.finish(record, started.elapsed().as_micros() as u64, outcome);
-    count_timeouts(slot, &result);
+    count_timeouts(slot, &result, plugin_timeout);
     Attempt::Ran(result.map_err(context))
 }
+
+/// Below this much time left after the queue, a call is not sent: it could not be answered.
+const MIN_CALL_TIME: Duration = Duration::from_millis(1);
 
 /// What the pipeline does after an attempt.
 enum Next {
@@ -431,13 +447,18 @@ fn overrun(started_ms: u64, budget: Duration) -> Option<Error> {
     })
 }
 
-/// Counts calls in a row that ran past their deadline on an instance that can be killed
-/// (a process); at `[health] failures` of them the process is killed and replaced.
-fn count_timeouts<T>(slot: &Slot, result: &Result<T>) {
+/// Counts calls in a row that ran past the plugin's own timeout on an instance that can be
+/// killed (a process); at `[health] failures` of them the process is killed and replaced.
+/// A call that had less time (`full_timeout` false: a shorter caller deadline, or time
+/// spent in the queue) does not count when it times out; any answer resets the count.
+fn count_timeouts<T>(slot: &Slot, result: &Result<T>, full_timeout: bool) {
     use std::sync::atomic::Ordering;
     let timed_out = matches!(result, Err(error) if error.code() == Code::DeadlineExceeded);
     if !timed_out {
         slot.timeouts_in_a_row.store(0, Ordering::Relaxed);
+        return;
+    }
+    if !full_timeout {
         return;
     }
     let count = slot.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;

@@ -58,7 +58,7 @@ impl Cgroups {
                 "cgroup" => {
                     let controllers = super_options
                         .split(',')
-                        .filter(|option| !matches!(*option, "rw" | "ro") && !option.starts_with("name="))
+                        .filter(|option| !is_mount_option(option))
                         .map(str::to_owned)
                         .collect();
                     cgroups.v1.push(CgroupMount { mount, controllers });
@@ -104,11 +104,20 @@ impl Cgroups {
                 Layer::Cgroups,
                 format!(
                     "no hierarchy offers cpu, memory and pids (and freezer on v1); {v1}; {v2} \
-                     (enable them in the root's cgroup.subtree_control, or mount the v1 controllers)"
+                     (a v2 controller bound to a v1 hierarchy is not offered on v2)"
                 ),
             ),
         }
     }
+}
+
+/// A v1 super option that names no controller (`rw`, `name=systemd`, `xattr`, ...).
+fn is_mount_option(option: &str) -> bool {
+    option.contains('=')
+        || matches!(
+            option,
+            "rw" | "ro" | "xattr" | "noprefix" | "clone_children" | "cpuset_v2_mode" | "favordynmods"
+        )
 }
 
 /// The mount point, file system type and super options of one `mountinfo` line.
@@ -154,7 +163,7 @@ mod tests {
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
 39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/lib/systemd/systemd-cgroups-agent,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
 
@@ -168,7 +177,7 @@ mod tests {
         let cgroups = Cgroups::from_mountinfo(HYBRID, |_| Some(String::new()));
         assert_eq!(cgroups.usable, Some(CgroupVersion::V1));
         assert_eq!(cgroups.v1.len(), 5);
-        assert_eq!(cgroups.v1[4].controllers, Vec::<String>::new(), "name=systemd is no controller");
+        assert_eq!(cgroups.v1[4].controllers, Vec::<String>::new(), "systemd's options name no controller");
         let check = cgroups.check();
         assert!(check.available, "{check:?}");
         assert!(
@@ -188,7 +197,10 @@ mod tests {
         let without = Cgroups::from_mountinfo(UNIFIED, |_| Some("cpuset io\n".to_owned()));
         assert_eq!(without.usable, None);
         let check = without.check();
-        assert!(!check.available && check.detail.contains("subtree_control"), "{check:?}");
+        assert!(
+            !check.available && check.detail.contains("no hierarchy offers cpu, memory and pids"),
+            "{check:?}"
+        );
     }
 
     #[test]

@@ -47,11 +47,40 @@ pub struct NativeInstance {
     /// Present when the plugin is not thread-safe.
     serial: Option<Serial>,
     max_payload_bytes: usize,
-    _host_api: Box<HostApiV1>,
-    _host_ctx: Box<HostContext>,
+    _host_api: Held<HostApiV1>,
+    _host_ctx: Held<HostContext>,
     /// Dropped last: keeps the code mapped while the instance exists.
     _library: Arc<Library>,
 }
+
+/// A value the plugin holds a pointer to (the host API table, its context): allocated
+/// once and freed only when this owner drops, so moving the owner (as a `Box` move would,
+/// under Rust's aliasing rules) never invalidates the plugin's pointer.
+struct Held<T>(std::ptr::NonNull<T>);
+
+impl<T> Held<T> {
+    fn new(value: T) -> Held<T> {
+        Held(std::ptr::NonNull::from(Box::leak(Box::new(value))))
+    }
+
+    fn get(&self) -> &T {
+        // SAFETY: allocated in `new` and freed only in `drop`; only shared references are
+        // ever made from it.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak` in `new` and is freed once, here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: `Held<T>` owns its `T` exactly as a `Box<T>` does.
+unsafe impl<T: Send> Send for Held<T> {}
+// SAFETY: as above; it only hands out shared references.
+unsafe impl<T: Sync> Sync for Held<T> {}
 
 thread_local! {
     /// The ids of the non-thread-safe instances whose serial lock this thread holds, to
@@ -84,18 +113,22 @@ impl NativeInstance {
         context: InstanceContext,
     ) -> Result<NativeInstance> {
         let host_ctx =
-            Box::new(HostContext { plugin: context.plugin.clone(), callbacks: context.callbacks.clone() });
-        let host_api = Box::new(host_api::table(&host_ctx));
+            Held::new(HostContext { plugin: context.plugin.clone(), callbacks: context.callbacks.clone() });
+        let host_api = Held::new(host_api::table(host_ctx.get()));
         let mut instance: *mut c_void = std::ptr::null_mut();
         let mut out = Output::EMPTY;
-        // SAFETY: checked table; the host API table and context are boxed and live as long
-        // as the instance (both move into `NativeInstance`); `config` outlives the call.
-        let status =
-            unsafe { (table.init)(&*host_api, Str::from_bytes(&context.config), &mut instance, &mut out) };
-        let taken = table.take(std::ptr::null_mut(), out);
+        // SAFETY: checked table; the host API table and context are `Held` (allocated once,
+        // freed only after shutdown), so the pointers the plugin keeps stay valid however the
+        // instance moves; `config` outlives the call.
+        let status = unsafe {
+            (table.init)(host_api.get(), Str::from_bytes(&context.config), &mut instance, &mut out)
+        };
+        // The header's rule: a failed init's buffers are freed with a NULL instance, a
+        // successful one's with the instance it made.
         if status != abi::STATUS_OK {
-            return Err(taken.into_error(status).with_field("init"));
+            return Err(table.take(std::ptr::null_mut(), out).into_error(status).with_field("init"));
         }
+        let _ = table.take(instance, out);
         let serial = (!table.thread_safe())
             .then(|| Serial { lock: Mutex::new(()), id: NEXT_ID.fetch_add(1, Ordering::Relaxed) });
         Ok(NativeInstance {
