@@ -72,3 +72,5 @@ pub use manifest::{
     Manifest, ProcessSettings, ProcessTransport, RuntimeKind, WasmInstanceMode, WasmSettings,
 };
 pub use metrics::MetricsSnapshot;
+/// What a native library's table says, as [`Host::inspect`] reports it.
+pub use runtime::native::NativeInfo;
