@@ -188,10 +188,18 @@ impl Host {
     /// The reason the plugin could not be started, naming the plugin and the file; the
     /// plugin is then listed as `failed` with that error.
     pub async fn load_folder(&self, folder: &Path) -> Result<String> {
+        self.load_folder_entry(folder).await.1
+    }
+
+    /// [`Host::load_folder`], also returning the folder's record.
+    async fn load_folder_entry(&self, folder: &Path) -> (Arc<PluginEntry>, Result<String>) {
         let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let entry = self.inner.entry_for(folder, &name);
-        let _operation = entry.operation.lock().await;
-        self.inner.load_locked(&entry, &name).await
+        let result = {
+            let _operation = entry.operation.lock().await;
+            self.inner.load_locked(&entry, &name).await
+        };
+        (entry, result)
     }
 
     /// Calls a method on a capability or a plugin and waits for the response.

@@ -126,6 +126,10 @@ struct ConcurrencyLimit {
     waiting: AtomicUsize,
 }
 
+/// Below this much time left after the queue, a call is not started: it could not be
+/// answered.
+const MIN_CALL_TIME: Duration = Duration::from_millis(1);
+
 /// A place in a [`ConcurrencyLimit`]'s queue, given back when dropped: when the wait ends
 /// with a permit, at its deadline, or because the caller stopped waiting.
 struct QueuePlace<'a>(&'a AtomicUsize);
@@ -226,15 +230,18 @@ impl Slot {
         }
         let Some(_place) = QueuePlace::take(limit) else { return Err(self.too_busy(true)) };
         let queued = std::time::Instant::now();
-        match tokio::time::timeout(patience, limit.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok((Some(permit), patience.saturating_sub(queued.elapsed()))),
+        let waited = tokio::time::timeout(patience, limit.permits.clone().acquire_owned()).await;
+        let left = patience.saturating_sub(queued.elapsed());
+        match waited {
+            // Admitted with (almost) nothing left: the plugin is not asked to answer in no time.
+            Ok(Ok(permit)) if left >= MIN_CALL_TIME => Ok((Some(permit), left)),
             Ok(Err(_)) => Err(self.draining_error()),
-            Err(_) => Err(Error::new(
+            Ok(Ok(_)) | Err(_) => Err(Error::new(
                 Code::DeadlineExceeded,
                 format!(
                     "waited {} ms in the queue (limits.max_concurrency = {} calls were running) \
                      and the deadline passed before the call started",
-                    patience.as_millis(),
+                    queued.elapsed().as_millis(),
                     limit.max
                 ),
             )

@@ -158,16 +158,6 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
         };
         return Attempt::Ran(result.map_err(context));
     }
-    if left < MIN_CALL_TIME {
-        // The queue took (almost) all of it: the plugin is not asked to answer in no time.
-        return Attempt::Ran(Err(context(Error::new(
-            Code::DeadlineExceeded,
-            format!(
-                "waited {} ms in the queue (limits.max_concurrency) and the deadline passed before the call started",
-                (budget - left).as_millis()
-            ),
-        ))));
-    }
     // Only a call given the plugin's whole timeout counts against the plugin when it
     // overruns (a short caller deadline or a long queue wait is not the plugin's fault).
     let plugin_timeout = left >= rules.timeout_of(slot);
@@ -193,9 +183,6 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
     count_timeouts(slot, &result, plugin_timeout);
     Attempt::Ran(result.map_err(context))
 }
-
-/// Below this much time left after the queue, a call is not sent: it could not be answered.
-const MIN_CALL_TIME: Duration = Duration::from_millis(1);
 
 /// What the pipeline does after an attempt.
 enum Next {

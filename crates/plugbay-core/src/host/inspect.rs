@@ -92,25 +92,14 @@ impl Host {
     /// including its failure to load, is in the [`Inspection`].
     pub async fn inspect(config: HostConfig, folder: &Path) -> Result<Inspection> {
         let host = Host::build(config)?;
-        let result = host.load_folder(folder).await;
-        let entry = host.inner.registry.get(folder);
-        let (manifest, loaded, info) = match &entry {
-            Some(entry) => {
-                let info = entry.info();
-                let status = entry.status.lock();
-                (status.manifest.clone(), status.loaded.clone(), Some(info))
-            }
-            None => (None, None, None),
+        let (entry, result) = host.load_folder_entry(folder).await;
+        let info = entry.info();
+        let (manifest, loaded) = {
+            let status = entry.status.lock();
+            (status.manifest.clone(), status.loaded.clone())
         };
         let load_error = result.as_ref().err().map(ErrorInfo::from);
-        let load = match info {
-            Some(info) => {
-                LoadInspection { state: info.state, capabilities: info.capabilities, error: info.error }
-            }
-            None => {
-                LoadInspection { state: State::Failed, capabilities: Vec::new(), error: load_error.clone() }
-            }
-        };
+        let load = LoadInspection { state: info.state, capabilities: info.capabilities, error: info.error };
         let artifact = manifest.as_deref().map(|manifest| {
             let path = folder.join(manifest.artifact_file_name());
             let size = std::fs::metadata(&path).ok().filter(|meta| meta.is_file()).map(|meta| meta.len());

@@ -226,14 +226,12 @@ impl NativeInstance {
 }
 
 /// The response's content type: the plugin's, or the request's when it named none.
-fn content_type_of(raw: &[u8], request: &ContentType) -> Result<ContentType> {
+fn content_type_of<'a>(raw: &'a [u8], request: &'a str) -> Result<&'a str> {
     if raw.is_empty() {
-        return Ok(request.clone());
+        return Ok(request);
     }
-    match std::str::from_utf8(raw) {
-        Ok(text) => Ok(ContentType::new(text)),
-        Err(_) => Err(Error::internal("the plugin returned a content type that is not UTF-8")),
-    }
+    std::str::from_utf8(raw)
+        .map_err(|_| Error::internal("the plugin returned a content type that is not UTF-8"))
 }
 
 impl Instance for NativeInstance {
@@ -247,7 +245,10 @@ impl Instance for NativeInstance {
             |bytes, ct| {
                 Ok(Payload {
                     bytes: Bytes::copy_from_slice(bytes),
-                    content_type: content_type_of(ct, &payload.content_type)?,
+                    content_type: match content_type_of(ct, "")? {
+                        "" => payload.content_type.clone(),
+                        named => ContentType::new(named),
+                    },
                 })
             },
         ))
@@ -262,13 +263,7 @@ impl Instance for NativeInstance {
     ) -> Option<Result<()>> {
         let _serving = Serving::at(0);
         Some(self.call_raw(method, payload, content_type, |bytes, ct| {
-            let ct = if ct.is_empty() {
-                content_type
-            } else {
-                std::str::from_utf8(ct)
-                    .map_err(|_| Error::internal("the plugin returned a content type that is not UTF-8"))?
-            };
-            receive(bytes, ct);
+            receive(bytes, content_type_of(ct, content_type)?);
             Ok(())
         }))
     }
