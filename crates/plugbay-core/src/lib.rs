@@ -36,7 +36,7 @@
 //!   retry), so a rule holds on every path.
 //! - **Errors**: every failure is an [`Error`] with a gRPC-like [`Code`] and the plugin,
 //!   file, field or method it is about.
-#![deny(unsafe_code)] // allowed only in runtime/native.rs and runtime/native/ (the C ABI), sandbox/, runtime/wasm/cache.rs and runtime/wasm/inline.rs
+#![deny(unsafe_code)] // allowed only in runtime/native.rs and runtime/native/ (the C ABI), runtime/wasm/cache.rs and runtime/wasm/inline.rs
 
 mod bus;
 pub mod call;
@@ -54,7 +54,6 @@ pub mod platform;
 pub mod runtime;
 #[doc(hidden)] // read a file beneath a folder: the host's own file access
 pub mod safe_fs;
-mod sandbox;
 mod scheduler;
 mod supervisor;
 mod watch;

@@ -1,9 +1,39 @@
 //! The sandbox of plugbay's process plugins: the kernel layers that contain a plugin
-//! (namespaces, cgroups, seccomp, landlock, rlimits), and [`probe`], what this kernel offers
-//! of them, read once when the host starts and printed by `plugbay doctor`.
+//! (namespaces, a private root, cgroups, seccomp, landlock, rlimits, no capabilities),
+//! [`probe`] (what this kernel offers of them, read once when the host starts and printed
+//! by `plugbay doctor`), and the spawn path that starts a program with or without them.
 //!
 //! This crate knows nothing of plugins or of the host: it answers "what can this machine
-//! do", and (in later steps) builds a contained child process from a plain description.
-#![deny(unsafe_code)] // allowed only in probe/landlock.rs (one raw syscall)
+//! do", and starts a contained child process from a plain [`Spec`]. Linux system calls
+//! and their `unsafe` live here (in `spawn`, `child`, `contained`, `mounts` and the
+//! landlock probe) and nowhere else in plugbay.
+#![deny(unsafe_code)]
 
+pub mod child;
 pub mod probe;
+pub mod spawn;
+
+#[cfg(target_os = "linux")]
+mod cgroup;
+#[cfg(target_os = "linux")]
+mod contained;
+#[cfg(target_os = "linux")]
+mod fence;
+#[cfg(target_os = "linux")]
+mod mounts;
+#[cfg(target_os = "linux")]
+mod sandboxing;
+#[cfg(target_os = "linux")]
+mod seccomp;
+mod spec;
+
+#[cfg(target_os = "linux")]
+pub use cgroup::Cgroup;
+#[cfg(target_os = "linux")]
+pub use contained::{Contained, Prepared};
+pub use probe::Layer;
+#[cfg(target_os = "linux")]
+pub use sandboxing::{LayerError, Sandboxing};
+#[cfg(target_os = "linux")]
+pub use seccomp::KILLED as KILLED_SYSCALLS;
+pub use spec::{Limits, Spec};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-pub use crate::sandbox::child::ExitStatus;
+pub use plugbay_sandbox::child::ExitStatus;
 
 /// How an instance that could die on its own ended (see [`super::Instance::died`]).
 ///

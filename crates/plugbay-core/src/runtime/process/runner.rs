@@ -22,9 +22,9 @@ use crate::config::{MAX_SOCKET_PATH, SOCKET_DIR_ID_BYTES};
 use crate::error::{Error, Result};
 use crate::runtime::process::handshake::{self, PLUGIN_COOKIE, Transport};
 use crate::runtime::process::output::{self, LineReader, Tail};
-use crate::sandbox;
-use crate::sandbox::child::ExitStatus;
-use crate::sandbox::spawn::{Launch, Started};
+use plugbay_sandbox as sandbox;
+use plugbay_sandbox::child::ExitStatus;
+use plugbay_sandbox::spawn::{Launch, Started};
 
 /// What to start.
 pub(crate) struct Program<'a> {

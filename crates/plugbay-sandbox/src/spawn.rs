@@ -19,18 +19,20 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::contained::{Contained, Prepared};
+
 /// A program to start, prepared so the child only has to make system calls.
 pub struct Launch {
-    program: CString,
-    cwd: CString,
+    pub(crate) program: CString,
+    pub(crate) cwd: CString,
     // The strings the pointer arrays point into; kept alive with them.
     _strings: Vec<CString>,
-    argv: Vec<*const c_char>,
-    envp: Vec<*const c_char>,
+    pub(crate) argv: Vec<*const c_char>,
+    pub(crate) envp: Vec<*const c_char>,
     /// The write ends of the program's stdout and stderr pipes. The `Launch` is their only
     /// holder besides the child, so once both are gone the read ends see end-of-file.
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    pub(crate) stdout: OwnedFd,
+    pub(crate) stderr: OwnedFd,
 }
 
 /// The read ends of a program's stdout and stderr.
@@ -53,6 +55,10 @@ pub struct Started {
     pub pid: rustix::process::Pid,
     /// A pidfd for it, obtained atomically with the clone: it can never name another process.
     pub pidfd: OwnedFd,
+    /// For a program started in the sandbox: its helper's report, its cgroup, its layers.
+    /// The pid and pidfd are then the helper's (the namespace's init, which ends when the
+    /// program does).
+    pub contained: Option<Contained>,
 }
 
 /// The child's set-up steps, named in errors.
@@ -120,12 +126,7 @@ impl Launch {
     /// ones stay ignored, except SIGPIPE). Consumes the `Launch`, so the host's copies of
     /// the pipes' write ends are closed when it returns.
     pub fn start(self) -> io::Result<Started> {
-        let devnull = rustix::fs::open(
-            "/dev/null",
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-            0.into(),
-        )?;
-        let devnull = above_stdio(devnull)?;
+        let devnull = dev_null()?;
         let mut setup = ChildSetup {
             launch: &self,
             stdin: devnull.as_raw_fd(),
@@ -177,8 +178,24 @@ impl Launch {
         Ok(Started {
             pid: rustix::process::Pid::from_raw(pid).expect("clone returned a positive pid"),
             pidfd,
+            contained: None,
         })
     }
+
+    /// Starts the program inside the sandbox `prepared` describes (see
+    /// [`crate::Sandboxing::prepare`]); otherwise as [`Launch::start`]. An error names the
+    /// layer and the step that failed.
+    #[cfg(target_os = "linux")]
+    pub fn start_contained(self, prepared: Prepared) -> io::Result<Started> {
+        crate::contained::start(self, prepared)
+    }
+}
+
+/// `/dev/null`, read-only, above the standard descriptors.
+pub(crate) fn dev_null() -> io::Result<OwnedFd> {
+    let devnull =
+        rustix::fs::open("/dev/null", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, 0.into())?;
+    above_stdio(devnull)
 }
 
 fn c_string(bytes: &[u8], what: &str) -> io::Result<CString> {
@@ -188,7 +205,7 @@ fn c_string(bytes: &[u8], what: &str) -> io::Result<CString> {
 
 /// A close-on-exec pipe whose ends are not 0, 1 or 2 (a host started with closed standard
 /// descriptors would otherwise get them, and the child's `dup2`s would clash).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok((above_stdio(read)?, above_stdio(write)?))
 }
@@ -201,7 +218,7 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// Runs `clone` with every signal blocked in the calling thread, then restores its mask.
-fn with_signals_blocked(clone: impl FnOnce() -> c_int) -> io::Result<c_int> {
+pub(crate) fn with_signals_blocked(clone: impl FnOnce() -> c_int) -> io::Result<c_int> {
     // SAFETY: plain libc calls on local, initialised signal sets.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -275,7 +292,7 @@ fn run_child_steps(setup: &ChildSetup<'_>) -> usize {
 ///
 /// # Safety
 /// Only call in the child before exec (it changes the process's signal dispositions).
-unsafe fn reset_signal_handlers() {
+pub(crate) unsafe fn reset_signal_handlers() {
     // SAFETY: `sigaction` on a zeroed struct (SIG_DFL, empty mask) for each signal number;
     // invalid numbers fail harmlessly.
     unsafe {
