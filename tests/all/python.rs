@@ -5,11 +5,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plugbay_core::{Call, Code, ContentType, Host, Payload, RuntimeKind, State};
-use plugbay_testkit::{PYTHON_EXAMPLE, PluginsDir, plugbay_binary, workspace_root};
+use plugbay_core::{Call, Code, ContentType, Host, HostConfig, Payload, RuntimeKind, State};
+use plugbay_testkit::{PYTHON_EXAMPLE, PluginsDir, plugbay_binary, python_sandbox_read, workspace_root};
 use serde_json::json;
 
-use crate::support::{assert_error, host_over, info, json_call};
+use crate::support::{assert_error, info, json_call};
 
 const CAPABILITY: &str = "text.stats@1";
 
@@ -17,9 +17,13 @@ const CAPABILITY: &str = "text.stats@1";
 async fn python_host() -> (PluginsDir, Host) {
     let dir = PluginsDir::new();
     dir.add_python_example();
-    let host = host_over(&dir).await;
+    // The sandbox shows the system's folders; a Python installed elsewhere is added.
+    let shown = python_sandbox_read();
+    let config = HostConfig::with_plugin_dir(dir.path()).with_sandbox_read(shown.clone());
+    let host = Host::build(config).unwrap();
+    host.load_all().await;
     let listed = info(&host, "py-wordfreq");
-    assert_eq!(listed.state, State::Running, "{:?}", listed.error);
+    assert_eq!(listed.state, State::Running, "{:?} (the sandbox also shows {shown:?})", listed.error);
     (dir, host)
 }
 
@@ -37,18 +41,21 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// The pid the program wrote to `pid` in its folder when it started.
-fn recorded_pid(dir: &PluginsDir) -> u32 {
-    let text = std::fs::read_to_string(dir.path().join("py-wordfreq/pid")).expect("the plugin wrote its pid");
-    text.trim().parse().unwrap()
+/// The pid of the plugin's instance as the host sees it (its sandbox's init).
+fn recorded_pid(host: &Host) -> u32 {
+    let pids = info(host, "py-wordfreq").pids;
+    assert_eq!(pids.len(), 1, "one instance: {pids:?}");
+    pids[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_plugin_loads_and_counts_words_and_characters() {
-    let (dir, host) = python_host().await;
+    let (_dir, host) = python_host().await;
     let listed = info(&host, "py-wordfreq");
     assert_eq!(listed.runtime, Some(RuntimeKind::Process));
-    assert!(pid_alive(recorded_pid(&dir)));
+    assert!(pid_alive(recorded_pid(&host)));
+    let sandbox = listed.sandbox.expect("a process plugin reports its sandbox");
+    assert_eq!(sandbox.layers.len(), 8, "every layer, network namespace included: {sandbox:?}");
 
     // Lowercased; by count descending, then by word; the object keeps that order.
     let counts = answer(&host, "word-frequencies", "The cat and the hat. THE END, and the cat's hat!").await;
@@ -115,8 +122,8 @@ async fn bad_requests_are_invalid_argument_from_the_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_makes_the_python_process_exit_and_start_runs_a_new_one() {
-    let (dir, host) = python_host().await;
-    let pid = recorded_pid(&dir);
+    let (_dir, host) = python_host().await;
+    let pid = recorded_pid(&host);
     assert!(pid_alive(pid));
     let started = Instant::now();
     host.stop("py-wordfreq").await.unwrap();
@@ -125,7 +132,7 @@ async fn stop_makes_the_python_process_exit_and_start_runs_a_new_one() {
     assert_eq!(info(&host, "py-wordfreq").state, State::Stopped);
 
     host.start("py-wordfreq").await.unwrap();
-    let new_pid = recorded_pid(&dir);
+    let new_pid = recorded_pid(&host);
     assert_ne!(pid, new_pid);
     assert_eq!(answer(&host, "char-count", "again").await, r#"{"chars":5}"#);
     host.unload("py-wordfreq").await.unwrap();
@@ -151,6 +158,11 @@ fn init_log_line_reaches_the_host_log() {
         ])
         .arg("--plugins")
         .arg(dir.path())
+        .args(
+            python_sandbox_read()
+                .iter()
+                .flat_map(|path| [std::ffi::OsStr::new("--sandbox-read"), path.as_os_str()]),
+        )
         .env_remove("RUST_LOG")
         .output()
         .unwrap();

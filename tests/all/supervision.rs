@@ -1,6 +1,8 @@
 //! Supervision: restart policies, crash-loop quarantine, health checks, deadlines for every
 //! runtime, concurrency limits, idempotent retries, crash reports. Each test keeps the
-//! canary (a native plugin) answering throughout.
+//! canary (a native plugin) answering throughout. The process plugins here run with the
+//! sandbox off: the tests tell replicas and restarts apart by the pid the fixture reports,
+//! which in the sandbox is always 2 (tests/all/sandbox.rs covers supervision in it).
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +12,10 @@ use plugbay_core::{Call, Code, Host, HostConfig, Payload, State};
 use plugbay_testkit::PluginsDir;
 use serde_json::json;
 
-use crate::process::{fixture_host, fixture_pid as pid_of, pid_alive as alive};
-use crate::support::{assert_canary_answers, assert_error, host_over, info, json_call};
+use crate::process::{fixture_host_unsandboxed as fixture_host, fixture_pid as pid_of, pid_alive as alive};
+use crate::support::{
+    assert_canary_answers, assert_error, host_over_unsandboxed as host_over, info, json_call,
+};
 use crate::util::wait_for;
 
 /// How long a test waits for what the host does in the background.

@@ -3,12 +3,22 @@
 use std::time::Duration;
 
 use plugbay_core::metrics::MethodMetrics;
-use plugbay_core::{Call, Code, Error, Host, HostConfig, Payload, PluginInfo, State};
+use plugbay_core::{Call, Code, Error, Host, HostConfig, Payload, PluginInfo, SandboxMode, State};
 use plugbay_testkit::PluginsDir;
 
 /// A host over `dir`, with everything in it loaded.
 pub async fn host_over(dir: &PluginsDir) -> Host {
     let host = Host::build(HostConfig::with_plugin_dir(dir.path())).expect("host builds");
+    host.load_all().await;
+    host
+}
+
+/// A host over `dir` with the sandbox off, everything loaded: for the tests that watch a
+/// program's own pid or files it writes in its folder (in the sandbox its pid is 2 of its
+/// PID namespace and its folder is read-only; tests/all/sandbox.rs covers the sandbox).
+pub async fn host_over_unsandboxed(dir: &PluginsDir) -> Host {
+    let config = HostConfig::with_plugin_dir(dir.path()).with_sandbox(SandboxMode::Off);
+    let host = Host::build(config).expect("host builds");
     host.load_all().await;
     host
 }

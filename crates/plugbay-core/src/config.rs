@@ -69,6 +69,40 @@ pub struct HostConfig {
     /// adds about 0.1 ms to each program start (BENCHMARKS.md). Default: `None`, the
     /// system's temporary directory (`$TMPDIR`, else `/tmp`).
     pub process_socket_dir: Option<PathBuf>,
+    /// Whether process plugins run inside the sandbox (docs/sandbox.md). Default:
+    /// [`SandboxMode::Required`].
+    pub sandbox: SandboxMode,
+    /// Host paths every sandboxed program sees read-only, beside the system folders
+    /// (`/usr`, `/lib*`, `/bin`, `/sbin`): a toolchain installed elsewhere, such as a
+    /// Python under `/opt` or `~/.pyenv`. Absolute. Default: none.
+    pub sandbox_read: Vec<PathBuf>,
+}
+
+/// Whether process plugins run inside the sandbox: namespaces, a private root, cgroups,
+/// seccomp, landlock, rlimits, no capabilities (docs/sandbox.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Every layer, or the plugin does not load: the error names the missing layer.
+    #[default]
+    Required,
+    /// The layers this machine can build; the plugin starts with a warning event naming
+    /// the ones it could not.
+    BestEffort,
+    /// No sandbox: the program runs as the host's user with the host's view of the machine
+    /// (still with its own process group, death with the host and a cleared environment).
+    Off,
+}
+
+impl SandboxMode {
+    /// The mode as `plugbay.toml` spells it (`required`, `best-effort`, `off`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Required => "required",
+            SandboxMode::BestEffort => "best-effort",
+            SandboxMode::Off => "off",
+        }
+    }
 }
 
 impl Default for HostConfig {
@@ -88,6 +122,8 @@ impl Default for HostConfig {
             wasm_cache_dir: None,
             wasm_pooling: true,
             process_socket_dir: None,
+            sandbox: SandboxMode::Required,
+            sandbox_read: Vec::new(),
         }
     }
 }
@@ -191,6 +227,19 @@ impl HostConfig {
         self
     }
 
+    /// Sets whether process plugins run inside the sandbox (see [`HostConfig::sandbox`]).
+    pub fn with_sandbox(mut self, sandbox: SandboxMode) -> HostConfig {
+        self.sandbox = sandbox;
+        self
+    }
+
+    /// Sets the host paths every sandboxed program sees read-only (see
+    /// [`HostConfig::sandbox_read`]).
+    pub fn with_sandbox_read(mut self, sandbox_read: Vec<PathBuf>) -> HostConfig {
+        self.sandbox_read = sandbox_read;
+        self
+    }
+
     /// Checks every field; has no side effects.
     ///
     /// # Errors
@@ -218,6 +267,13 @@ impl HostConfig {
                 &format!(
                     "at most {MAX_SOCKET_DIR_BYTES} bytes long (the sockets in it must fit a Unix socket path)"
                 ),
+            )?;
+        }
+        for path in &self.sandbox_read {
+            positive(
+                "sandbox_read",
+                path.is_absolute(),
+                &format!("absolute paths ({} is not)", path.display()),
             )?;
         }
         Ok(())

@@ -114,7 +114,12 @@ impl Host {
             }
         };
         let (bus, deliveries) = Bus::new(config.event_queue);
-        let process = ProcessRuntime::new(handle.clone(), config.process_socket_dir.clone());
+        let process = ProcessRuntime::new(
+            handle.clone(),
+            config.process_socket_dir.clone(),
+            config.sandbox,
+            config.sandbox_read.clone(),
+        );
         #[cfg(feature = "wasm")]
         let wasm = WasmRuntime::new(config.wasm_cache_dir.as_deref(), config.wasm_pooling);
         let inner = Arc::new_cyclic(|me| HostInner {

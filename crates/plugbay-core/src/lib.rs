@@ -59,7 +59,7 @@ mod supervisor;
 mod watch;
 
 pub use call::{Call, ContentType, Deadline, Payload, Target};
-pub use config::HostConfig;
+pub use config::{HostConfig, SandboxMode};
 pub use error::{Code, Error, Result};
 pub use events::{Event, LifecycleChange};
 pub use host::{
@@ -72,4 +72,5 @@ pub use manifest::{
 };
 pub use metrics::MetricsSnapshot;
 /// What a native library's table says, as [`Host::inspect`] reports it.
+pub use runtime::SandboxReport;
 pub use runtime::native::NativeInfo;

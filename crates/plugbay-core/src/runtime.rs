@@ -128,6 +128,25 @@ pub struct Artifact<'a> {
     pub bytes: Vec<u8>,
 }
 
+/// The OS sandbox of a process plugin's instance (docs/sandbox.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SandboxReport {
+    /// The host's sandbox setting.
+    pub mode: crate::config::SandboxMode,
+    /// The layers in place (`user-namespace`, `mount-namespace`, ..., `landlock`).
+    pub layers: Vec<String>,
+    /// The layers that could not be built (best-effort only), each with why.
+    pub missing: Vec<String>,
+}
+
+impl SandboxReport {
+    /// The report of a program run with the sandbox off.
+    pub fn off() -> SandboxReport {
+        SandboxReport { mode: crate::config::SandboxMode::Off, layers: Vec::new(), missing: Vec::new() }
+    }
+}
+
 /// Severity of a plugin's log line; defined with its C numbers in the contract crate
 /// ([`plugbay_abi::LogLevel`]) and re-exported here.
 pub use plugbay_abi::LogLevel;
@@ -276,6 +295,19 @@ pub trait Instance: Send + Sync {
     /// instances always are.
     fn is_alive(&self) -> bool {
         true
+    }
+
+    /// The OS sandbox the instance runs in; `None` for runtimes that have none (native and
+    /// wasm run inside the host's process).
+    fn sandbox(&self) -> Option<SandboxReport> {
+        None
+    }
+
+    /// The instance's process id as the host sees it, for a runtime that runs one (for a
+    /// sandboxed program, its sandbox's init, which runs the program as its child and ends
+    /// with it); `None` for in-process runtimes.
+    fn pid(&self) -> Option<u32> {
+        None
     }
 
     /// Ends the instance at once, without a graceful shutdown (an unhealthy process is

@@ -117,7 +117,8 @@ impl FailureWindow {
 pub struct Alert {
     /// The plugin.
     pub plugin: String,
-    /// What happened: `quarantined`.
+    /// What happened: `quarantined`, or `sandbox_degraded` (a plugin started without some
+    /// sandbox layers, in the best-effort mode).
     pub kind: String,
     /// Why, with the last failure's reason (exit status or signal, stderr lines, init error).
     pub reason: String,

@@ -1,4 +1,4 @@
-//! cgroups, v2 and v1: one parent per host run (`<hierarchy>/plugbay/<pid>-<start time>`,
+//! cgroups, v2 and v1: one parent per host run (`<hierarchy>/plugbay/<pid>-<start time>-<n>`,
 //! made once when the host starts, after removing the parents of runs that are gone), and
 //! one leaf per program holding its limits. Everything here is plain file writes.
 
@@ -45,7 +45,11 @@ impl CgroupParent {
                 })
                 .collect(),
         };
-        let run = format!("{}-{}", std::process::id(), start_time(std::process::id()).unwrap_or(0));
+        // Unique per parent: two in one process (two hosts) must not share one.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let run = format!("{pid}-{}-{made}", start_time(pid).unwrap_or(0));
         let mut dirs = Vec::new();
         for (controller, mount) in hierarchies {
             let base = mount.join("plugbay");
@@ -282,7 +286,8 @@ fn sweep_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some((pid, start)) = name.to_str().and_then(|name| name.split_once('-')) else { continue };
+        let mut parts = name.to_str().unwrap_or_default().split('-');
+        let (Some(pid), Some(start)) = (parts.next(), parts.next()) else { continue };
         let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { continue };
         if start_time(pid) != Some(start) {
             remove_tree(&entry.path());

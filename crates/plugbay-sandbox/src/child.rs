@@ -17,6 +17,8 @@ pub enum ExitStatus {
     Exited(i32),
     /// It was killed by this signal number.
     Signaled(i32),
+    /// The sandbox's memory limit of this many MiB killed it (with SIGKILL).
+    MemoryLimit(u64),
     /// It ended, but how is not known (it could not be reaped, or the host lost sight of
     /// it).
     Unknown,
@@ -32,6 +34,17 @@ impl ExitStatus {
         }
     }
 
+    /// A raw wait status (`waitpid`'s), as the sandbox's helper reports the program's.
+    pub fn from_raw(status: i32) -> ExitStatus {
+        if libc::WIFSIGNALED(status) {
+            ExitStatus::Signaled(libc::WTERMSIG(status))
+        } else if libc::WIFEXITED(status) {
+            ExitStatus::Exited(libc::WEXITSTATUS(status))
+        } else {
+            ExitStatus::Unknown
+        }
+    }
+
     /// Whether the process exited with status 0.
     pub fn success(self) -> bool {
         self == ExitStatus::Exited(0)
@@ -41,6 +54,7 @@ impl ExitStatus {
     pub fn signal(self) -> Option<i32> {
         match self {
             ExitStatus::Signaled(signal) => Some(signal),
+            ExitStatus::MemoryLimit(_) => Some(libc::SIGKILL),
             _ => None,
         }
     }
@@ -50,9 +64,16 @@ impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             ExitStatus::Exited(code) => write!(f, "exited with exit status: {code}"),
+            ExitStatus::Signaled(libc::SIGSYS) => write!(
+                f,
+                "was killed by signal {} (SIGSYS): it made a system call the sandbox forbids \
+                 (docs/sandbox.md names them)",
+                libc::SIGSYS
+            ),
             ExitStatus::Signaled(signal) => {
                 write!(f, "was killed by signal {signal} ({})", signal_name(signal))
             }
+            ExitStatus::MemoryLimit(mib) => write!(f, "was killed: memory limit {mib} MiB reached"),
             ExitStatus::Unknown => f.write_str("ended (how is not known)"),
         }
     }

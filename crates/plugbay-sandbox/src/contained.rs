@@ -85,6 +85,19 @@ pub struct Prepared {
     pub(crate) gid_map: CString,
 }
 
+impl Prepared {
+    /// The layers the program will run inside.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The uid the program runs as, outside its user namespace (what owns the files it
+    /// makes).
+    pub fn uid(&self) -> u32 {
+        self.ids.0
+    }
+}
+
 // SAFETY: the raw pointers in `filters` point into `_filter_code`, owned alongside and
 // never changed after `prepare`.
 unsafe impl Send for Prepared {}
@@ -113,6 +126,10 @@ struct Helper<'a> {
     go: (RawFd, RawFd),
     report: RawFd,
     program_stack: *mut u8,
+    /// The descriptors the helper keeps, ascending; it closes every other one it inherited
+    /// (the fork copied all of the host's: other plugins' sockets and pipes, files being
+    /// written, which would stay open for the helper's whole life).
+    keep: [RawFd; 6],
 }
 
 /// What the program reads and writes back, on the helper's memory (`CLONE_VM`).
@@ -138,6 +155,21 @@ pub struct Contained {
 }
 
 impl Contained {
+    /// How the program ended, once the helper has exited: its own status as the helper
+    /// reported it, or the memory limit when that killed it. `None` if the helper died
+    /// first (then the whole namespace did).
+    pub fn program_exit(&self) -> Option<crate::child::ExitStatus> {
+        let status = crate::child::ExitStatus::from_raw(self.program_status()?);
+        match (&self.cgroup, status) {
+            (Some(cgroup), crate::child::ExitStatus::Signaled(libc::SIGKILL))
+                if cgroup.memory_limit_hit() =>
+            {
+                Some(crate::child::ExitStatus::MemoryLimit(cgroup.memory_bytes().unwrap_or(0) >> 20))
+            }
+            _ => Some(status),
+        }
+    }
+
     /// The program's wait status, once the helper has reported it (after the helper
     /// exited). `None` if the helper died first (then the whole namespace did).
     pub fn program_status(&self) -> Option<i32> {
@@ -165,6 +197,19 @@ pub(crate) fn start(launch: Launch, mut prepared: Prepared) -> io::Result<Starte
         go: (go_read.as_raw_fd(), go_write.as_raw_fd()),
         report: report_write.as_raw_fd(),
         program_stack: program_stack.as_mut_ptr(),
+        keep: {
+            let ruleset = prepared.fence.as_ref().map_or(-1, |fence| fence.ruleset.as_raw_fd());
+            let mut keep = [
+                go_read.as_raw_fd(),
+                report_write.as_raw_fd(),
+                devnull.as_raw_fd(),
+                launch.stdout.as_raw_fd(),
+                launch.stderr.as_raw_fd(),
+                ruleset,
+            ];
+            keep.sort_unstable();
+            keep
+        },
     };
     let mut stack = vec![0u8; STACK];
     let top = (stack.as_mut_ptr() as usize + STACK) & !15;
@@ -309,7 +354,7 @@ fn run_helper(helper: &Helper<'_>) -> Report {
     let prepared = helper.prepared;
     // SAFETY: raw system calls on descriptors and strings this process's copy holds.
     unsafe {
-        libc::close(helper.go.1);
+        close_all_but(&helper.keep);
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
             return failure(0);
         }
@@ -484,6 +529,27 @@ fn proc_path(buffer: &mut [u8; 64], pid: libc::pid_t, file: &[u8]) -> usize {
     }
     buffer[length] = 0;
     length
+}
+
+/// Closes every descriptor from 3 up but those in `keep` (ascending; `-1` entries are
+/// ignored).
+///
+/// # Safety
+/// Only in the helper, right after the fork.
+unsafe fn close_all_but(keep: &[RawFd]) {
+    let mut from: u32 = 3;
+    for &fd in keep {
+        if fd < 0 || (fd as u32) < from {
+            continue;
+        }
+        if fd as u32 > from {
+            // SAFETY: closes a range of this process's own descriptors.
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd as u32 - 1, 0) };
+        }
+        from = fd as u32 + 1;
+    }
+    // SAFETY: as above, up to the last possible descriptor.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
 }
 
 /// Brings `lo` up in the helper's network namespace.

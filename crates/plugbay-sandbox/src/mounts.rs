@@ -92,6 +92,7 @@ impl Plan {
         // read-only plugin folder is mounted over it.
         let mut own: Vec<(&Path, bool, bool)> =
             vec![(&spec.folder, true, true), (&spec.private_dir, false, false)];
+        own.extend(spec.shared.iter().map(|path| (path.as_path(), true, true)));
         own.extend(spec.read.iter().map(|path| (path.as_path(), true, true)));
         own.extend(spec.write.iter().map(|path| (path.as_path(), false, true)));
         own.sort_by_key(|(path, _, _)| path.components().count());

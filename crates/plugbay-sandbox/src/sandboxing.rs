@@ -166,6 +166,7 @@ impl Sandboxing {
             .collect();
             let mut read = system;
             read.push(&spec.folder);
+            read.extend(spec.shared.iter().map(|path| path.as_path()));
             read.extend(spec.read.iter().map(|path| path.as_path()));
             let mut write: Vec<&Path> = spec.write.iter().map(|path| path.as_path()).collect();
             write.push(&spec.private_dir);

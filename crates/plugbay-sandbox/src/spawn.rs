@@ -62,7 +62,8 @@ pub struct Started {
 }
 
 /// The child's set-up steps, named in errors.
-const STEPS: [&str; 6] = ["setpgid", "prctl(PR_SET_PDEATHSIG)", "parent check", "dup2", "chdir", "execve"];
+const STEPS: [&str; 7] =
+    ["setpgid", "prctl(PR_SET_PDEATHSIG)", "parent check", "dup2", "close_range", "chdir", "execve"];
 
 /// What the child reads, and where it writes back a failure.
 struct ChildSetup<'a> {
@@ -275,14 +276,19 @@ fn run_child_steps(setup: &ChildSetup<'_>) -> usize {
                 return 3;
             }
         }
-        if libc::chdir(setup.launch.cwd.as_ptr()) != 0 {
+        // Only 0, 1 and 2 survive the exec, even a descriptor the host (or a library in
+        // it) opened without close-on-exec.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
             return 4;
+        }
+        if libc::chdir(setup.launch.cwd.as_ptr()) != 0 {
+            return 5;
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(setup.launch.program.as_ptr(), setup.launch.argv.as_ptr(), setup.launch.envp.as_ptr());
-        5
+        6
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Spec {
     pub read: Vec<PathBuf>,
     /// Further paths mounted read-write at the same path (`permissions.write`).
     pub write: Vec<PathBuf>,
+    /// Host paths every program sees read-only beside the system folders (a toolchain
+    /// outside `/usr`, such as a Python under `/opt`).
+    pub shared: Vec<PathBuf>,
     /// Whether the program shares the host's network (`permissions.network`); otherwise it
     /// gets a network namespace with only loopback.
     pub network: bool,

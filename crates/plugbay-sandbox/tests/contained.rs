@@ -21,6 +21,7 @@ fn run(script: &str, limits: Limits) -> (String, String, Option<i32>) {
         private_dir: private.path().to_path_buf(),
         read: vec![],
         write: vec![],
+        shared: vec![],
         network: false,
         limits,
     };

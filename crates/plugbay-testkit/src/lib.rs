@@ -64,6 +64,15 @@ pub fn process_fixture() -> PathBuf {
     process_program("native-fixture", PROCESS_FIXTURE)
 }
 
+/// The sandbox probe, a process plugin that attacks its own sandbox.
+const SANDBOX_PROBE: &str = "sandbox-probe";
+
+/// Builds (if needed) and returns the sandbox probe (`native-fixture`'s
+/// `src/sandbox_probe.rs`): a process plugin whose methods try to escape its sandbox.
+pub fn sandbox_probe() -> PathBuf {
+    process_program("native-fixture", SANDBOX_PROBE)
+}
+
 /// The `text-tools` example built as a process plugin (the same `TextTools` type as its
 /// native library; `--features text-tools/process`).
 const TEXT_TOOLS_PROCESS: &str = "text-tools-process";
@@ -181,7 +190,10 @@ fn build_rust_plugins() -> PathBuf {
     let mut outputs: Vec<PathBuf> =
         RUST_PLUGINS.iter().map(|(name, _)| out.join(platform::cargo_cdylib_file_name(name))).collect();
     let programs = process_programs_dir();
-    outputs.extend([PROCESS_FIXTURE, TEXT_TOOLS_PROCESS, KV_STORE_PROCESS].map(|name| programs.join(name)));
+    outputs.extend(
+        [PROCESS_FIXTURE, SANDBOX_PROBE, TEXT_TOOLS_PROCESS, KV_STORE_PROCESS]
+            .map(|name| programs.join(name)),
+    );
     let sources = RUST_PLUGINS
         .iter()
         .map(|(_, dir)| root.join(dir))
@@ -283,6 +295,7 @@ pub fn plugbay_binary() -> PathBuf {
 const PLUGBAY_SOURCES: &[&str] = &[
     "crates/plugbay",
     "crates/plugbay-core",
+    "crates/plugbay-sandbox",
     "crates/plugbay-proto",
     "crates/plugbay-abi",
     "proto",
@@ -329,6 +342,34 @@ pub const PYTHON_EXAMPLE: &str = "examples/plugins/py-wordfreq";
 
 /// What to run when python3 or its gRPC packages are missing.
 const PYTHON_GRPC_INSTALL: &str = "python3 -m pip install grpcio grpcio-tools grpcio-health-checking";
+
+/// The folders a sandboxed Python program needs beside the system's (`/usr`): where the
+/// `python3` on PATH and its prefix live when that is elsewhere (a pyenv, a venv, `/opt`);
+/// empty for the system's Python. For `HostConfig::sandbox_read` and `--sandbox-read`.
+pub fn python_sandbox_read() -> Vec<PathBuf> {
+    // The launcher the plugin's `env python3` finds on PATH (a pyenv shim, a venv's
+    // bin/python3): the folder above its bin/. Looked up here, not by Python, which may run
+    // with a PATH its launcher changed.
+    let launcher = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).map(|dir| dir.join("python3")).find(|file| file.is_file())
+    });
+    let mut roots: Vec<PathBuf> =
+        launcher.iter().filter_map(|file| Some(file.parent()?.parent()?.to_path_buf())).collect();
+    let script = "import sys\nprint(sys.prefix)\nprint(sys.base_prefix)";
+    if let Ok(output) = std::process::Command::new("python3").args(["-c", script]).output() {
+        roots.extend(String::from_utf8_lossy(&output.stdout).lines().map(PathBuf::from));
+    }
+    let system = |path: &Path| path == Path::new("/") || path.starts_with("/usr") || !path.is_absolute();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for root in roots.into_iter().filter(|root| !system(root)) {
+        let root = root.canonicalize().unwrap_or(root);
+        if !kept.iter().any(|other| root.starts_with(other)) {
+            kept.retain(|other| !other.starts_with(&root));
+            kept.push(root);
+        }
+    }
+    kept
+}
 
 /// Generates the Python gRPC stubs of `proto/plugbay/plugin/v1/plugin.proto` into `out`
 /// (`out/plugbay/plugin/v1/plugin_pb2.py` and `plugin_pb2_grpc.py`) with
@@ -478,6 +519,17 @@ impl PluginsDir {
             process_manifest("fixture", "process-fixture", &[("fixture@1", FIXTURE_METHODS)], extra);
         let folder = self.write_manifest("fixture", manifest);
         std::fs::copy(process_fixture(), folder.join("process-fixture")).expect("copy the fixture program");
+        folder
+    }
+
+    /// The sandbox probe as process plugin `probe` (capability `probe@1`), with `extra`
+    /// appended to its manifest (e.g. `[limits]`).
+    pub fn add_sandbox_probe(&self, extra: &str) -> PathBuf {
+        let methods: &[&str] =
+            &["attempts", "hog_memory", "fork_bomb", "open_files", "fill_tmp", "burn", "daemonize", "pid"];
+        let manifest = process_manifest("probe", "sandbox-probe", &[("probe@1", methods)], extra);
+        let folder = self.write_manifest("probe", manifest);
+        std::fs::copy(sandbox_probe(), folder.join("sandbox-probe")).expect("copy the sandbox probe");
         folder
     }
 

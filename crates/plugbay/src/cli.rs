@@ -180,6 +180,9 @@ pub struct ListArgs {
     pub plugins: Option<PathBuf>,
 
     #[command(flatten)]
+    pub sandbox: SandboxArgs,
+
+    #[command(flatten)]
     pub daemon: DaemonArgs,
 
     /// Print a JSON array instead: one object per plugin with `id`, `folder`, `version`,
@@ -247,6 +250,9 @@ pub struct CallArgs {
     pub plugins: Option<PathBuf>,
 
     #[command(flatten)]
+    pub sandbox: SandboxArgs,
+
+    #[command(flatten)]
     pub daemon: DaemonArgs,
 
     /// Send the call to this plugin (by id) rather than to any provider of CAPABILITY. It
@@ -276,5 +282,40 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+}
+
+/// The sandbox of process plugins loaded into this process (`--plugins`; the daemon reads
+/// its `[sandbox]` section instead).
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Whether process plugins run inside the sandbox (docs/sandbox.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "required")]
+    pub sandbox: SandboxModeArg,
+
+    /// A host path every sandboxed program sees read-only (a toolchain outside /usr, such
+    /// as a Python under /opt). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub sandbox_read: Vec<PathBuf>,
+}
+
+/// `--sandbox`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxModeArg {
+    /// Every layer, or the plugin does not load.
+    Required,
+    /// The layers this machine can build, with a warning naming the others.
+    BestEffort,
+    /// No sandbox.
+    Off,
+}
+
+impl From<SandboxModeArg> for plugbay_core::SandboxMode {
+    fn from(mode: SandboxModeArg) -> plugbay_core::SandboxMode {
+        match mode {
+            SandboxModeArg::Required => plugbay_core::SandboxMode::Required,
+            SandboxModeArg::BestEffort => plugbay_core::SandboxMode::BestEffort,
+            SandboxModeArg::Off => plugbay_core::SandboxMode::Off,
+        }
     }
 }

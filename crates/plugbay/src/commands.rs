@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use plugbay_core::{Host, HostConfig, LoadReport, catalog};
 
-use crate::cli::Command;
+use crate::cli::{Command, SandboxArgs};
 
 /// Exit status: what was asked failed (the call returned an error, the plugin did not load).
 pub const FAILED: u8 = 1;
@@ -69,11 +69,15 @@ pub async fn run(command: Command) -> anyhow::Result<Outcome> {
 /// # Errors
 /// When `dir` cannot be read as a plugins folder (missing, not a folder, unreadable), or
 /// the host cannot be built.
-async fn load_plugins(dir: &Path) -> anyhow::Result<(Host, LoadReport)> {
+async fn load_plugins(dir: &Path, sandbox: &SandboxArgs) -> anyhow::Result<(Host, LoadReport)> {
     // The host would record an unreadable folder as one more failure; for the command line
     // it means there is nothing to work on, so it is checked first.
     catalog::scan(dir)?;
-    let host = Host::build(HostConfig::with_plugin_dir(dir))?;
+    let sandbox_read =
+        sandbox.sandbox_read.iter().map(std::path::absolute).collect::<std::io::Result<_>>()?;
+    let config =
+        HostConfig::with_plugin_dir(dir).with_sandbox(sandbox.sandbox.into()).with_sandbox_read(sandbox_read);
+    let host = Host::build(config)?;
     let report = host.load_all().await;
     tracing::info!(
         dir = %dir.display(),

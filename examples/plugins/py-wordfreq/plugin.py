@@ -220,21 +220,10 @@ def required_env(name):
     return value
 
 
-def write_pid_file():
-    """Writes the process id to `pid` in the working directory (the plugin folder), for
-    tools and tests that check that the process is gone after a stop."""
-    try:
-        with open("pid", "w", encoding="ascii") as file:
-            file.write(f"{os.getpid()}\n")
-    except OSError as error:
-        sys.stderr.write(f"{PLUGIN_ID}: cannot write the pid file: {error}\n")
-
-
 def main():
     version = choose_version()
     socket_path = required_env("PLUGBAY_SOCKET")
     host_socket = required_env("PLUGBAY_HOST_SOCKET")
-    write_pid_file()
 
     # Shutdown sets `stopping`; so do SIGTERM and Ctrl-C, for a clean exit either way.
     stopping = threading.Event()

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::error::{Code, Error};
 use crate::lifecycle::State;
 use crate::manifest::RuntimeKind;
+use crate::runtime::SandboxReport;
 
 /// A failure as data: its code and the whole message with its context.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +52,12 @@ pub struct PluginInfo {
     /// Why the last reload failed; the plugin kept (or went back to) its previous version.
     /// Cleared by the next successful reload.
     pub reload_error: Option<ErrorInfo>,
+    /// The OS sandbox its running instance is in (process plugins; `None` for the others,
+    /// or while no instance runs).
+    pub sandbox: Option<SandboxReport>,
+    /// The process ids of its running instances as the host sees them (process plugins;
+    /// a sandboxed program's is its sandbox's init, which ends with it).
+    pub pids: Vec<u32>,
 }
 
 /// The outcome of loading a plugins folder: who loaded and who did not, and why.

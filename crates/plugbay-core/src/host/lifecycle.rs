@@ -263,6 +263,9 @@ impl HostInner {
 
     /// Makes `slots` the plugin's routed instances (replacing any), and watches them.
     pub(super) fn route_instances(&self, entry: &Arc<PluginEntry>, id: &str, slots: Vec<Arc<Slot>>) {
+        if let Some(report) = slots.first().and_then(|slot| slot.instance.sandbox()) {
+            self.warn_of_missing_layers(id, &report);
+        }
         entry.status.lock().slots = slots.clone();
         self.scheduler.insert(id, slots.clone());
         for slot in &slots {

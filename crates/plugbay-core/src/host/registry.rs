@@ -95,6 +95,8 @@ impl PluginEntry {
             stuck_calls: stuck_calls(&status.slots),
             lazy: status.lazy,
             reload_error: status.reload_error.clone(),
+            sandbox: status.slots.first().and_then(|slot| slot.instance.sandbox()),
+            pids: status.slots.iter().filter_map(|slot| slot.instance.pid()).collect(),
         }
     }
 }

@@ -373,3 +373,18 @@ impl HostInner {
             .find(|slot| !Arc::ptr_eq(slot, failed) && slot.instance.is_alive())
     }
 }
+
+impl HostInner {
+    /// Publishes a `sandbox_degraded` alert when a plugin runs without some sandbox layers
+    /// (the best-effort mode), naming each and why.
+    pub(super) fn warn_of_missing_layers(&self, id: &str, report: &crate::runtime::SandboxReport) {
+        if report.missing.is_empty() {
+            return;
+        }
+        let reason = format!("started without the sandbox layers: {}", report.missing.join("; "));
+        tracing::warn!(plugin = %id, "{reason}");
+        let alert = Alert { plugin: id.to_owned(), kind: "sandbox_degraded".into(), reason };
+        let payload = Payload::json(&alert).unwrap_or_default();
+        let _ = self.publish(Event::new(ALERT_TOPIC, "sandbox_degraded", payload, "host"));
+    }
+}

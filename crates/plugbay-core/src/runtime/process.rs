@@ -12,6 +12,7 @@ mod framed;
 pub(crate) mod handshake;
 pub(crate) mod output;
 mod runner;
+mod sandbox;
 
 pub use handshake::PLUGIN_COOKIE;
 
@@ -28,11 +29,12 @@ use tonic::transport::Channel;
 
 use crate::bus::Event;
 use crate::call::{ContentType, Payload};
+use crate::config::SandboxMode;
 use crate::error::{Code, Error, Result};
 use crate::manifest::{Manifest, ProcessTransport, RuntimeKind};
 use crate::runtime::{
     Artifact, BoxFuture, CallOutcome, Death, Description, ExitStatus, Instance, InstanceContext, Invocation,
-    Loaded, Runtime,
+    Loaded, Runtime, SandboxReport,
 };
 use client::{PluginClient, RpcError};
 use handshake::Transport;
@@ -52,14 +54,30 @@ pub struct ProcessRuntime {
     /// Where every background task of the runtime runs (output pumps, reapers, framed
     /// readers, callback servers): the host's runtime.
     handle: tokio::runtime::Handle,
+    /// Whether programs run inside the sandbox.
+    sandbox: SandboxMode,
+    /// Host paths every sandboxed program sees read-only.
+    sandbox_read: Arc<[std::path::PathBuf]>,
 }
 
 impl ProcessRuntime {
-    /// A runtime that spawns its background tasks on `handle` (the host's runtime) and
-    /// whose programs get their private directories in `socket_dir`
-    /// ([`crate::HostConfig::process_socket_dir`]; `None`: the temporary directory).
-    pub fn new(handle: tokio::runtime::Handle, socket_dir: Option<std::path::PathBuf>) -> ProcessRuntime {
-        ProcessRuntime { socket_dir, handle }
+    /// A runtime that spawns its background tasks on `handle` (the host's runtime), whose
+    /// programs get their private directories in `socket_dir`
+    /// ([`crate::HostConfig::process_socket_dir`]; `None`: the temporary directory) and
+    /// run in the sandbox as `sandbox` says ([`crate::HostConfig::sandbox`]). Unless the
+    /// sandbox is off, what this machine offers is probed now, once per process.
+    /// `sandbox_read` are host paths every sandboxed program sees read-only
+    /// ([`crate::HostConfig::sandbox_read`]).
+    pub fn new(
+        handle: tokio::runtime::Handle,
+        socket_dir: Option<std::path::PathBuf>,
+        sandbox: SandboxMode,
+        sandbox_read: Vec<std::path::PathBuf>,
+    ) -> ProcessRuntime {
+        if sandbox != SandboxMode::Off {
+            sandbox::sandboxing();
+        }
+        ProcessRuntime { socket_dir, handle, sandbox, sandbox_read: sandbox_read.into() }
     }
 }
 
@@ -87,6 +105,8 @@ impl Runtime for ProcessRuntime {
                 program,
                 socket_dir: self.socket_dir.clone(),
                 handle: self.handle.clone(),
+                sandbox: self.sandbox,
+                sandbox_read: self.sandbox_read.clone(),
             };
             // The first program is started now, to ask it what it is; it becomes the first
             // instance, initialised by `instantiate`.
@@ -120,6 +140,8 @@ struct Spec {
     program: std::path::PathBuf,
     socket_dir: Option<std::path::PathBuf>,
     handle: tokio::runtime::Handle,
+    sandbox: SandboxMode,
+    sandbox_read: Arc<[std::path::PathBuf]>,
 }
 
 /// A program after the handshake, connected and healthy, not yet initialised.
@@ -132,6 +154,8 @@ struct Started {
     callbacks: callbacks::Server,
     /// Passed on as the deadline of Describe and Init.
     start_timeout: Duration,
+    /// The sandbox it runs in (`None`: the sandbox is off).
+    sandbox: Option<SandboxReport>,
 }
 
 impl Spec {
@@ -156,12 +180,23 @@ impl Spec {
             },
         };
         let deadline = tokio::time::Instant::now() + self.start_timeout();
-        let running = runner::start(program, sockets, self.start_timeout(), &self.handle).await?;
+        let planned =
+            sandbox::plan(self.sandbox, &self.sandbox_read, &self.manifest, &self.folder, sockets.dir())?;
+        let (prepared, sandbox) = match planned {
+            Some(planned) => (Some(planned.prepared), Some(planned.report)),
+            None => (None, None),
+        };
+        let running = runner::start(program, sockets, prepared, self.start_timeout(), &self.handle).await?;
         let connect = connect_and_check_health(&running, callbacks.service(), &self.handle);
         match tokio::time::timeout_at(deadline, connect).await {
-            Ok(Ok((client, health))) => {
-                Ok(Started { running, client, health, callbacks, start_timeout: self.start_timeout() })
-            }
+            Ok(Ok((client, health))) => Ok(Started {
+                running,
+                client,
+                health,
+                callbacks,
+                start_timeout: self.start_timeout(),
+                sandbox,
+            }),
             Ok(Err(error)) => {
                 running.kill();
                 Err(running.explain(error).await)
@@ -502,6 +537,14 @@ impl Instance for ProcessInstance {
 
     fn is_alive(&self) -> bool {
         self.started.running.is_running()
+    }
+
+    fn sandbox(&self) -> Option<SandboxReport> {
+        Some(self.started.sandbox.clone().unwrap_or_else(SandboxReport::off))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.started.running.pid())
     }
 
     fn died(&self) -> Option<BoxFuture<'static, Death>> {

@@ -46,7 +46,7 @@ pub async fn run(args: &CallArgs) -> anyhow::Result<Outcome> {
     let payload = request(args)?;
     let result = match &args.plugins {
         Some(dir) => {
-            let (host, report) = load_plugins(dir).await?;
+            let (host, report) = load_plugins(dir, &args.sandbox).await?;
             for error in &report.failed {
                 eprintln!("warning: not loaded: {error}");
             }

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use hyper::Method;
-use plugbay_core::{ErrorInfo, PluginInfo, State};
+use plugbay_core::{ErrorInfo, PluginInfo, SandboxReport, State};
 use serde::Serialize;
 
 use crate::cli::ListArgs;
@@ -29,6 +29,9 @@ struct Row<'a> {
     error: Option<&'a ErrorInfo>,
     /// The plugin folder.
     folder: String,
+    /// A process plugin's sandbox: `{mode, layers, missing}`; null for the other runtimes
+    /// and while no instance runs.
+    sandbox: Option<&'a SandboxReport>,
 }
 
 impl<'a> From<&'a PluginInfo> for Row<'a> {
@@ -41,6 +44,7 @@ impl<'a> From<&'a PluginInfo> for Row<'a> {
             capabilities: &info.capabilities,
             error: info.error.as_ref(),
             folder: info.folder.display().to_string(),
+            sandbox: info.sandbox.as_ref(),
         }
     }
 }
@@ -52,7 +56,7 @@ impl<'a> From<&'a PluginInfo> for Row<'a> {
 /// When the plugins folder cannot be read, or stdout cannot be written.
 pub async fn run(args: &ListArgs) -> anyhow::Result<Outcome> {
     let (plugins, source) = match &args.plugins {
-        Some(dir) => (load_plugins(dir).await?.0.plugins(), dir.display().to_string()),
+        Some(dir) => (load_plugins(dir, &args.sandbox).await?.0.plugins(), dir.display().to_string()),
         None => {
             let daemon = Daemon::new(&args.daemon.addr);
             match daemon.exchange(Method::GET, "/v1/plugins", None, &[]).await? {
@@ -120,6 +124,16 @@ fn write_table(out: &mut impl Write, rows: &[Row<'_>]) -> std::io::Result<()> {
         write_line(out, line)?;
         if let Some(error) = row.error {
             writeln!(out, "    error: {}", error.message)?;
+        }
+        if let Some(sandbox) = row.sandbox {
+            if sandbox.layers.is_empty() {
+                writeln!(out, "    sandbox: off")?;
+            } else {
+                writeln!(out, "    sandbox: {}", sandbox.layers.join(", "))?;
+            }
+            for missing in &sandbox.missing {
+                writeln!(out, "    sandbox without {missing}")?;
+            }
         }
     }
     out.flush()

@@ -34,6 +34,8 @@ struct File {
     wasm: Wasm,
     #[serde(default)]
     process: Process,
+    #[serde(default)]
+    sandbox: Sandbox,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +81,15 @@ struct Wasm {
 #[serde(deny_unknown_fields)]
 struct Process {
     socket_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sandbox {
+    /// `required` (the default), `best-effort` or `off`.
+    mode: Option<plugbay_core::SandboxMode>,
+    /// Host paths every sandboxed program sees read-only (made absolute like `socket_dir`).
+    read: Option<Vec<PathBuf>>,
 }
 
 /// The daemon's settings, complete and checked.
@@ -223,6 +234,15 @@ impl DaemonConfig {
                     .socket_dir
                     .map(|dir| std::path::absolute(&dir).with_context(|| in_file("process.socket_dir")))
                     .transpose()?,
+            )
+            .with_sandbox(file.sandbox.mode.unwrap_or_default())
+            .with_sandbox_read(
+                file.sandbox
+                    .read
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|path| std::path::absolute(path).with_context(|| in_file("sandbox.read")))
+                    .collect::<anyhow::Result<_>>()?,
             );
         host.validate().with_context(|| format!("{origin}: the host settings are not valid"))?;
         Ok(DaemonConfig {

@@ -47,6 +47,24 @@ pub struct PluginSchema {
     lazy: bool,
     /// Why the last reload failed (the previous version kept serving).
     reload_error: Option<ErrorInfoSchema>,
+    /// A process plugin's sandbox (null for the other runtimes and while no instance runs).
+    sandbox: Option<SandboxSchema>,
+    /// The process ids of its running instances as the host sees them (process plugins).
+    pids: Vec<u32>,
+}
+
+/// The OS sandbox of a process plugin's instance (`plugbay_core::SandboxReport`).
+#[derive(ToSchema)]
+#[schema(as = Sandbox)]
+#[allow(dead_code)] // A description of JSON the library writes; never built here.
+pub struct SandboxSchema {
+    /// The host's setting: `required`, `best-effort` or `off`.
+    mode: String,
+    /// The layers in place: `user-namespace`, `mount-namespace`, `pid-namespace`,
+    /// `network-namespace`, `ipc-uts-namespaces`, `cgroups`, `seccomp`, `landlock`.
+    layers: Vec<String>,
+    /// The layers that could not be built (best-effort only), each with why.
+    missing: Vec<String>,
 }
 
 /// A crash: an instance that died, failed its health checks, or failed to start under a

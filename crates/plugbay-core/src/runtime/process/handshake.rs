@@ -107,7 +107,7 @@ pub(crate) fn check(line: &str, assigned_socket: &Path, offered: &[Transport]) -
 ///
 /// # Errors
 /// `permission_denied` naming what is wrong.
-pub(crate) fn check_socket(path: &Path) -> Result<()> {
+pub(crate) fn check_socket(path: &Path, owner: u32) -> Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let metadata = std::fs::symlink_metadata(path).map_err(|error| {
         Error::unavailable(format!("the plugin's socket {} is not there: {error}", path.display()))
@@ -115,11 +115,10 @@ pub(crate) fn check_socket(path: &Path) -> Result<()> {
     if !metadata.file_type().is_socket() {
         return Err(Error::denied(format!("{} is not a Unix socket", path.display())));
     }
-    let uid = rustix::process::geteuid().as_raw();
-    if metadata.uid() != uid {
+    if metadata.uid() != owner {
         return Err(Error::new(
             Code::PermissionDenied,
-            format!("{} belongs to uid {}, not the host's uid {uid}", path.display(), metadata.uid()),
+            format!("{} belongs to uid {}, not the program's uid {owner}", path.display(), metadata.uid()),
         ));
     }
     Ok(())

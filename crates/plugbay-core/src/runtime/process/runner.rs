@@ -25,6 +25,7 @@ use crate::runtime::process::output::{self, LineReader, Tail};
 use plugbay_sandbox as sandbox;
 use plugbay_sandbox::child::ExitStatus;
 use plugbay_sandbox::spawn::{Launch, Started};
+use plugbay_sandbox::{Contained, Prepared};
 
 /// What to start.
 pub(crate) struct Program<'a> {
@@ -73,6 +74,11 @@ const SOCKET_DIR_SETTINGS: &str =
     "HostConfig::process_socket_dir, [process] socket_dir in plugbay.toml, else TMPDIR";
 
 impl Sockets {
+    /// The private directory.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// A new private directory (mode 0700) in `parent` (default: the system's temporary
     /// directory) with the two socket paths in it. The directory is named after the plugin
     /// (its id cut to 20 bytes, so the paths fit).
@@ -126,10 +132,14 @@ fn spawner() -> &'static mpsc::Sender<Job> {
 
 /// Hands `launch` to the spawner thread; its answer comes through the returned [`Answer`].
 /// If no one waits for the answer any more, the spawner kills the program it started.
-fn start_on_spawner(launch: Launch) -> std::io::Result<Answer> {
+fn start_on_spawner(launch: Launch, sandbox: Option<Prepared>) -> std::io::Result<Answer> {
     let (reply, answer) = oneshot::channel();
     let job: Job = Box::new(move || {
-        if let Err(Ok(orphan)) = reply.send(launch.start()) {
+        let started = match sandbox {
+            Some(sandbox) => launch.start_contained(sandbox),
+            None => launch.start(),
+        };
+        if let Err(Ok(orphan)) = reply.send(started) {
             kill_and_reap(orphan);
         }
     });
@@ -169,7 +179,7 @@ impl Drop for Answer {
 
 /// Kills a started program no one will watch, and reaps it (its [`Reaper`]'s drop does both).
 fn kill_and_reap(started: Started) {
-    drop(Reaper { pid: started.pid, pidfd: started.pidfd, reaped: false });
+    drop(Reaper::new(started));
 }
 
 /// Reaps the program when it exits: kills what is left of its process group first (while
@@ -178,16 +188,27 @@ fn kill_and_reap(started: Started) {
 struct Reaper {
     pid: rustix::process::Pid,
     pidfd: OwnedFd,
+    /// A sandboxed program's helper report and cgroup (dropped after the reap, which
+    /// kills anything left in the cgroup and removes it).
+    contained: Option<Contained>,
     reaped: bool,
 }
 
 impl Reaper {
+    fn new(started: Started) -> Reaper {
+        Reaper { pid: started.pid, pidfd: started.pidfd, contained: started.contained, reaped: false }
+    }
+
     async fn run(mut self, exit_sender: watch::Sender<Option<ExitStatus>>) {
         if let Ok(watch) = self.pidfd.try_clone() {
             sandbox::child::exited(watch).await;
         }
         let _ = rustix::process::kill_process_group(self.pid, rustix::process::Signal::KILL);
-        let exit = self.reap(Duration::from_secs(1));
+        let mut exit = self.reap(Duration::from_secs(1));
+        // A sandboxed program's pid is its helper's; the helper says how the program ended.
+        if let Some(program) = self.contained.take().and_then(|contained| contained.program_exit()) {
+            exit = program;
+        }
         let _ = exit_sender.send(Some(exit));
     }
 
@@ -236,6 +257,7 @@ impl Drop for Reaper {
 pub(crate) async fn start(
     program: Program<'_>,
     sockets: Sockets,
+    sandbox: Option<Prepared>,
     timeout: Duration,
     handle: &Handle,
 ) -> Result<Running> {
@@ -267,7 +289,9 @@ pub(crate) async fn start(
             .map_err(cannot_start)?;
     let stdout = pipe::Receiver::from_owned_fd(output.stdout).map_err(cannot_start)?;
     let stderr = pipe::Receiver::from_owned_fd(output.stderr).map_err(cannot_start)?;
-    let answer = start_on_spawner(launch).map_err(cannot_start)?;
+    // The program makes its socket as the user it runs as: the sandbox's, else the host's.
+    let owner = sandbox.as_ref().map_or_else(|| rustix::process::geteuid().as_raw(), Prepared::uid);
+    let answer = start_on_spawner(launch, sandbox).map_err(cannot_start)?;
     let tail = Arc::new(Tail::default());
     handle.spawn(output::pump(LineReader::new(stderr), plugin.clone(), "stderr", Some(tail.clone())));
     let mut lines = LineReader::new(stdout);
@@ -285,7 +309,7 @@ pub(crate) async fn start(
         pidfd: started.pidfd.try_clone().ok(),
         _dir: sockets.dir,
     };
-    handle.spawn(Reaper { pid, pidfd: started.pidfd, reaped: false }.run(exit_sender));
+    handle.spawn(Reaper::new(started).run(exit_sender));
     let no_handshake = || {
         Error::unavailable(format!(
             "no handshake within the start timeout of {} ms; the program was killed",
@@ -294,7 +318,7 @@ pub(crate) async fn start(
     };
     let result = match line {
         Ok(line) => {
-            let checked = read_handshake(&mut running, lines, line, program.transports, handle);
+            let checked = read_handshake(&mut running, lines, line, program.transports, owner, handle);
             tokio::time::timeout_at(deadline, checked).await.unwrap_or_else(|_| Err(no_handshake()))
         }
         Err(_) => Err(no_handshake()),
@@ -320,6 +344,7 @@ async fn read_handshake(
     lines: LineReader<pipe::Receiver>,
     line: std::io::Result<Option<output::Line>>,
     offered: &[Transport],
+    owner: u32,
     handle: &Handle,
 ) -> Result<()> {
     let line = line.map_err(|error| Error::unavailable(format!("cannot read its stdout: {error}")))?;
@@ -339,7 +364,7 @@ async fn read_handshake(
     }
     let (_, transport) = handshake::check(&line.text, &running.socket, offered)?;
     running.transport = transport;
-    handshake::check_socket(&running.socket)?;
+    handshake::check_socket(&running.socket, owner)?;
     handle.spawn(output::pump(lines, running.plugin.clone(), "stdout", None));
     Ok(())
 }
@@ -436,7 +461,7 @@ mod tests {
         let private = sockets.plugin.parent().unwrap().to_path_buf();
         let pid_file = folder.path().join("pid");
         let handle = Handle::current();
-        let mut start = Box::pin(start(program, sockets, Duration::from_secs(30), &handle));
+        let mut start = Box::pin(start(program, sockets, None, Duration::from_secs(30), &handle));
         // The caller gives up once the program runs, long before its start timeout.
         let pid: i32 = loop {
             tokio::select! {
