@@ -13,7 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use plugbay_core::{Call, Host, HostConfig, Payload};
+use plugbay_core::{Call, Host, HostConfig, Payload, SandboxMode};
 use plugbay_testkit::PluginsDir;
 
 mod common;
@@ -132,7 +132,10 @@ fn round_trips_over(c: &mut Criterion, transport: &str, manifest_extra: &str) {
             _ => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
         };
         let host = runtime.block_on(async {
-            let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+            // Unsandboxed, as before the sandbox existed (the fixture's pid, read below,
+            // is then the host's view of it); benches/sandbox.rs compares the two.
+            let config = HostConfig::with_plugin_dir(dir.path()).with_sandbox(SandboxMode::Off);
+            let host = Host::build(config).unwrap();
             let report = host.load_all().await;
             assert!(report.failed.is_empty(), "{:?}", report.failed);
             host
@@ -214,7 +217,8 @@ fn spawn_to_first_call_with(
     let dir = PluginsDir::new();
     let folder = dir.add_process_fixture("");
     let config = HostConfig::with_plugin_dir(dir.path())
-        .with_process_socket_dir(socket_dir.map(std::path::Path::to_path_buf));
+        .with_process_socket_dir(socket_dir.map(std::path::Path::to_path_buf))
+        .with_sandbox(SandboxMode::Off);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let call = Call::new("fixture@1", "echo", Payload::bytes(&b"first"[..]));
     let mut group = c.benchmark_group("process");

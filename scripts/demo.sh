@@ -19,33 +19,45 @@ cargo xtask plugins
 plugbay=target/release/plugbay
 plugins=target/plugins
 
+# Process plugins run in the sandbox, which shows the system's /usr; a python3 installed
+# elsewhere (a pyenv, a venv) is shown to it as well (docs/sandbox.md, "Granting access").
+sandbox=()
+config=target/demo-plugbay.toml
+echo "[sandbox]" > "$config"
+echo "read = [" >> "$config"
+while read -r path; do
+    sandbox+=(--sandbox-read "$path")
+    echo "    \"$path\"," >> "$config"
+done < <(python_sandbox_read)
+echo "]" >> "$config"
+
 run() {
     echo
     echo "\$ plugbay $*"
     "$plugbay" "$@" || echo "(exit status $?)"
 }
 
-run list --plugins "$plugins"
-run call text.transform@1 upper '"hello"' --plugins "$plugins"
-run call text.transform@1 word-count '"the quick brown fox\njumps"' --plugins "$plugins"
-run call checksum@1 crc32 123456789 --plugins "$plugins"
-run call kv@1 put '{"key":"greeting","value":"hi"}' --plugins "$plugins" --json
+run list --plugins "$plugins" "${sandbox[@]}"
+run call text.transform@1 upper '"hello"' --plugins "$plugins" "${sandbox[@]}"
+run call text.transform@1 word-count '"the quick brown fox\njumps"' --plugins "$plugins" "${sandbox[@]}"
+run call checksum@1 crc32 123456789 --plugins "$plugins" "${sandbox[@]}"
+run call kv@1 put '{"key":"greeting","value":"hi"}' --plugins "$plugins" "${sandbox[@]}" --json
 echo
 echo "# a process plugin written in Python (examples/plugins/py-wordfreq), over gRPC:"
-run call text.stats@1 word-frequencies '"the cat and the hat and the bat"' --plugins "$plugins"
+run call text.stats@1 word-frequencies '"the cat and the hat and the bat"' --plugins "$plugins" "${sandbox[@]}"
 echo
 echo "# the same Rust text-tools source built as a process plugin (target/plugins-process):"
-run call text.transform@1 upper '"hello from a process"' --plugins target/plugins-process
+run call text.transform@1 upper '"hello from a process"' --plugins target/plugins-process "${sandbox[@]}"
 echo
 echo "# a method the manifest does not whitelist is refused before it reaches the plugin:"
-run call text.transform@1 delete-everything '"x"' --plugins "$plugins"
+run call text.transform@1 delete-everything '"x"' --plugins "$plugins" "${sandbox[@]}"
 
 echo
 echo "== the daemon: plugbay run on the example plugins (HTTP 127.0.0.1:7878, gRPC 127.0.0.1:7879)"
 http=127.0.0.1:7878
 grpc=127.0.0.1:7879
-echo "\$ plugbay run --plugins $plugins &"
-"$plugbay" run --plugins "$plugins" --http "$http" --grpc "$grpc" &
+echo "\$ plugbay run --plugins $plugins --config $config &"
+"$plugbay" run --plugins "$plugins" --config "$config" --http "$http" --grpc "$grpc" &
 daemon=$!
 trap 'kill -TERM "$daemon" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

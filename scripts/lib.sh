@@ -58,6 +58,23 @@ ensure_python_grpc() {
     python3 -c 'import grpc, grpc_tools, grpc_health.v1'
 }
 
+# The folders a sandboxed Python plugin needs besides the system's /usr, one per line: where
+# the python3 on PATH (a pyenv shim, a venv) and its prefix live when that is elsewhere.
+# Empty for the distribution's own python3. For `--sandbox-read` and `[sandbox] read`.
+python_sandbox_read() {
+    local launcher
+    launcher=$(command -v python3) || return 0
+    {
+        dirname "$(dirname "$launcher")"
+        python3 -c 'import sys; print(sys.prefix); print(sys.base_prefix)'
+    } | while read -r path; do
+        case "$path" in
+            /usr | /usr/* | / | "") ;;
+            *) realpath -m "$path" ;;
+        esac
+    done | sort -u | awk 'kept == "" || index($0, kept "/") != 1 { print; kept = $0 }'
+}
+
 # schemathesis (PyPI), which tests the daemon's HTTP API against its /openapi.json, in its
 # own virtual environment under target/ (the suite runs target/schemathesis/bin/schemathesis).
 ensure_schemathesis() {

@@ -428,3 +428,33 @@ async fn sandbox_off_runs_the_program_as_the_host_sees_it() {
     assert_eq!(info(&host, "probe").pids, vec![pid], "the program itself, as the host sees it");
     assert_canary_answers(&host).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_system_call_is_named_in_the_crash_report() {
+    let (_dir, host) = probe_host("[restart]\npolicy = \"never\"\n").await;
+    let error = call(&host, "ptrace_self", json!(null)).await.unwrap_err();
+    // The kernel's log names the call when the host may read it (root here).
+    assert_error(&error, Code::Unavailable, &["SIGSYS", "the sandbox forbids the system call ptrace (101)"]);
+    assert_canary_answers(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_call_outside_the_allow_list_is_eperm_unless_the_manifest_grants_it() {
+    let io_uring_setup = libc::SYS_io_uring_setup;
+    let (_dir, host) = probe_host("").await;
+    assert_eq!(call(&host, "syscall", json!(io_uring_setup)).await.unwrap(), "EPERM");
+    let (_dir, host) = probe_host("[permissions]\nsyscalls = [\"io_uring_setup\"]\n").await;
+    let granted = call(&host, "syscall", json!(io_uring_setup)).await.unwrap();
+    assert_ne!(granted, "EPERM", "granted, the kernel itself answers (here: bad arguments)");
+    assert_canary_answers(&host).await;
+    // A call the sandbox kills cannot be granted: the manifest is refused, naming it.
+    let dir = PluginsDir::new();
+    dir.add_sandbox_probe("[permissions]\nsyscalls = [\"ptrace\"]\n");
+    let host = host_over(&dir).await;
+    crate::support::assert_failed(
+        &host,
+        "probe",
+        Code::InvalidArgument,
+        &["permissions.syscalls", "ptrace cannot be granted"],
+    );
+}

@@ -19,6 +19,8 @@ pub enum ExitStatus {
     Signaled(i32),
     /// The sandbox's memory limit of this many MiB killed it (with SIGKILL).
     MemoryLimit(u64),
+    /// The sandbox's seccomp filter killed it (with SIGSYS) for this system call number.
+    ForbiddenSyscall(i64),
     /// It ended, but how is not known (it could not be reaped, or the host lost sight of
     /// it).
     Unknown,
@@ -55,6 +57,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Signaled(signal) => Some(signal),
             ExitStatus::MemoryLimit(_) => Some(libc::SIGKILL),
+            ExitStatus::ForbiddenSyscall(_) => Some(libc::SIGSYS),
             _ => None,
         }
     }
@@ -74,6 +77,15 @@ impl std::fmt::Display for ExitStatus {
                 write!(f, "was killed by signal {signal} ({})", signal_name(signal))
             }
             ExitStatus::MemoryLimit(mib) => write!(f, "was killed: memory limit {mib} MiB reached"),
+            ExitStatus::ForbiddenSyscall(number) => {
+                let name = crate::syscall_name(number).unwrap_or("a system call");
+                write!(
+                    f,
+                    "was killed by signal {} (SIGSYS): the sandbox forbids the system call {name} ({number}) \
+                     (docs/sandbox.md)",
+                    libc::SIGSYS
+                )
+            }
             ExitStatus::Unknown => f.write_str("ended (how is not known)"),
         }
     }

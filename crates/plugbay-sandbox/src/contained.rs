@@ -152,6 +152,8 @@ pub struct Contained {
     pub cgroup: Option<Cgroup>,
     /// The layers in place.
     pub layers: Vec<Layer>,
+    /// The program's pid as the host sees it (the helper's only child), if it was read.
+    pub program_pid: Option<u32>,
 }
 
 impl Contained {
@@ -165,6 +167,10 @@ impl Contained {
                 if cgroup.memory_limit_hit() =>
             {
                 Some(crate::child::ExitStatus::MemoryLimit(cgroup.memory_bytes().unwrap_or(0) >> 20))
+            }
+            (_, crate::child::ExitStatus::Signaled(libc::SIGSYS)) => {
+                let syscall = self.program_pid.and_then(crate::audit::killed_syscall);
+                Some(syscall.map_or(status, crate::child::ExitStatus::ForbiddenSyscall))
             }
             _ => Some(status),
         }
@@ -283,9 +289,19 @@ pub(crate) fn start(launch: Launch, mut prepared: Prepared) -> io::Result<Starte
         let layer = layer.map(|layer| format!("the {layer} layer: ")).unwrap_or_default();
         return fail(started, io::Error::new(error.kind(), format!("{layer}{step}{entry} failed: {error}")));
     }
-    let contained =
-        Contained { report: report_read, cgroup: prepared.cgroup.take(), layers: prepared.layers.clone() };
+    let contained = Contained {
+        report: report_read,
+        cgroup: prepared.cgroup.take(),
+        layers: prepared.layers.clone(),
+        program_pid: program_pid(pid),
+    };
     Ok(Started { contained: Some(contained), ..started })
+}
+
+/// The helper's only child, the program, as the host sees it.
+fn program_pid(helper: i32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
 }
 
 fn read_full(fd: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
@@ -655,10 +671,12 @@ fn run_program(program: &Program<'_>) -> u32 {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for filter in &prepared.filters {
-            if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, filter as *const libc::sock_fprog)
-                != 0
-            {
+        for (index, filter) in prepared.filters.iter().enumerate() {
+            // The allow-list (the second filter) logs what it denies to the kernel's log
+            // (`dmesg`: `type=1326 ... syscall=<n>`), so a denied call can be named.
+            let flags = if index == 1 { libc::SECCOMP_FILTER_FLAG_LOG } else { 0 };
+            let filter = filter as *const libc::sock_fprog;
+            if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, filter) != 0 {
                 return 22;
             }
         }

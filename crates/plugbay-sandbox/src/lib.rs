@@ -14,6 +14,8 @@ pub mod probe;
 pub mod spawn;
 
 #[cfg(target_os = "linux")]
+mod audit;
+#[cfg(target_os = "linux")]
 mod cgroup;
 #[cfg(target_os = "linux")]
 mod contained;
@@ -35,5 +37,8 @@ pub use probe::Layer;
 #[cfg(target_os = "linux")]
 pub use sandboxing::{LayerError, Sandboxing};
 #[cfg(target_os = "linux")]
-pub use seccomp::KILLED as KILLED_SYSCALLS;
+pub use seccomp::{
+    GRANTABLE as GRANTABLE_SYSCALLS, KILLED as KILLED_SYSCALLS, grantable as grantable_syscall,
+    name as syscall_name,
+};
 pub use spec::{Limits, Spec};

@@ -127,6 +127,13 @@ impl Sandboxing {
                 "a host that is not root needs it to make any other namespace",
             ));
         }
+        if root && user_namespace && !has(Layer::MountNamespace) {
+            // The helper writes the program's map into its own fresh /proc.
+            return Err(layer_error(
+                Layer::UserNamespace,
+                "for a root host it needs the mount namespace layer too",
+            ));
+        }
         if user_namespace {
             layers.insert(0, Layer::UserNamespace);
             if !root {
@@ -191,7 +198,8 @@ impl Sandboxing {
             Vec::new()
         };
         let (filters, filter_code) = if has(Layer::Seccomp) {
-            let programs = seccomp::filters().map_err(|why| layer_error(Layer::Seccomp, why))?;
+            let programs =
+                seccomp::filters(&spec.syscalls).map_err(|why| layer_error(Layer::Seccomp, why))?;
             let code: Vec<Vec<libc::sock_filter>> = programs
                 .into_iter()
                 .map(|program| {

@@ -313,6 +313,98 @@ const ALLOWED: &[i64] = &[
     libc::SYS_fchmodat2,
 ];
 
+/// The calls the allow-list leaves out that a plugin may be granted by name
+/// (`permissions.syscalls`): rarely needed, or more kernel surface than most programs want.
+pub const GRANTABLE: &[(&str, i64)] = &[
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    ("mknod", libc::SYS_mknod),
+    ("mknodat", libc::SYS_mknodat),
+    ("setxattr", libc::SYS_setxattr),
+    ("lsetxattr", libc::SYS_lsetxattr),
+    ("fsetxattr", libc::SYS_fsetxattr),
+    ("removexattr", libc::SYS_removexattr),
+    ("lremovexattr", libc::SYS_lremovexattr),
+    ("fremovexattr", libc::SYS_fremovexattr),
+    ("ioprio_get", libc::SYS_ioprio_get),
+    ("ioprio_set", libc::SYS_ioprio_set),
+    ("fanotify_init", libc::SYS_fanotify_init),
+    ("fanotify_mark", libc::SYS_fanotify_mark),
+    ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    ("mq_open", libc::SYS_mq_open),
+    ("mq_unlink", libc::SYS_mq_unlink),
+    ("mq_timedsend", libc::SYS_mq_timedsend),
+    ("mq_timedreceive", libc::SYS_mq_timedreceive),
+    ("mq_notify", libc::SYS_mq_notify),
+    ("mq_getsetattr", libc::SYS_mq_getsetattr),
+    ("kcmp", libc::SYS_kcmp),
+    ("migrate_pages", libc::SYS_migrate_pages),
+    ("move_pages", libc::SYS_move_pages),
+    ("process_madvise", libc::SYS_process_madvise),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
+    ("landlock_create_ruleset", libc::SYS_landlock_create_ruleset),
+    ("landlock_add_rule", libc::SYS_landlock_add_rule),
+    ("landlock_restrict_self", libc::SYS_landlock_restrict_self),
+    ("memfd_secret", libc::SYS_memfd_secret),
+    ("remap_file_pages", libc::SYS_remap_file_pages),
+    ("sethostname", libc::SYS_sethostname),
+    ("setdomainname", libc::SYS_setdomainname),
+    ("vhangup", libc::SYS_vhangup),
+    ("syslog", libc::SYS_syslog),
+];
+
+/// Checks that a plugin may be granted the system call `name`: `Ok` with its number for
+/// one of [`GRANTABLE`] (or one already allowed), else why not.
+pub fn grantable(name: &str) -> Result<Option<i64>, String> {
+    if let Some((_, number)) = GRANTABLE.iter().find(|(grantable, _)| *grantable == name) {
+        return Ok(Some(*number));
+    }
+    if KILLED.iter().any(|(killed, _)| *killed == name) {
+        return Err(format!("{name} cannot be granted: the sandbox kills any program that calls it"));
+    }
+    if name_of(name).is_some() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = GRANTABLE.iter().map(|(name, _)| *name).collect();
+    Err(format!(
+        "{name} is not a system call the sandbox can grant; it allows the common ones already, and \
+         grants these by name: {}",
+        names.join(", ")
+    ))
+}
+
+/// The number of an allowed call named in [`ALLOWED_NAMES`].
+fn name_of(name: &str) -> Option<i64> {
+    ALLOWED_NAMES.iter().find(|(allowed, _)| *allowed == name).map(|(_, number)| *number)
+}
+
+/// The names of a few allowed calls a manifest might grant needlessly (accepted, and
+/// nothing changes).
+const ALLOWED_NAMES: &[(&str, i64)] = &[
+    ("clone", libc::SYS_clone),
+    ("ioctl", libc::SYS_ioctl),
+    ("execve", libc::SYS_execve),
+    ("socket", libc::SYS_socket),
+    ("connect", libc::SYS_connect),
+    ("memfd_create", libc::SYS_memfd_create),
+    ("getrandom", libc::SYS_getrandom),
+    ("statx", libc::SYS_statx),
+    ("epoll_pwait2", libc::SYS_epoll_pwait2),
+    ("futex_waitv", libc::SYS_futex_waitv),
+];
+
+/// The name of system call `number`, for a report (the killed, allowed-by-grant and a few
+/// common ones); `None` when not known.
+pub fn name(number: i64) -> Option<&'static str> {
+    KILLED
+        .iter()
+        .chain(GRANTABLE)
+        .chain(ALLOWED_NAMES)
+        .find(|(_, known)| *known == number)
+        .map(|(name, _)| *name)
+}
+
 /// Namespace flags `clone` may not carry.
 const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
@@ -323,8 +415,9 @@ const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWCGROUP
     | libc::CLONE_NEWTIME) as u64;
 
-/// The three filters, in the order they are installed.
-pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
+/// The three filters, in the order they are installed; `granted` are the plugin's extra
+/// system calls (from [`GRANTABLE`]).
+pub(crate) fn filters(granted: &[i64]) -> Result<Vec<BpfProgram>, String> {
     let arch = TargetArch::x86_64;
     let unconditional = |calls: &mut dyn Iterator<Item = i64>| -> BTreeMap<i64, Vec<SeccompRule>> {
         calls.map(|call| (call, Vec::new())).collect()
@@ -340,7 +433,7 @@ pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
         arch,
     )
     .map_err(|e| e.to_string())?;
-    let mut allowed = unconditional(&mut ALLOWED.iter().copied());
+    let mut allowed = unconditional(&mut ALLOWED.iter().chain(granted).copied());
     allowed.insert(
         libc::SYS_clone,
         vec![rule(vec![condition(0, SeccompCmpOp::MaskedEq(NAMESPACE_FLAGS), 0)?])?],
@@ -378,10 +471,18 @@ mod tests {
 
     #[test]
     fn the_filters_compile_and_no_call_is_both_killed_and_allowed() {
-        let filters = filters().unwrap();
+        let filters = filters(&[]).unwrap();
         assert_eq!(filters.len(), 3);
         for (name, call) in KILLED {
             assert!(!ALLOWED.contains(call), "{name} is both killed and allowed");
+            assert!(grantable(name).is_err(), "{name} cannot be granted");
         }
+        for (name, call) in GRANTABLE {
+            assert!(!ALLOWED.contains(call), "{name} is allowed already");
+            assert_eq!(grantable(name), Ok(Some(*call)));
+        }
+        assert_eq!(grantable("clone"), Ok(None), "allowed already: accepted");
+        assert!(grantable("no_such_call").unwrap_err().contains("io_uring_setup"));
+        assert_eq!(name(libc::SYS_ptrace), Some("ptrace"));
     }
 }

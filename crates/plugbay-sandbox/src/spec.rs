@@ -25,6 +25,9 @@ pub struct Spec {
     /// Host paths every program sees read-only beside the system folders (a toolchain
     /// outside `/usr`, such as a Python under `/opt`).
     pub shared: Vec<PathBuf>,
+    /// System calls granted beside the allow-list (numbers; see
+    /// [`crate::grantable_syscall`]).
+    pub syscalls: Vec<i64>,
     /// Whether the program shares the host's network (`permissions.network`); otherwise it
     /// gets a network namespace with only loopback.
     pub network: bool,

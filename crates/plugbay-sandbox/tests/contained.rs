@@ -22,6 +22,7 @@ fn run(script: &str, limits: Limits) -> (String, String, Option<i32>) {
         read: vec![],
         write: vec![],
         shared: vec![],
+        syscalls: vec![],
         network: false,
         limits,
     };

@@ -22,6 +22,10 @@ pub struct Permissions {
     /// Names of host environment variables passed to the plugin (`[A-Za-z_][A-Za-z0-9_]*`).
     /// Default: none.
     pub env: Vec<String>,
+    /// System calls a process plugin's sandbox allows beside its allow-list, by name
+    /// (`io_uring_setup`, ...; docs/sandbox.md lists those that may be granted). Default:
+    /// none.
+    pub syscalls: Vec<String>,
 }
 
 /// `[permissions]` as written.
@@ -32,6 +36,7 @@ pub(super) struct RawPermissions {
     write: Vec<String>,
     network: bool,
     env: Vec<String>,
+    syscalls: Vec<String>,
 }
 
 /// The longest permission path, in characters.
@@ -55,8 +60,27 @@ impl Context<'_> {
         for (index, name) in raw.env.iter().enumerate() {
             self.check(&[Key("permissions"), Key("env"), Index(index)], At::Value, check_env(name))?;
         }
-        Ok(Permissions { read: raw.read, write: raw.write, network: raw.network, env: raw.env })
+        for (index, name) in raw.syscalls.iter().enumerate() {
+            self.check(&[Key("permissions"), Key("syscalls"), Index(index)], At::Value, check_syscall(name))?;
+        }
+        Ok(Permissions {
+            read: raw.read,
+            write: raw.write,
+            network: raw.network,
+            env: raw.env,
+            syscalls: raw.syscalls,
+        })
     }
+}
+
+#[cfg(target_os = "linux")]
+fn check_syscall(name: &str) -> Result<(), Problem> {
+    plugbay_sandbox::grantable_syscall(name).map(|_| ()).map_err(invalid)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn check_syscall(_name: &str) -> Result<(), Problem> {
+    Ok(())
 }
 
 fn check_env(name: &str) -> Result<(), Problem> {

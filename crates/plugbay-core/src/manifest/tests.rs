@@ -106,6 +106,7 @@ fn full_manifest_parses_to_the_expected_values() {
             write: vec![],
             network: false,
             env: vec!["TZ".into()],
+            syscalls: vec![],
         },
         restart: Restart::default(),
         health: Health::default(),

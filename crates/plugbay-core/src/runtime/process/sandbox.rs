@@ -63,6 +63,12 @@ pub(crate) fn plan(
         read: grants(&manifest.permissions.read, folder, "permissions.read")?,
         write: grants(&manifest.permissions.write, folder, "permissions.write")?,
         shared: shared.to_vec(),
+        syscalls: manifest
+            .permissions
+            .syscalls
+            .iter()
+            .filter_map(|name| plugbay_sandbox::grantable_syscall(name).ok().flatten())
+            .collect(),
         network,
         limits: Limits {
             memory_bytes: manifest.limits.memory_mb.map(|mb| mb << 20),
