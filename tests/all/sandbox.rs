@@ -149,6 +149,8 @@ async fn d7_the_probe_is_denied_every_escape_and_each_layer_reads_back() {
         ("bpf", &[sigsys]),
         ("keyctl", &[sigsys]),
         ("tiocsti", &["EPERM"]),
+        ("tiocsti_high_bits", &["EPERM"]),
+        ("socket_vsock", &["EPERM"]),
         ("setuid_binary", &[sigsys, "exit 1", "exit 32", "EACCES", "EPERM"]),
         ("int_0x80", &[sigsys]),
         ("inherited_fd", &["ENOENT"]),
@@ -352,8 +354,9 @@ fn f6_host_killed_leaves_nothing_and_the_next_host_removes_its_cgroups() {
     }
 }
 
-/// `plugbay list --json` over `dir` run as the unprivileged `nobody`, with `--sandbox mode`.
-fn list_as_nobody(dir: &PluginsDir, mode: &str) -> Value {
+/// `plugbay list --json` over `dir` run as the unprivileged `nobody`, with `--sandbox mode`:
+/// the listing, and what the host logged.
+fn list_as_nobody(dir: &PluginsDir, mode: &str) -> (Value, String) {
     use std::os::unix::process::CommandExt;
     let output = std::process::Command::new(plugbay_binary())
         .args(["list", "--json", "--sandbox", mode, "--plugins"])
@@ -362,8 +365,9 @@ fn list_as_nobody(dir: &PluginsDir, mode: &str) -> Value {
         .gid(65534)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{log}");
+    (serde_json::from_slice(&output.stdout).unwrap(), log)
 }
 
 #[test]
@@ -384,7 +388,7 @@ fn a_host_running_as_nobody_sandboxes_in_a_user_namespace_and_names_what_it_cann
     }
     // Required: nobody cannot make cgroups, so the plugin does not load, and the error
     // names the layer and the setting that relaxes it.
-    let listed = list_as_nobody(&dir, "required");
+    let (listed, _) = list_as_nobody(&dir, "required");
     let probe = &listed.as_array().unwrap()[0];
     assert_eq!(probe["state"], "failed", "{probe}");
     let message = probe["error"]["message"].as_str().unwrap();
@@ -393,7 +397,7 @@ fn a_host_running_as_nobody_sandboxes_in_a_user_namespace_and_names_what_it_cann
         "{message}"
     );
     // Best-effort: it runs in every other layer, its own user namespace first.
-    let listed = list_as_nobody(&dir, "best-effort");
+    let (listed, log) = list_as_nobody(&dir, "best-effort");
     let probe = &listed.as_array().unwrap()[0];
     assert_eq!(probe["state"], "running", "{probe}");
     let layers: Vec<&str> =
@@ -412,6 +416,8 @@ fn a_host_running_as_nobody_sandboxes_in_a_user_namespace_and_names_what_it_cann
     );
     let missing = probe["sandbox"]["missing"].as_array().unwrap();
     assert!(missing[0].as_str().unwrap().starts_with("cgroups: "), "{missing:?}");
+    // The warning the sandbox_degraded alert carries, logged with the plugin's id.
+    assert!(log.contains("started without the sandbox layers: cgroups: "), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,5 +462,47 @@ async fn a_system_call_outside_the_allow_list_is_eperm_unless_the_manifest_grant
         "probe",
         Code::InvalidArgument,
         &["permissions.syscalls", "ptrace cannot be granted"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_stay_in_the_plugin_folder_and_must_be_usable_by_the_sandbox() {
+    use std::os::unix::fs::PermissionsExt;
+    // A symbolic link out of the folder is refused, as `..` is.
+    let dir = PluginsDir::new();
+    let folder = dir.add_sandbox_probe("[permissions]\nread = [\"etc\"]\n");
+    std::os::unix::fs::symlink("/etc", folder.join("etc")).unwrap();
+    let host = host_over(&dir).await;
+    crate::support::assert_failed(
+        &host,
+        "probe",
+        Code::PermissionDenied,
+        &["permissions.read[0]", "leads out of the plugin folder"],
+    );
+    // A write grant the sandbox's user cannot write is named with the fix.
+    let dir = PluginsDir::new();
+    let folder = dir.add_sandbox_probe("[permissions]\nwrite = [\"out\"]\n");
+    std::fs::create_dir(folder.join("out")).unwrap();
+    std::fs::set_permissions(folder.join("out"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = host_over(&dir).await;
+    crate::support::assert_failed(
+        &host,
+        "probe",
+        Code::FailedPrecondition,
+        &["permissions.write[0]", "chown 65534"],
+    );
+    // Handed to that user, it loads.
+    rustix::fs::chown(folder.join("out"), Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+    host.load_folder(&folder).await.unwrap();
+    assert_eq!(info(&host, "probe").state, State::Running);
+    // A host path to show every program must exist.
+    let config = HostConfig::with_plugin_dir(dir.path()).with_sandbox_read(vec!["/no/such/toolchain".into()]);
+    let host = Host::build(config).unwrap();
+    host.load_all().await;
+    crate::support::assert_failed(
+        &host,
+        "probe",
+        Code::FailedPrecondition,
+        &["/no/such/toolchain", "does not exist"],
     );
 }

@@ -54,14 +54,14 @@ impl CgroupParent {
         for (controller, mount) in hierarchies {
             let base = mount.join("plugbay");
             make_dir(&base)?;
-            if version == CgroupVersion::V2 {
-                enable_controllers(&mount, &base);
-            }
             sweep_stale(&base);
             let dir = base.join(&run);
             make_dir(&dir)?;
             if version == CgroupVersion::V2 {
-                enable_controllers(&base, &dir);
+                // Each level offers the controllers to the next, down to the leaves.
+                for level in [&mount, &base, &dir] {
+                    enable_controllers(level);
+                }
             }
             dirs.push((controller, dir));
         }
@@ -252,10 +252,11 @@ fn make_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Offers the v2 controllers the limits need to `child` (ignored where not offered).
-fn enable_controllers(parent: &Path, _child: &Path) {
+/// Offers the v2 controllers the limits need to the children of `dir` (each ignored where
+/// `dir` itself lacks it: a limit needing it then fails with the file it could not write).
+fn enable_controllers(dir: &Path) {
     for controller in ["+cpu", "+memory", "+pids"] {
-        let _ = std::fs::write(parent.join("cgroup.subtree_control"), controller);
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), controller);
     }
 }
 

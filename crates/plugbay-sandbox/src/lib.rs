@@ -41,4 +41,4 @@ pub use seccomp::{
     GRANTABLE as GRANTABLE_SYSCALLS, KILLED as KILLED_SYSCALLS, grantable as grantable_syscall,
     name as syscall_name,
 };
-pub use spec::{Limits, Spec};
+pub use spec::{Limits, NOBODY as NOBODY_UID, Spec};

@@ -15,8 +15,23 @@ const SYSTEM: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", 
 /// Files of `/etc` every program may need (the dynamic loader's cache).
 const ETC_ALWAYS: [&str; 1] = ["/etc/ld.so.cache"];
 /// Files of `/etc` a program granted the network needs (names, certificates).
-const ETC_NETWORK: [&str; 5] =
-    ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates"];
+const ETC_NETWORK: [&str; 6] =
+    ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates", "/etc/pki"];
+
+/// The host paths the root shows read-only for `spec` that are real files or folders
+/// (not symbolic links, which are re-made instead): what the landlock fence must let the
+/// program read.
+pub(crate) fn shown_system_paths(network: bool) -> Vec<&'static Path> {
+    let etc = ETC_ALWAYS.iter().chain(if network { &ETC_NETWORK[..] } else { &[] });
+    SYSTEM
+        .iter()
+        .chain(etc)
+        .map(Path::new)
+        .filter(|path| {
+            std::fs::symlink_metadata(path).is_ok_and(|metadata| !metadata.file_type().is_symlink())
+        })
+        .collect()
+}
 /// The devices of the minimal `/dev`.
 pub(crate) const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
 

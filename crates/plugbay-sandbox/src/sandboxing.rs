@@ -73,6 +73,12 @@ impl Sandboxing {
         }
     }
 
+    /// Whether programs run as `nobody` ([`crate::NOBODY_UID`]) outside their user
+    /// namespace: when the host is root.
+    pub fn runs_as_nobody(&self) -> bool {
+        self.report.root
+    }
+
     /// What the kernel offers.
     pub fn report(&self) -> &KernelReport {
         &self.report
@@ -86,7 +92,11 @@ impl Sandboxing {
         }
         match layer {
             Layer::Cgroups => self.cgroups.as_ref().map(|_| ()).map_err(Clone::clone),
-            _ if !self.report.root && layer != Layer::UserNamespace => {
+            // Namespaces need privilege, which a user namespace gives a host that is not
+            // root; seccomp and landlock need none.
+            Layer::MountNamespace | Layer::PidNamespace | Layer::NetworkNamespace | Layer::IpcUtsNamespaces
+                if !self.report.root =>
+            {
                 self.offers(Layer::UserNamespace).map_err(|why| {
                     format!("a host that is not root builds namespaces inside a user namespace, and that is unavailable: {why}")
                 })
@@ -159,19 +169,7 @@ impl Sandboxing {
             None
         };
         let fence = if has(Layer::Landlock) {
-            let system: Vec<&Path> = [
-                "/usr",
-                "/etc/ld.so.cache",
-                "/etc/resolv.conf",
-                "/etc/hosts",
-                "/etc/nsswitch.conf",
-                "/etc/ssl",
-            ]
-            .iter()
-            .map(Path::new)
-            .filter(|path| path.exists())
-            .collect();
-            let mut read = system;
+            let mut read = mounts::shown_system_paths(spec.network);
             read.push(&spec.folder);
             read.extend(spec.shared.iter().map(|path| path.as_path()));
             read.extend(spec.read.iter().map(|path| path.as_path()));

@@ -10,6 +10,8 @@
 //!    flags, `ioctl` without `TIOCSTI` / `TIOCLINUX` (typing into a terminal);
 //! 3. **clone3** answers `ENOSYS`, so the C library falls back to `clone`, whose flags the
 //!    allow filter can read (`clone3` passes them in memory, out of a filter's reach).
+//!
+//! `socket` is allowed for the local, IPv4, IPv6 and netlink families only.
 
 use std::collections::BTreeMap;
 
@@ -52,8 +54,8 @@ pub const KILLED: &[(&str, i64)] = &[
     ("open_tree", libc::SYS_open_tree),
 ];
 
-/// The calls a contained program may make (besides `clone` and `ioctl`, allowed with the
-/// argument checks above).
+/// The calls a contained program may make (besides `clone`, `ioctl` and `socket`, allowed
+/// with the argument checks above).
 const ALLOWED: &[i64] = &[
     libc::SYS_read,
     libc::SYS_write,
@@ -95,7 +97,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_setitimer,
     libc::SYS_getpid,
     libc::SYS_sendfile,
-    libc::SYS_socket,
     libc::SYS_connect,
     libc::SYS_accept,
     libc::SYS_sendto,
@@ -405,6 +406,10 @@ pub fn name(number: i64) -> Option<&'static str> {
         .map(|(name, _)| *name)
 }
 
+/// The socket families a program may open: local, IPv4, IPv6 and netlink (which the C
+/// library's name lookups use); not `AF_VSOCK`, `AF_PACKET` and the like.
+const SOCKET_FAMILIES: [i32; 4] = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+
 /// Namespace flags `clone` may not carry.
 const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
@@ -426,6 +431,11 @@ pub(crate) fn filters(granted: &[i64]) -> Result<Vec<BpfProgram>, String> {
     let condition = |arg: u8, op: SeccompCmpOp, value: u64| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(|e| e.to_string())
     };
+    // `ioctl`'s command and `socket`'s domain are ints: the kernel reads their low 32 bits,
+    // so the filter compares those (a set high bit must not slip past).
+    let int_condition = |arg: u8, op: SeccompCmpOp, value: u64| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
+    };
     let kill = SeccompFilter::new(
         unconditional(&mut KILLED.iter().map(|(_, call)| *call)),
         SeccompAction::Allow,
@@ -442,13 +452,16 @@ pub(crate) fn filters(granted: &[i64]) -> Result<Vec<BpfProgram>, String> {
         libc::SYS_ioctl,
         vec![rule(
             vec![
-                condition(1, SeccompCmpOp::Ne, libc::TIOCSTI),
-                condition(1, SeccompCmpOp::Ne, libc::TIOCLINUX),
+                int_condition(1, SeccompCmpOp::Ne, libc::TIOCSTI),
+                int_condition(1, SeccompCmpOp::Ne, libc::TIOCLINUX),
             ]
             .into_iter()
             .collect::<Result<_, _>>()?,
         )?],
     );
+    let families =
+        SOCKET_FAMILIES.iter().map(|family| rule(vec![int_condition(0, SeccompCmpOp::Eq, *family as u64)?]));
+    allowed.insert(libc::SYS_socket, families.collect::<Result<_, _>>()?);
     let allow =
         SeccompFilter::new(allowed, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch)
             .map_err(|e| e.to_string())?;

@@ -67,4 +67,4 @@ impl Default for Limits {
 
 /// The user and group a contained program runs as, outside its user namespace: the
 /// unprivileged `nobody` (65534) when the host is root, the host's own user otherwise.
-pub(crate) const NOBODY: u32 = 65534;
+pub const NOBODY: u32 = 65534;

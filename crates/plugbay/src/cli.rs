@@ -204,6 +204,9 @@ pub struct InspectArgs {
     /// (`state`, `capabilities`, `error`).
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// Arguments of `plugbay doctor`.

@@ -73,11 +73,7 @@ async fn load_plugins(dir: &Path, sandbox: &SandboxArgs) -> anyhow::Result<(Host
     // The host would record an unreadable folder as one more failure; for the command line
     // it means there is nothing to work on, so it is checked first.
     catalog::scan(dir)?;
-    let sandbox_read =
-        sandbox.sandbox_read.iter().map(std::path::absolute).collect::<std::io::Result<_>>()?;
-    let config =
-        HostConfig::with_plugin_dir(dir).with_sandbox(sandbox.sandbox.into()).with_sandbox_read(sandbox_read);
-    let host = Host::build(config)?;
+    let host = Host::build(with_sandbox(HostConfig::with_plugin_dir(dir), sandbox)?)?;
     let report = host.load_all().await;
     tracing::info!(
         dir = %dir.display(),
@@ -86,6 +82,12 @@ async fn load_plugins(dir: &Path, sandbox: &SandboxArgs) -> anyhow::Result<(Host
         "plugins folder loaded"
     );
     Ok((host, report))
+}
+
+/// `config` with the sandbox the command line asks for (`--sandbox`, `--sandbox-read`).
+fn with_sandbox(config: HostConfig, sandbox: &SandboxArgs) -> anyhow::Result<HostConfig> {
+    let read = sandbox.sandbox_read.iter().map(std::path::absolute).collect::<std::io::Result<_>>()?;
+    Ok(config.with_sandbox(sandbox.sandbox.into()).with_sandbox_read(read))
 }
 
 /// Writes `value` to stdout as pretty-printed JSON and a newline.

@@ -14,11 +14,14 @@ pub struct Limits {
     pub timeout_ms: Option<u64>,
     /// Calls in flight at once, 1 to 65 536. Default: unset (host default).
     pub max_concurrency: Option<u32>,
-    /// Memory limit in MiB, 1 to 1 048 576. Default: unset (host default).
+    /// Memory limit in MiB, 1 to 1 048 576, enforced for process plugins by the sandbox's
+    /// cgroup (swap off; docs/sandbox.md). Default: unset (no limit).
     pub memory_mb: Option<u64>,
-    /// CPU share in percent of one core, 1 to 10 000. Default: unset (host default).
+    /// CPU share in percent of one core, 1 to 10 000, enforced for process plugins by the
+    /// sandbox's cgroup as a quota. Default: unset (no limit).
     pub cpu_percent: Option<u32>,
-    /// Process/thread count limit, 1 to 1 000 000. Default: unset (host default).
+    /// Processes and threads at once, 1 to 1 000 000, enforced for process plugins by the
+    /// sandbox's cgroup. Default: unset (no limit).
     pub pids: Option<u32>,
 }
 

@@ -24,7 +24,8 @@ pub async fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
         bail!("{}: the plugin folder's name is not UTF-8, so it cannot be a plugin id", folder.display());
     }
     let plugins_dir = folder.parent().unwrap_or(&folder);
-    let report = Host::inspect(HostConfig::with_plugin_dir(plugins_dir), &folder).await?;
+    let config = crate::commands::with_sandbox(HostConfig::with_plugin_dir(plugins_dir), &args.sandbox)?;
+    let report = Host::inspect(config, &folder).await?;
     if args.json {
         print_json(&report)?;
     } else {

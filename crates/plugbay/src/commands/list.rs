@@ -32,6 +32,8 @@ struct Row<'a> {
     /// A process plugin's sandbox: `{mode, layers, missing}`; null for the other runtimes
     /// and while no instance runs.
     sandbox: Option<&'a SandboxReport>,
+    /// The process ids of its running instances as the host sees them (process plugins).
+    pids: &'a [u32],
 }
 
 impl<'a> From<&'a PluginInfo> for Row<'a> {
@@ -45,6 +47,7 @@ impl<'a> From<&'a PluginInfo> for Row<'a> {
             error: info.error.as_ref(),
             folder: info.folder.display().to_string(),
             sandbox: info.sandbox.as_ref(),
+            pids: &info.pids,
         }
     }
 }
@@ -127,7 +130,7 @@ fn write_table(out: &mut impl Write, rows: &[Row<'_>]) -> std::io::Result<()> {
         }
         if let Some(sandbox) = row.sandbox {
             if sandbox.layers.is_empty() {
-                writeln!(out, "    sandbox: off")?;
+                writeln!(out, "    sandbox: {}, no layer", sandbox.mode.as_str())?;
             } else {
                 writeln!(out, "    sandbox: {}", sandbox.layers.join(", "))?;
             }

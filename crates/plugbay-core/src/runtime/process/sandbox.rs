@@ -14,7 +14,7 @@ use crate::manifest::Manifest;
 use crate::runtime::SandboxReport;
 
 /// The settings that choose the mode, named in errors.
-const MODE_SETTINGS: &str = "HostConfig::sandbox, [sandbox] mode in plugbay.toml";
+const MODE_SETTINGS: &str = "HostConfig::sandbox, [sandbox] mode in plugbay.toml, --sandbox";
 
 /// What this machine offers, probed once per process (the first host that needs it), with
 /// this run's cgroup parent.
@@ -55,13 +55,26 @@ pub(crate) fn plan(
             layers.retain(|kept| *kept != layer);
         }
     }
+    for path in shared {
+        if !path.exists() {
+            return Err(Error::precondition(format!(
+                "{} is to be shown to every sandboxed program (HostConfig::sandbox_read, [sandbox] read, \
+                 --sandbox-read) but does not exist",
+                path.display()
+            )));
+        }
+    }
+    let write = grants(&manifest.permissions.write, folder, "permissions.write")?;
+    if sandboxing.runs_as_nobody() {
+        check_writable(&write, plugbay_sandbox::NOBODY_UID, "permissions.write")?;
+    }
     let spec = Spec {
         name: cgroup_name(&manifest.plugin.id),
         layers,
         folder: folder.to_path_buf(),
         private_dir: private_dir.to_path_buf(),
         read: grants(&manifest.permissions.read, folder, "permissions.read")?,
-        write: grants(&manifest.permissions.write, folder, "permissions.write")?,
+        write,
         shared: shared.to_vec(),
         syscalls: manifest
             .permissions
@@ -111,19 +124,63 @@ fn cgroup_name(plugin: &str) -> String {
     format!("{plugin}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The manifest's grants (relative to the plugin folder) as absolute, existing paths.
+/// The manifest's grants (relative to the plugin folder) as absolute, existing paths
+/// inside the folder: a symbolic link out of it is refused, as the manifest's `..` is.
 fn grants(paths: &[String], folder: &Path, field: &str) -> Result<Vec<PathBuf>> {
+    let root = folder.canonicalize().map_err(|error| {
+        Error::precondition(format!("cannot resolve the plugin folder {}: {error}", folder.display()))
+    })?;
     paths
         .iter()
-        .map(|path| {
+        .enumerate()
+        .map(|(index, path)| {
+            let field = format!("{field}[{index}]");
             let joined = folder.join(path);
-            joined.canonicalize().map_err(|error| {
+            let resolved = joined.canonicalize().map_err(|error| {
                 Error::precondition(format!(
                     "{path} ({}) cannot be shown to the sandbox: {error}",
                     joined.display()
                 ))
-                .with_field(field)
-            })
+                .with_field(field.clone())
+            })?;
+            if !resolved.starts_with(&root) {
+                return Err(Error::denied(format!(
+                    "{path} leads out of the plugin folder (to {}); grants stay inside it",
+                    resolved.display()
+                ))
+                .with_field(field));
+            }
+            Ok(resolved)
         })
         .collect()
+}
+
+/// Checks that the program, running as `uid` outside its user namespace, can write each
+/// write grant (a root host runs it as `nobody`, which a root-owned folder refuses).
+fn check_writable(grants: &[PathBuf], uid: u32, field: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for (index, path) in grants.iter().enumerate() {
+        let Ok(metadata) = std::fs::metadata(path) else { continue };
+        let mode = metadata.mode();
+        // The sandbox's gid is the same number (nobody's group, nogroup, is 65534).
+        let writable = if metadata.uid() == uid {
+            mode & 0o200 != 0
+        } else if metadata.gid() == uid {
+            mode & 0o020 != 0
+        } else {
+            mode & 0o002 != 0
+        };
+        if !writable {
+            return Err(Error::precondition(format!(
+                "{} is not writable by the sandbox's uid {uid} (owner uid {}, mode {:o}): give it to that \
+                 user (chown {uid} {}) or make it writable for it",
+                path.display(),
+                metadata.uid(),
+                mode & 0o7777,
+                path.display()
+            ))
+            .with_field(format!("{field}[{index}]")));
+        }
+    }
+    Ok(())
 }
