@@ -525,19 +525,8 @@ impl PluginsDir {
     /// The sandbox probe as process plugin `probe` (capability `probe@1`), with `extra`
     /// appended to its manifest (e.g. `[limits]`).
     pub fn add_sandbox_probe(&self, extra: &str) -> PathBuf {
-        let methods: &[&str] = &[
-            "attempts",
-            "hog_memory",
-            "fork_bomb",
-            "open_files",
-            "fill_tmp",
-            "burn",
-            "daemonize",
-            "pid",
-            "syscall",
-            "ptrace_self",
-        ];
-        let manifest = process_manifest("probe", "sandbox-probe", &[("probe@1", methods)], extra);
+        let manifest =
+            process_manifest("probe", "sandbox-probe", &[("probe@1", native_fixture::PROBE_METHODS)], extra);
         let folder = self.write_manifest("probe", manifest);
         std::fs::copy(sandbox_probe(), folder.join("sandbox-probe")).expect("copy the sandbox probe");
         folder
