@@ -264,12 +264,21 @@ pub(crate) fn start(launch: Launch, mut prepared: Prepared) -> io::Result<Starte
         return fail(started, io::Error::other(format!("cannot release the sandbox helper: {error}")));
     }
     drop(go_write);
-    let mut bytes = [0u8; std::mem::size_of::<Report>()];
-    let read = read_full(&report_read, &mut bytes);
-    let report: Report = match read {
-        // SAFETY: `Report` is plain data of exactly this size.
-        Ok(n) if n == bytes.len() => unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) },
-        _ => {
+    let report = match final_report(&report_read, std::time::Instant::now() + HELPER_PATIENCE) {
+        Ok(report) => report,
+        Err(Some(step)) => {
+            let (name, layer) = STEPS[step as usize];
+            let layer = layer.map(|layer| format!(", the {layer} layer")).unwrap_or_default();
+            let error = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the sandbox's helper did not start the program within {} s; it was at: {name}{layer}",
+                    HELPER_PATIENCE.as_secs()
+                ),
+            );
+            return fail(started, error);
+        }
+        Err(None) => {
             let status = crate::child::reap(&started.pidfd, std::time::Duration::from_secs(1)).ok().flatten();
             let how = status.map(|s| crate::child::ExitStatus::from_wait(&s).to_string()).unwrap_or_default();
             return fail(
@@ -305,6 +314,41 @@ pub(crate) fn start(launch: Launch, mut prepared: Prepared) -> io::Result<Starte
 fn program_pid(helper: i32) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children")).ok()?;
     children.split_whitespace().next()?.parse().ok()
+}
+
+/// How long the helper may take to start the program before the host gives up on it (the
+/// spawner thread, which starts every program, is never held longer).
+const HELPER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads the helper's reports until its final one (progress records, `errno` -1, say which
+/// step it is at). `Err(Some(step))`: none came by `deadline`, the helper was last at
+/// `step`; `Err(None)`: the helper ended without one.
+fn final_report(report: &OwnedFd, deadline: std::time::Instant) -> Result<Report, Option<u32>> {
+    let mut at = 1; // waiting for the host: the helper's first step once released
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = rustix::event::Timespec::try_from(left)
+            .unwrap_or(rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 });
+        let mut poll = [rustix::event::PollFd::new(report, rustix::event::PollFlags::IN)];
+        match rustix::event::poll(&mut poll, Some(&timeout)) {
+            Ok(0) => return Err(Some(at)),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return Err(None),
+        }
+        let mut bytes = [0u8; std::mem::size_of::<Report>()];
+        match read_full(report, &mut bytes) {
+            Ok(n) if n == bytes.len() => {
+                // SAFETY: `Report` is plain data of exactly this size.
+                let record: Report = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                if record.errno != PROGRESS {
+                    return Ok(record);
+                }
+                at = record.step;
+            }
+            _ => return Err(None),
+        }
+    }
 }
 
 fn read_full(fd: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
@@ -348,6 +392,15 @@ fn set_errno(value: i32) {
 
 fn failure(step: u32) -> Report {
     Report { step: step + 1, entry: 0, errno: errno() }
+}
+
+/// The `errno` of a progress record: the helper is now at step `step` (an index in
+/// `STEPS`).
+const PROGRESS: i32 = -1;
+
+/// Tells the host which step the helper is at, so a helper that hangs is named by it.
+fn progress(fd: RawFd, step: u32) {
+    write_report(fd, Report { step, entry: 0, errno: PROGRESS });
 }
 
 fn write_report(fd: RawFd, report: Report) {

@@ -9,7 +9,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use super::program::program_main;
 use super::{
-    BUILD_ROOT, Helper, MAP_CHILD, Prepared, Program, Report, STACK, failure, set_errno, write_report,
+    BUILD_ROOT, Helper, MAP_CHILD, Prepared, Program, Report, STACK, failure, progress, set_errno,
+    write_report,
 };
 use crate::mounts;
 
@@ -46,6 +47,7 @@ fn run_helper(helper: &Helper<'_>) -> Report {
         if prepared.map_program.is_some() && libc::setgroups(0, std::ptr::null()) != 0 {
             return failure(3);
         }
+        progress(helper.report, BUILD_ROOT);
         if let Some(root) = &prepared.root
             && let Err(entry) = mounts::enter(root)
         {
@@ -54,6 +56,7 @@ fn run_helper(helper: &Helper<'_>) -> Report {
         if prepared.clone_flags & libc::CLONE_NEWUTS != 0 && libc::sethostname(c"plugbay".as_ptr(), 7) != 0 {
             return failure(5);
         }
+        progress(helper.report, 6);
         if prepared.loopback && !loopback_up() {
             return failure(6);
         }
@@ -70,6 +73,7 @@ fn run_helper(helper: &Helper<'_>) -> Report {
         {
             return failure(8);
         }
+        progress(helper.report, 9);
         let mut program = Program { helper, mapped: mapped[0], exec: exec[1], failed: Report::default() };
         let top = (helper.program_stack as usize + STACK) & !15;
         let flags = libc::CLONE_VM
@@ -97,6 +101,8 @@ fn run_helper(helper: &Helper<'_>) -> Report {
             libc::write(mapped[1], (&raw const byte).cast(), 1);
             libc::close(mapped[1]);
         }
+        // Until the program's own steps are done; what it was at is not known here.
+        progress(helper.report, 12);
         // End of file: the program exec'd (the pipe is close-on-exec) or died.
         while libc::read(exec[0], (&raw mut byte).cast(), 1) > 0 {}
         libc::close(exec[0]);
