@@ -121,6 +121,7 @@ fn spawner() -> &'static mpsc::Sender<Job> {
         std::thread::Builder::new()
             .name("plugbay-spawner".into())
             .spawn(move || {
+                SPAWNER_TID.store(thread_id(), std::sync::atomic::Ordering::Relaxed);
                 for job in jobs {
                     job();
                 }
@@ -128,6 +129,32 @@ fn spawner() -> &'static mpsc::Sender<Job> {
             .expect("the spawner thread starts");
         sender
     })
+}
+
+/// The spawner thread's id, once it runs (0 before).
+static SPAWNER_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// This thread's id.
+fn thread_id() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Where the spawner thread waits in the kernel (`/proc/self/task/<tid>/wchan`, and the
+/// top of its kernel stack where readable), for the error of a start it did not answer.
+fn spawner_whereabouts() -> String {
+    let tid = SPAWNER_TID.load(std::sync::atomic::Ordering::Relaxed);
+    let read = |file: &str| std::fs::read_to_string(format!("/proc/self/task/{tid}/{file}")).ok();
+    let wchan = read("wchan").filter(|wchan| !wchan.is_empty() && wchan != "0");
+    let stack = read("stack").map(|stack| {
+        let frames: Vec<&str> =
+            stack.lines().take(4).filter_map(|line| line.split_whitespace().nth(1)).collect();
+        frames.join(" < ")
+    });
+    match (wchan, stack) {
+        (_, Some(stack)) if !stack.is_empty() => format!(" (it waits in the kernel at {stack})"),
+        (Some(wchan), _) => format!(" (it waits in the kernel at {wchan})"),
+        _ => String::new(),
+    }
 }
 
 /// Hands `launch` to the spawner thread; its answer comes through the returned [`Answer`].
@@ -160,7 +187,10 @@ impl Answer {
             Ok(Err(_)) => Err(std::io::Error::other("the spawner thread dropped the request")),
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "the spawner thread did not answer within the start timeout",
+                format!(
+                    "the spawner thread did not answer within the start timeout{}",
+                    spawner_whereabouts()
+                ),
             )),
         }
     }
