@@ -15,6 +15,8 @@
 //! The helper is a fork (its own copy of the host's memory), so it may outlive the spawn;
 //! between the fork and the program's `execve` only raw system calls run, on data
 //! prepared before the fork (the copied allocator may hold a lock another host thread had).
+//! Not even the C library's id-changing wrappers (`setgroups`, `setresuid`, ...): they
+//! synchronise with every thread the copied thread list names, and would wait forever.
 #![allow(unsafe_code)]
 
 mod helper;

@@ -44,7 +44,11 @@ fn run_helper(helper: &Helper<'_>) -> Report {
         if libc::setsid() < 0 {
             return failure(2);
         }
-        if prepared.map_program.is_some() && libc::setgroups(0, std::ptr::null()) != 0 {
+        // The raw call: the C library's `setgroups` would wait for the host's other threads
+        // (which this forked copy no longer has) to change theirs too.
+        if prepared.map_program.is_some()
+            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+        {
             return failure(3);
         }
         progress(helper.report, BUILD_ROOT);

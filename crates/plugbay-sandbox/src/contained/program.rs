@@ -60,10 +60,13 @@ fn run_program(program: &Program<'_>) -> u32 {
         }
         libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
         let (uid, gid) = prepared.ids;
-        if libc::setresgid(gid, gid, gid) != 0 {
+        // Raw system calls, not the C library's wrappers: those would first signal every
+        // other thread of the host (whose thread list this copy still holds) and wait for
+        // them forever.
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
             return 16;
         }
-        if libc::setresuid(uid, uid, uid) != 0 {
+        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
             return 17;
         }
         if !drop_all_capabilities() {
