@@ -506,3 +506,31 @@ async fn grants_stay_in_the_plugin_folder_and_must_be_usable_by_the_sandbox() {
         &["/no/such/toolchain", "does not exist"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_granted_the_network_shares_the_hosts_and_keeps_every_other_layer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (dir, host) = probe_host("[permissions]\nnetwork = true\n").await;
+    let targets = json!({
+        "other_folder": dir.folder("text-tools"),
+        "host_pid": std::process::id(),
+        "tcp_port": listener.local_addr().unwrap().port(),
+        "secret_env": "PLUGBAY_TEST_SECRET",
+        "leaked_file": "/nonexistent",
+    });
+    let results = call(&host, "attempts", targets).await.unwrap();
+    assert_eq!(results["connect_host_tcp"], "ok", "the host's loopback is reachable: {results}");
+    assert_eq!(results["read_etc_shadow"], "ENOENT", "the rest stays fenced: {results}");
+    assert_eq!(results["ptrace"], "signal 31", "{results}");
+    let layers = info(&host, "probe").sandbox.unwrap().layers;
+    assert!(!layers.iter().any(|layer| layer == "network-namespace"), "{layers:?}");
+    assert_eq!(layers.len(), 7, "every other layer: {layers:?}");
+    let (_, program) = helper_and_program(&host, "probe");
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{program}/ns/net")).unwrap(),
+        own,
+        "the host's network namespace"
+    );
+    assert_canary_answers(&host).await;
+}
