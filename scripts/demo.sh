@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# plugbay's main job, on a fresh machine: build the host and the example plugins (Rust, C
-# and Python) into target/plugins/, list them, and make real calls through them, first with
-# one-shot in-process commands, then through the daemon (`plugbay run`) over its HTTP/JSON
-# API (curl), the CLI as its client, and its gRPC API (a Python grpcio client); then stop
-# the daemon with SIGTERM. The Rust text-tools example is also built as a process plugin,
-# into target/plugins-process/.
+# plugbay's main job, on a fresh machine: build the host and the example plugins (Rust, C,
+# C as a process and Python) into target/plugins/, list them, and make real calls through
+# them, first with one-shot in-process commands, then through the daemon (`plugbay run`)
+# over its HTTP/JSON API (curl), the CLI as its client, and its gRPC API (a Python grpcio
+# client); then stop the daemon with SIGTERM. The Rust text-tools example is also built as
+# a process plugin, into target/plugins-process/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -45,6 +45,9 @@ run call kv@1 put '{"key":"greeting","value":"hi"}' --plugins "$plugins" "${sand
 echo
 echo "# a process plugin written in Python (examples/plugins/py-wordfreq), over gRPC:"
 run call text.stats@1 word-frequencies '"the cat and the hat and the bat"' --plugins "$plugins" "${sandbox[@]}"
+echo
+echo "# a process plugin written in plain C (examples/plugins/c-rot13), over the framed transport:"
+run call rot13@1 encode '"Hello, World!"' --plugins "$plugins" "${sandbox[@]}"
 echo
 echo "# the same Rust text-tools source built as a process plugin (target/plugins-process):"
 run call text.transform@1 upper '"hello from a process"' --plugins target/plugins-process "${sandbox[@]}"

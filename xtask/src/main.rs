@@ -13,12 +13,13 @@
 //! `plugins` builds the example plugins under `examples/plugins/` and assembles a plugin
 //! folder for each, `<out>/<id>/` holding `plugin.toml` and the library named as the
 //! manifest's `entry` plus the platform suffix (`libtext_tools.so` on Linux). The Rust
-//! examples are built with cargo (release unless `--debug`), the C example with the system
-//! C compiler (`$CC`, default `cc`), the C wasm example (`text-tools-wasm`) with Debian's
-//! clang + lld + wasi-libc into a core module that `wit-component` turns into a component
-//! of `wit/plugbay.wit` (`plugin.wasm`; skipped with a warning when that toolchain is
-//! missing). The default `<out>` is `<target>/plugins`,
-//! the folder the CLI examples pass to `--plugins`.
+//! examples are built with cargo (release unless `--debug`), the C examples with the system
+//! C compiler (`$CC`, default `cc`): `c-checksum` into a library, `c-rot13` into a program
+//! (a process plugin: its folder holds the program named by its `entry`). The C wasm
+//! example (`text-tools-wasm`) is built with Debian's clang + lld + wasi-libc into a core
+//! module that `wit-component` turns into a component of `wit/plugbay.wit` (`plugin.wasm`;
+//! skipped with a warning when that toolchain is missing). The default `<out>` is
+//! `<target>/plugins`, the folder the CLI examples pass to `--plugins`.
 //!
 //! The Python example is a process plugin: its folder holds `plugin.toml`, the program
 //! (`plugin.py`) and, in `gen/`, the gRPC stubs that `python3 -m grpc_tools.protoc`
@@ -50,7 +51,7 @@ usage: cargo xtask <command>
 
 commands:
   plugins [--debug] [--out DIR]
-      Build the example plugins and assemble DIR/<id>/{plugin.toml, library}, and
+      Build the example plugins and assemble DIR/<id>/{plugin.toml, library or program}, and
       DIR/py-wordfreq/{plugin.toml, plugin.py, gen/} when python3 has grpcio and
       grpcio-tools (else it warns and skips it). The Rust examples built both ways
       also go, as process plugins, to DIR-process/<id>/{plugin.toml, program}.
@@ -69,6 +70,8 @@ const RUST_PLUGINS: &[(&str, &str)] =
 
 /// The C example plugins: the folder under the workspace and the source file in it.
 const C_PLUGINS: &[(&str, &str)] = &[("examples/plugins/c-checksum", "checksum.c")];
+/// The C example process plugins: (folder, source). The program is the manifest's `entry`.
+const C_PROCESS_PLUGINS: &[(&str, &str)] = &[("examples/plugins/c-rot13", "rot13.c")];
 /// The C examples compiled to WebAssembly (Debian's clang + lld + wasi-libc) and wrapped
 /// into components of `wit/plugbay.wit`: (folder, source). The artifact is the manifest's
 /// `entry` (`plugin.wasm`).
@@ -198,6 +201,13 @@ fn plugins(options: PluginsOptions) -> Result<()> {
             &folder.join(manifest.artifact_file_name()),
             options.debug,
         )?;
+        built.push((staging.install(manifest, folder)?, profile));
+    }
+    for (dir, source) in C_PROCESS_PLUGINS {
+        let dir = root.join(dir);
+        let manifest = Manifest::read(&dir, "process")?;
+        let folder = staging.folder(&manifest)?;
+        cc.compile_program(&dir.join(source), &folder.join(manifest.artifact_file_name()), options.debug)?;
         built.push((staging.install(manifest, folder)?, profile));
     }
     let mut skipped = Vec::new();
@@ -623,10 +633,27 @@ impl CCompiler {
     /// Compiles one C source file into a shared library that exports only what the
     /// source marks `PLUGBAY_EXPORT`.
     fn compile_plugin(&self, include: &Path, source: &Path, output: &Path, debug: bool) -> Result<()> {
+        self.compile(source, output, debug, |command| {
+            command.args(["-shared", "-fPIC", "-fvisibility=hidden"]).arg("-I").arg(include);
+        })
+    }
+
+    /// Compiles one C source file into a program (a process plugin).
+    fn compile_program(&self, source: &Path, output: &Path, debug: bool) -> Result<()> {
+        self.compile(source, output, debug, |_| {})
+    }
+
+    fn compile(
+        &self,
+        source: &Path,
+        output: &Path,
+        debug: bool,
+        kind: impl FnOnce(&mut Command),
+    ) -> Result<()> {
         let mut command = Command::new(&self.program);
         command.args(&self.args).args(["-std=c11", "-Wall", "-Wextra", "-Werror"]);
         command.args(if debug { &["-O0", "-g"][..] } else { &["-O2"][..] });
-        command.args(["-shared", "-fPIC", "-fvisibility=hidden"]).arg("-I").arg(include);
+        kind(&mut command);
         command.arg("-o").arg(output).arg(source);
         let status = command.status().map_err(|error| format!("cannot run {}: {error}", self.program))?;
         if !status.success() {

@@ -310,9 +310,23 @@ const PLUGBAY_SOURCES: &[&str] = &[
 /// # Panics
 /// If the compiler is missing or fails (the message says how to install one).
 pub fn compile_c(source: &Path, out: &Path, flags: &[&str]) {
+    let library = ["-shared", "-fPIC", "-fvisibility=hidden"];
+    run_c_compiler(source, out, &[&library[..], flags].concat());
+}
+
+/// Compiles C source into a program at `out` (a process plugin), as [`compile_c`] does a
+/// library.
+///
+/// # Panics
+/// As [`compile_c`].
+pub fn compile_c_program(source: &Path, out: &Path, flags: &[&str]) {
+    run_c_compiler(source, out, flags);
+}
+
+fn run_c_compiler(source: &Path, out: &Path, flags: &[&str]) {
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let output = Command::new(&compiler)
-        .args(["-std=c11", "-Wall", "-Werror", "-O1", "-shared", "-fPIC", "-fvisibility=hidden"])
+        .args(["-std=c11", "-Wall", "-Werror", "-O1"])
         .arg("-I")
         .arg(include_dir())
         .args(flags)
