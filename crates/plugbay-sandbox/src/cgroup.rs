@@ -329,4 +329,95 @@ mod tests {
         assert!(start_time(std::process::id()).is_some());
         assert_eq!(start_time(u32::MAX - 1), None);
     }
+
+    /// This machine's unified hierarchy, forced into use, when the test runs as root; the
+    /// sandbox picks it by itself where it offers cpu, memory and pids.
+    fn unified() -> Option<Cgroups> {
+        let mut cgroups = Cgroups::read();
+        if !rustix::process::geteuid().is_root() || cgroups.v2.is_none() {
+            eprintln!("skipped: needs root and a mounted cgroup v2 hierarchy");
+            return None;
+        }
+        cgroups.usable = Some(CgroupVersion::V2);
+        Some(cgroups)
+    }
+
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')))
+    }
+
+    /// The v2 path of containment on a real kernel: the parent and leaf are made in the
+    /// unified hierarchy, a program and the processes it starts (one in a session of its
+    /// own) land in the leaf, `cgroup.kill` ends them all, and dropping removes both.
+    #[test]
+    fn v2_holds_every_process_a_program_starts_and_kills_them_all() {
+        use std::io::Write;
+        let Some(cgroups) = unified() else { return };
+        let parent = CgroupParent::create(&cgroups).unwrap();
+        let limits = Limits { memory_bytes: None, cpu_percent: None, pids: None, ..Limits::default() };
+        let leaf = parent.leaf("contained", &limits).unwrap();
+        let dir = leaf.paths().next().unwrap().to_path_buf();
+        assert!(dir.starts_with(&cgroups.v2.as_ref().unwrap().mount), "{}", dir.display());
+
+        // The shell waits for a line, so it is in the leaf before it starts anything.
+        let mut program = std::process::Command::new("sh")
+            .args(["-c", "read go; sleep 60 & setsid sleep 60 & wait"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        leaf.add(program.id() as i32).unwrap();
+        program.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let members = loop {
+            let members = procs(&dir);
+            if members.len() == 3 || std::time::Instant::now() > deadline {
+                break members;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(members.len(), 3, "the shell and its two sleeps: {members:?}");
+        let relative = dir.strip_prefix(&cgroups.v2.as_ref().unwrap().mount).unwrap();
+        for pid in &members {
+            let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            assert!(own.lines().any(|line| line == format!("0::/{}", relative.display())), "{pid}: {own}");
+        }
+
+        leaf.kill_all();
+        program.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while members.iter().any(|pid| alive(*pid)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!members.iter().any(|pid| alive(*pid)), "cgroup.kill ended them all: {members:?}");
+        assert!(procs(&dir).is_empty());
+
+        let run = dir.parent().unwrap().to_path_buf();
+        drop(leaf);
+        assert!(!dir.exists(), "the leaf is removed");
+        drop(parent);
+        assert!(!run.exists(), "the run's parent is removed");
+    }
+
+    /// On a v2 hierarchy that lacks a limit's controller (this machine's, whose controllers
+    /// are bound to v1), the leaf fails naming the file it could not write.
+    #[test]
+    fn v2_limits_without_their_controller_fail_naming_the_file() {
+        let Some(cgroups) = unified() else { return };
+        let parent = CgroupParent::create(&cgroups).unwrap();
+        let offers_memory = cgroups.v2.as_ref().unwrap().controllers.iter().any(|c| c == "memory");
+        let limits =
+            Limits { memory_bytes: Some(64 << 20), cpu_percent: None, pids: None, ..Limits::default() };
+        match parent.leaf("limited", &limits) {
+            Ok(leaf) => {
+                assert!(offers_memory, "memory.max was written without the controller");
+                let dir = leaf.paths().next().unwrap().to_path_buf();
+                assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap().trim(), "67108864");
+            }
+            Err(error) => {
+                assert!(!offers_memory, "{error}");
+                assert!(error.to_string().contains("memory.max"), "{error}");
+            }
+        }
+    }
 }
