@@ -163,11 +163,18 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
     let plugin_timeout = left >= rules.timeout_of(slot);
     let budget = left;
     let started = Instant::now();
-    invocation.deadline = Some(started + budget);
+    // The caller's own instant when it is the limit: a nested call made under the same
+    // deadline then expires on the same timer tick as its caller and is answered (and
+    // counted) before its caller is given up, never dropped unfinished with it.
+    let expiry = match call.deadline {
+        Some(deadline) => deadline.instant().min(started + budget),
+        None => started + budget,
+    };
+    invocation.deadline = Some(expiry);
     let record = slot.recent.start(&call.method, call.payload.bytes.len());
     let result = match slot.instance.call(invocation) {
         CallOutcome::Done(result) => result,
-        CallOutcome::Pending(future) => match tokio::time::timeout(budget, future).await {
+        CallOutcome::Pending(future) => match tokio::time::timeout_at(expiry.into(), future).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 Code::DeadlineExceeded,
