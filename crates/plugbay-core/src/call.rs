@@ -129,28 +129,37 @@ impl fmt::Display for Target {
 }
 
 /// The latest moment a call may finish.
+///
+/// Kept on tokio's clock, the one the call's timer runs on: the same instant then holds
+/// for every timer set from it (a caller and the nested calls it makes expire together),
+/// and tests that pause that clock see deadlines move with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Deadline(Instant);
+pub struct Deadline(tokio::time::Instant);
 
 impl Deadline {
     /// A deadline `timeout` from now.
     pub fn after(timeout: Duration) -> Deadline {
-        Deadline(Instant::now() + timeout)
+        Deadline(tokio::time::Instant::now() + timeout)
     }
 
     /// A deadline at an instant.
     pub fn at(instant: Instant) -> Deadline {
-        Deadline(instant)
+        Deadline(tokio::time::Instant::from_std(instant))
     }
 
     /// The instant.
     pub fn instant(self) -> Instant {
+        self.0.into_std()
+    }
+
+    /// The instant on tokio's clock, for a timer.
+    pub fn timer_instant(self) -> tokio::time::Instant {
         self.0
     }
 
     /// Time left (zero once passed).
     pub fn remaining(self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+        self.0.saturating_duration_since(tokio::time::Instant::now())
     }
 }
 

@@ -162,19 +162,19 @@ async fn run_awaiting(rules: &CallRules, slot: &Arc<Slot>, call: &Call) -> Attem
     // overruns (a short caller deadline or a long queue wait is not the plugin's fault).
     let plugin_timeout = left >= rules.timeout_of(slot);
     let budget = left;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     // The caller's own instant when it is the limit: a nested call made under the same
     // deadline then expires on the same timer tick as its caller and is answered (and
     // counted) before its caller is given up, never dropped unfinished with it.
     let expiry = match call.deadline {
-        Some(deadline) => deadline.instant().min(started + budget),
+        Some(deadline) => deadline.timer_instant().min(started + budget),
         None => started + budget,
     };
-    invocation.deadline = Some(expiry);
+    invocation.deadline = Some(expiry.into_std());
     let record = slot.recent.start(&call.method, call.payload.bytes.len());
     let result = match slot.instance.call(invocation) {
         CallOutcome::Done(result) => result,
-        CallOutcome::Pending(future) => match tokio::time::timeout_at(expiry.into(), future).await {
+        CallOutcome::Pending(future) => match tokio::time::timeout_at(expiry, future).await {
             Ok(result) => result,
             Err(_) => Err(Error::new(
                 Code::DeadlineExceeded,
