@@ -58,6 +58,19 @@ ensure_python_grpc() {
     python3 -c 'import grpc, grpc_tools, grpc_health.v1'
 }
 
+# python3's cryptography package (PyPI), for scripts/plugin_sig.py, the independent Python
+# implementation of docs/trust.md's signature format that the test suite checks plugbay
+# against.
+ensure_python_cryptography() {
+    if python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519' >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "installing cryptography (pip)"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet cryptography \
+        || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --break-system-packages cryptography
+    python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519'
+}
+
 # The folders a sandboxed Python plugin needs besides the system's /usr, one per line: where
 # the python3 on PATH (a pyenv shim, a venv) and its prefix live when that is elsewhere.
 # Empty for the distribution's own python3. For `--sandbox-read` and `[sandbox] read`.

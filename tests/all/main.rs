@@ -19,5 +19,6 @@ mod reload;
 mod sandbox;
 mod supervision;
 mod support;
+mod trust;
 mod util;
 mod wasm;

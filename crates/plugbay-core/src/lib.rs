@@ -56,6 +56,7 @@ pub mod runtime;
 pub mod safe_fs;
 mod scheduler;
 mod supervisor;
+pub mod trust;
 mod watch;
 
 pub use call::{Call, ContentType, Deadline, Payload, Target};

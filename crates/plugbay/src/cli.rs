@@ -102,6 +102,75 @@ pub enum Command {
     /// the user, mount, PID, network, IPC and UTS namespaces, cgroups (version and
     /// controllers), seccomp and landlock (ABI version); one line each, ok or why not.
     Doctor(DoctorArgs),
+
+    /// Manage signing keys: `plugbay key new NAME` writes NAME.key (the private key, mode
+    /// 0600) and NAME.pub (the public key to give to hosts), refusing to replace either.
+    #[command(subcommand)]
+    Key(KeyCommand),
+
+    /// Sign a plugin folder: write its plugin.sig, covering plugin.toml and every other
+    /// file in the folder (path, size, SHA-256) under one ed25519 signature (docs/trust.md).
+    ///
+    /// Example: plugbay sign target/plugins/c-rot13 --key keys/release.key
+    Sign(SignArgs),
+
+    /// Check a plugin folder against its plugin.sig: which key signed it, for which plugin
+    /// and version, and every file that was added, removed or changed since. Exit status 0
+    /// when it is exactly what was signed, 1 when not.
+    Verify(VerifyArgs),
+}
+
+/// The `plugbay key` commands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a new ed25519 key pair: DIR/NAME.key and DIR/NAME.pub.
+    New(KeyNewArgs),
+}
+
+/// Arguments of `plugbay key new`.
+#[derive(Debug, Args)]
+pub struct KeyNewArgs {
+    /// The key's name: letters, digits, '-', '_' and '.'; it names both files.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Where to write the two files.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: std::path::PathBuf,
+}
+
+/// Arguments of `plugbay sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The plugin folder (it holds plugin.toml).
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+
+    /// The private key file (from `plugbay key new`).
+    #[arg(long, value_name = "FILE")]
+    pub key: std::path::PathBuf,
+
+    /// The signature expires this many days from now. [default: never]
+    #[arg(long, value_name = "DAYS")]
+    pub expires_in_days: Option<u32>,
+}
+
+/// Arguments of `plugbay verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The plugin folder (it holds plugin.toml and plugin.sig).
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+
+    /// Also require the signer to be this public key (a .pub file).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+
+    /// Print one JSON object instead: `valid`, `plugin`, `version`, `key_id`, `key_name`,
+    /// `public_key`, `created`, `expires`, `files`, `problems` (each with a `problem` kind,
+    /// its fields and a `message`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `plugbay crashes`.

@@ -10,6 +10,7 @@ mod doctor;
 mod inspect;
 mod list;
 mod manage;
+mod trust;
 
 use std::io::Write;
 use std::path::Path;
@@ -60,6 +61,9 @@ pub async fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Events(args) => manage::events(&args).await,
         Command::Crashes(args) => manage::crashes(&args).await,
         Command::Doctor(args) => doctor::run(&args),
+        Command::Key(crate::cli::KeyCommand::New(args)) => trust::key_new(&args),
+        Command::Sign(args) => trust::sign(&args),
+        Command::Verify(args) => trust::verify(&args),
     }
 }
 
