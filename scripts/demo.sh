@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # plugbay's main job, on a fresh machine: build the host and the example plugins (Rust, C,
 # C as a process and Python) into target/plugins/, list them, and make real calls through
-# them, first with one-shot in-process commands, then through the daemon (`plugbay run`)
-# over its HTTP/JSON API (curl), the CLI as its client, and its gRPC API (a Python grpcio
-# client); then stop the daemon with SIGTERM. The Rust text-tools example is also built as
+# them, first with one-shot in-process commands, then (signed with a key made here, and
+# required to be) through the daemon (`plugbay run`) over its HTTP/JSON API (curl), the
+# CLI as its client, and its gRPC API (a Python grpcio client); then stop the daemon with
+# SIGTERM. The Rust text-tools example is also built as
 # a process plugin, into target/plugins-process/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,25 @@ echo "# a method the manifest does not whitelist is refused before it reaches th
 run call text.transform@1 delete-everything '"x"' --plugins "$plugins" "${sandbox[@]}"
 
 echo
+echo "== signing the example plugins (docs/trust.md): a key made once, every folder signed"
+keys=target/demo-keys
+[ -f "$keys/demo.key" ] || run key new demo --dir "$keys"
+for folder in "$plugins"/*/; do
+    "$plugbay" sign "$folder" --key "$keys/demo.key"
+done
+run verify "$plugins/text-tools" --key "$keys/demo.pub"
+# The daemon trusts that key only; with a key listed, its policy is "require": a plugin
+# that is unsigned, changed since signing, or signed by another key is refused.
+cat >> "$config" <<TOML
+
+[trust]
+policy = "require"
+
+[[trust.keys]]
+file = "$keys/demo.pub"
+TOML
+
+echo
 echo "== the daemon: plugbay run on the example plugins (HTTP 127.0.0.1:7878, gRPC 127.0.0.1:7879)"
 http=127.0.0.1:7878
 grpc=127.0.0.1:7879
@@ -79,7 +99,7 @@ show curl -sS -X POST "http://$http/v1/call/text.transform@1/upper" -H 'content-
 show curl -sS "http://$http/v1/plugins/text-tools"
 show curl -sS -X POST "http://$http/v1/call/text.transform@1/delete-everything" -d '"x"'
 run call text.transform@1 upper '"hello through the daemon"'
-run list
+run list   # each plugin's signature: line names its signer
 run reload text-tools
 echo
 echo "\$ python3 examples/clients/host_client.py $grpc call text.transform@1 upper '\"hello over grpc\"'"

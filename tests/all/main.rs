@@ -20,5 +20,7 @@ mod sandbox;
 mod supervision;
 mod support;
 mod trust;
+mod trust_policy;
+mod trust_race;
 mod util;
 mod wasm;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::trust::TrustConfig;
 
 /// How a [`crate::Host`] is set up. Every field documents its default; `Default` reads no
 /// environment. Built with [`HostConfig::with_plugin_dir`] (or `default()`) and the
@@ -76,6 +77,10 @@ pub struct HostConfig {
     /// (`/usr`, `/lib*`, `/bin`, `/sbin`): a toolchain installed elsewhere, such as a
     /// Python under `/opt` or `~/.pyenv`. Absolute. Default: none.
     pub sandbox_read: Vec<PathBuf>,
+    /// Which signatures the host accepts and what becomes of a plugin without a valid one
+    /// (docs/trust.md). Default: no keys, policy [`crate::trust::TrustPolicy::Warn`]: every
+    /// plugin loads, an unsigned or badly signed one with a warning.
+    pub trust: TrustConfig,
 }
 
 /// Whether process plugins run inside the sandbox: namespaces, a private root, cgroups,
@@ -124,6 +129,7 @@ impl Default for HostConfig {
             process_socket_dir: None,
             sandbox: SandboxMode::Required,
             sandbox_read: Vec::new(),
+            trust: TrustConfig::default(),
         }
     }
 }
@@ -240,6 +246,12 @@ impl HostConfig {
         self
     }
 
+    /// Sets the trust store and policy (see [`HostConfig::trust`]).
+    pub fn with_trust(mut self, trust: TrustConfig) -> HostConfig {
+        self.trust = trust;
+        self
+    }
+
     /// Checks every field; has no side effects.
     ///
     /// # Errors
@@ -276,7 +288,7 @@ impl HostConfig {
                 &format!("absolute paths ({} is not)", path.display()),
             )?;
         }
-        Ok(())
+        self.trust.validate()
     }
 }
 

@@ -21,6 +21,7 @@ use crate::runtime::wasm::WasmRuntime;
 use crate::scheduler::Scheduler;
 use crate::supervisor::{CrashLog, CrashReport};
 
+mod admission;
 mod dispatch;
 mod events;
 mod info;

@@ -20,8 +20,10 @@
 
 mod digest;
 pub mod keys;
+pub mod policy;
 pub mod signature;
 
 pub use digest::FileDigest;
 pub use keys::{KeyId, PrivateKey, PublicKey};
+pub use policy::{SignatureInfo, SignatureState, TrustConfig, TrustPolicy, TrustedKey, admit, examine};
 pub use signature::{Problem, SIGNATURE_FILE, Verification, sign_folder, verify_folder};

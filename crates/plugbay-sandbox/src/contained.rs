@@ -134,7 +134,7 @@ struct Helper<'a> {
     /// The descriptors the helper keeps, ascending; it closes every other one it inherited
     /// (the fork copied all of the host's: other plugins' sockets and pipes, files being
     /// written, which would stay open for the helper's whole life).
-    keep: [RawFd; 6],
+    keep: [RawFd; 7],
 }
 
 /// What the program reads and writes back, on the helper's memory (`CLONE_VM`).
@@ -217,6 +217,7 @@ pub(crate) fn start(launch: Launch, mut prepared: Prepared) -> io::Result<Starte
                 launch.stdout.as_raw_fd(),
                 launch.stderr.as_raw_fd(),
                 ruleset,
+                launch.image_fd(),
             ];
             keep.sort_unstable();
             keep

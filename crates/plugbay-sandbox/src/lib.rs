@@ -10,6 +10,8 @@
 #![deny(unsafe_code)]
 
 pub mod child;
+#[cfg(target_os = "linux")]
+mod image;
 pub mod probe;
 pub mod spawn;
 
@@ -33,6 +35,8 @@ mod spec;
 pub use cgroup::Cgroup;
 #[cfg(target_os = "linux")]
 pub use contained::{Contained, Prepared};
+#[cfg(target_os = "linux")]
+pub use image::ProgramImage;
 pub use probe::Layer;
 #[cfg(target_os = "linux")]
 pub use sandboxing::{LayerError, Sandboxing};

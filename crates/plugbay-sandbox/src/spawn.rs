@@ -18,8 +18,10 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::contained::{Contained, Prepared};
+use crate::image::ProgramImage;
 
 /// A program to start, prepared so the child only has to make system calls.
 pub struct Launch {
@@ -33,6 +35,9 @@ pub struct Launch {
     /// holder besides the child, so once both are gone the read ends see end-of-file.
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
+    /// The verified program to execute by descriptor instead of by path (see
+    /// [`Launch::with_image`]).
+    pub(crate) image: Option<Arc<ProgramImage>>,
 }
 
 /// The read ends of a program's stdout and stderr.
@@ -117,8 +122,47 @@ impl Launch {
             _strings: strings,
             stdout,
             stderr,
+            image: None,
         };
         Ok((launch, Output { stdout: stdout_read, stderr: stderr_read }))
+    }
+
+    /// Executes `image` (the program's verified bytes) instead of opening the program's
+    /// path again: `execveat(fd, "", AT_EMPTY_PATH)`. The path stays the program's
+    /// `argv[0]`.
+    pub fn with_image(mut self, image: Arc<ProgramImage>) -> Launch {
+        self.image = Some(image);
+        self
+    }
+
+    /// The descriptor to execute, `-1` for the path.
+    pub(crate) fn image_fd(&self) -> RawFd {
+        self.image.as_ref().map_or(-1, |image| image.fd())
+    }
+
+    /// Replaces this process with the program: from its image when it has one, else from
+    /// its path. Returns only on failure.
+    ///
+    /// # Safety
+    /// Only in a child before exec: it replaces the process.
+    pub(crate) unsafe fn exec(&self) {
+        let image = self.image_fd();
+        // SAFETY: the pointers are the NUL-terminated arrays and strings this `Launch`
+        // owns; the image descriptor is open in this process (kept across the set-up).
+        unsafe {
+            if image >= 0 {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    image,
+                    c"".as_ptr(),
+                    self.argv.as_ptr(),
+                    self.envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+            } else {
+                libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            }
+        }
     }
 
     /// Starts the program: stdin `/dev/null`, stdout and stderr the pipes made by `new`, its
@@ -287,7 +331,7 @@ fn run_child_steps(setup: &ChildSetup<'_>) -> usize {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::execve(setup.launch.program.as_ptr(), setup.launch.argv.as_ptr(), setup.launch.envp.as_ptr());
+        setup.launch.exec();
         6
     }
 }

@@ -6,6 +6,7 @@ use crate::error::{Code, Error};
 use crate::lifecycle::State;
 use crate::manifest::RuntimeKind;
 use crate::runtime::SandboxReport;
+use crate::trust::SignatureInfo;
 
 /// A failure as data: its code and the whole message with its context.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -58,6 +59,9 @@ pub struct PluginInfo {
     /// The process ids of its running instances as the host sees them (process plugins;
     /// a sandboxed program's is its sandbox's init, which ends with it).
     pub pids: Vec<u32>,
+    /// Its signature as the host judged it when it loaded this version (`None` until it
+    /// is loaded; docs/trust.md).
+    pub signature: Option<SignatureInfo>,
 }
 
 /// The outcome of loading a plugins folder: who loaded and who did not, and why.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::HostInner;
+use super::admission::ReadBytes;
 use super::info::ErrorInfo;
 use super::link::HostLink;
 use super::registry::PluginEntry;
@@ -17,6 +18,7 @@ use crate::metrics::PluginStats;
 use crate::runtime::{Artifact, InstanceContext, Loaded, Runtime};
 use crate::safe_fs;
 use crate::scheduler::Slot;
+use crate::trust::{FileDigest, SignatureInfo};
 
 impl HostInner {
     /// Loads (or loads again) `entry` from its folder; the caller holds its operation lock.
@@ -73,6 +75,7 @@ impl HostInner {
         self.transition(entry, State::Unloaded, reason)?;
         let mut status = entry.status.lock();
         status.loaded = None;
+        status.signature = None;
         status.slots.clear();
         Ok(())
     }
@@ -135,7 +138,7 @@ impl HostInner {
 
     /// Discovered -> Loaded -> Initialized -> Running.
     pub(super) async fn bring_up(&self, entry: &Arc<PluginEntry>, name: &str) -> Result<String> {
-        let manifest = read_manifest(&entry.folder, name)?;
+        let (manifest, manifest_digest) = read_manifest_pinned(&entry.folder, name)?;
         let id = manifest.plugin.id.clone();
         {
             let mut status = entry.status.lock();
@@ -143,20 +146,28 @@ impl HostInner {
             status.manifest = Some(manifest.clone());
         }
         self.registry.refuse_duplicate(entry, &id)?;
-        let (loaded, artifact_path) = self.load_artifact(&entry.folder, &manifest).await?;
-        entry.status.lock().loaded = Some(loaded);
+        let (loaded, artifact_path, signature) =
+            self.load_artifact(&entry.folder, &manifest, &manifest_digest).await?;
+        {
+            let mut status = entry.status.lock();
+            status.loaded = Some(loaded);
+            status.signature = Some(signature);
+        }
         self.transition(entry, State::Loaded, format!("{} loaded", artifact_path.display()))?;
         self.instantiate(entry).await?;
         Ok(id)
     }
 
-    /// Reads the artifact `manifest` names beneath `folder` and has its runtime load and
-    /// check it (describe must match the manifest); returns it and its path.
+    /// Reads the artifact `manifest` names beneath `folder`, judges the folder's signature
+    /// on the bytes read (`manifest_digest` is the parsed manifest's), and has its runtime
+    /// load and check those bytes (describe must match the manifest); returns it, its path
+    /// and the signature's finding.
     pub(super) async fn load_artifact(
         &self,
         folder: &Path,
         manifest: &Manifest,
-    ) -> Result<(Arc<dyn Loaded>, PathBuf)> {
+        manifest_digest: &FileDigest,
+    ) -> Result<(Arc<dyn Loaded>, PathBuf, SignatureInfo)> {
         let manifest_path = folder.join(MANIFEST_FILE);
         let runtime = self.runtime(manifest.plugin.runtime).map_err(|e| e.with_file(&manifest_path))?;
         let artifact_name = manifest.artifact_file_name();
@@ -169,9 +180,14 @@ impl HostInner {
             safe_fs::check_beneath(folder, relative, limit, Code::ResourceExhausted).map(|()| Vec::new())
         }
         .map_err(|error| error.with_field("plugin.entry"))?;
+        let read = ReadBytes {
+            manifest: manifest_digest,
+            artifact: runtime.reads_artifact().then_some((artifact_name.as_str(), bytes.as_slice())),
+        };
+        let signature = self.admit(folder, &manifest.plugin.id, read)?;
         let loaded = runtime.load(Artifact { manifest, folder, path: &artifact_path, bytes }).await?;
         loaded.description().check_against(manifest).map_err(|error| error.with_file(&artifact_path))?;
-        Ok((loaded, artifact_path))
+        Ok((loaded, artifact_path, signature))
     }
 
     fn runtime(&self, kind: RuntimeKind) -> Result<&dyn Runtime> {
@@ -324,11 +340,17 @@ impl HostInner {
 
 /// Reads and validates `folder/plugin.toml` (the folder's name must be the id).
 pub(super) fn read_manifest(folder: &Path, name: &str) -> Result<Arc<Manifest>> {
+    read_manifest_pinned(folder, name).map(|(manifest, _)| manifest)
+}
+
+/// [`read_manifest`], with the digest of the bytes parsed (what a signature must cover).
+pub(super) fn read_manifest_pinned(folder: &Path, name: &str) -> Result<(Arc<Manifest>, FileDigest)> {
     let bytes = safe_fs::read_beneath(
         folder,
         Path::new(MANIFEST_FILE),
         MAX_MANIFEST_BYTES as u64,
         Code::InvalidArgument,
     )?;
-    Ok(Arc::new(Manifest::parse(&bytes, &folder.join(MANIFEST_FILE), Some(name))?))
+    let manifest = Manifest::parse(&bytes, &folder.join(MANIFEST_FILE), Some(name))?;
+    Ok((Arc::new(manifest), FileDigest::of(MANIFEST_FILE, &bytes)))
 }

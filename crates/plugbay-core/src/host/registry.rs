@@ -18,6 +18,7 @@ use crate::metrics::PluginStats;
 use crate::runtime::Loaded;
 use crate::scheduler::Slot;
 use crate::supervisor::FailureWindow;
+use crate::trust::SignatureInfo;
 
 /// One plugin folder's record.
 pub(super) struct PluginEntry {
@@ -49,6 +50,8 @@ pub(super) struct PluginStatus {
     /// The call counters, created when the manifest is first read (kept across restarts
     /// and reloads while the manifest lists the same methods).
     pub(super) stats: Option<Arc<PluginStats>>,
+    /// The signature of the version loaded, as the host judged it at its load.
+    pub(super) signature: Option<SignatureInfo>,
 }
 
 impl PluginEntry {
@@ -69,6 +72,7 @@ impl PluginEntry {
                 lazy: false,
                 reload_error: None,
                 stats: None,
+                signature: None,
             }),
         }
     }
@@ -97,6 +101,7 @@ impl PluginEntry {
             reload_error: status.reload_error.clone(),
             sandbox: status.slots.first().and_then(|slot| slot.instance.sandbox()),
             pids: status.slots.iter().filter_map(|slot| slot.instance.pid()).collect(),
+            signature: status.signature.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::lifecycle::read_manifest;
+use super::lifecycle::{read_manifest, read_manifest_pinned};
 use super::{ErrorInfo, Host, HostInner, PluginEntry};
 use crate::bus::Event;
 use crate::call::Payload;
@@ -14,6 +14,7 @@ use crate::lifecycle::State;
 use crate::manifest::Manifest;
 use crate::runtime::{CallOutcome, Invocation, Loaded};
 use crate::scheduler::Slot;
+use crate::trust::SignatureInfo;
 use crate::watch;
 
 /// The bus topic of reloads. Actions: `switched` (a new version takes the calls),
@@ -42,6 +43,7 @@ pub(super) struct Probation {
     old_slots: Vec<Arc<Slot>>,
     old_loaded: Arc<dyn Loaded>,
     old_manifest: Arc<Manifest>,
+    old_signature: Option<SignatureInfo>,
     new_slots: Vec<Arc<Slot>>,
 }
 
@@ -192,15 +194,15 @@ impl HostInner {
 
     /// Starts the folder's version beside the running one and switches routing to it.
     async fn swap(&self, entry: &Arc<PluginEntry>, name: &str) -> Result<()> {
-        let manifest = read_manifest(&entry.folder, name)?;
-        let (loaded, _) = self.load_artifact(&entry.folder, &manifest).await?;
-        let (old_slots, old_loaded, old_manifest) = {
+        let (manifest, manifest_digest) = read_manifest_pinned(&entry.folder, name)?;
+        let (loaded, _, signature) = self.load_artifact(&entry.folder, &manifest, &manifest_digest).await?;
+        let (old_slots, old_loaded, old_manifest, old_signature) = {
             let status = entry.status.lock();
             let (Some(old_loaded), Some(old_manifest)) = (status.loaded.clone(), status.manifest.clone())
             else {
                 return Err(Error::precondition("the plugin is not loaded"));
             };
-            (status.slots.clone(), old_loaded, old_manifest)
+            (status.slots.clone(), old_loaded, old_manifest, status.signature.clone())
         };
         // Hand the running version's state to the new one.
         if let Some(first) = old_slots.first() {
@@ -219,11 +221,13 @@ impl HostInner {
             let mut status = entry.status.lock();
             status.loaded = Some(loaded);
             status.manifest = Some(manifest);
+            status.signature = Some(signature);
             status.reload_error = None;
             let probation = Probation {
                 old_slots: old_slots.clone(),
                 old_loaded,
                 old_manifest,
+                old_signature,
                 new_slots: slots.clone(),
             };
             status.probation.replace(probation)
@@ -308,6 +312,7 @@ impl HostInner {
             let dropped = std::mem::replace(&mut status.slots, probation.old_slots.clone());
             status.loaded = Some(probation.old_loaded.clone());
             status.manifest = Some(probation.old_manifest.clone());
+            status.signature = probation.old_signature.clone();
             let error = Error::unavailable(format!("the new version failed during its probation: {reason}"));
             status.reload_error = Some(ErrorInfo::from(&error.with_plugin(status.id.clone())));
             (status.id.clone(), dropped)

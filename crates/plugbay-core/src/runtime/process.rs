@@ -25,6 +25,7 @@ use plugbay_proto::plugin::v1::plugin_service_client::PluginServiceClient;
 use plugbay_proto::tonic_health::pb::HealthCheckRequest;
 use plugbay_proto::tonic_health::pb::health_check_response::ServingStatus;
 use plugbay_proto::tonic_health::pb::health_client::HealthClient;
+use plugbay_sandbox::ProgramImage;
 use tonic::transport::Channel;
 
 use crate::bus::Event;
@@ -86,10 +87,6 @@ impl Runtime for ProcessRuntime {
         RuntimeKind::Process
     }
 
-    fn reads_artifact(&self) -> bool {
-        false
-    }
-
     fn load<'a>(&'a self, artifact: Artifact<'a>) -> BoxFuture<'a, Result<Arc<dyn Loaded>>> {
         Box::pin(async move {
             // Absolute, since the program runs with the plugin folder as its working directory.
@@ -99,10 +96,24 @@ impl Runtime for ProcessRuntime {
             let folder = std::path::absolute(artifact.folder).map_err(|error| {
                 Error::internal(format!("cannot resolve {}: {error}", artifact.folder.display()))
             })?;
+            // An ELF program runs from a sealed copy of the bytes the host read (and judged):
+            // the file is never opened by path again. A script runs by its path (its
+            // interpreter opens it; docs/trust.md says what that leaves open).
+            let image = if ProgramImage::is_elf(&artifact.bytes) {
+                let image =
+                    ProgramImage::seal(&artifact.manifest.plugin.id, &artifact.bytes).map_err(|error| {
+                        Error::internal(format!("cannot make a sealed copy of the program: {error}"))
+                            .with_file(artifact.path)
+                    })?;
+                Some(Arc::new(image))
+            } else {
+                None
+            };
             let spec = Spec {
                 manifest: artifact.manifest.clone(),
                 folder,
                 program,
+                image,
                 socket_dir: self.socket_dir.clone(),
                 handle: self.handle.clone(),
                 sandbox: self.sandbox,
@@ -138,6 +149,8 @@ struct Spec {
     manifest: Manifest,
     folder: std::path::PathBuf,
     program: std::path::PathBuf,
+    /// The program's verified bytes when it is an ELF executable.
+    image: Option<Arc<ProgramImage>>,
     socket_dir: Option<std::path::PathBuf>,
     handle: tokio::runtime::Handle,
     sandbox: SandboxMode,
@@ -172,6 +185,7 @@ impl Spec {
             plugin: id,
             folder: &self.folder,
             program: self.program.clone(),
+            image: self.image.clone(),
             args: &self.manifest.process.args,
             env: &self.manifest.permissions.env,
             transports: match self.manifest.process.transport {

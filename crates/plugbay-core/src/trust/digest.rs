@@ -19,6 +19,13 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
+impl FileDigest {
+    /// The digest of `bytes`, read from `path` below the folder.
+    pub fn of(path: &str, bytes: &[u8]) -> FileDigest {
+        FileDigest { path: path.to_owned(), size: bytes.len() as u64, sha256: sha256_hex(bytes) }
+    }
+}
+
 /// What a folder holds that a signature cannot cover: a symbolic link, a device, a path
 /// that is not UTF-8 or holds a control character.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,14 +37,19 @@ pub(crate) struct Uncoverable {
 }
 
 /// Every file beneath `folder` but its `plugin.sig`, sorted by path, and what could not be
-/// covered.
+/// covered. A file in `pinned` is taken as given (its bytes were read by the caller) and
+/// not read again, whether or not it is still there.
 ///
 /// # Errors
 /// When the folder or a file in it cannot be read (`failed_precondition`, naming it).
-pub(crate) fn digest_folder(folder: &Path) -> Result<(Vec<FileDigest>, Vec<Uncoverable>)> {
+pub(crate) fn digest_folder(
+    folder: &Path,
+    pinned: Vec<FileDigest>,
+) -> Result<(Vec<FileDigest>, Vec<Uncoverable>)> {
     let mut files = Vec::new();
     let mut uncoverable = Vec::new();
-    walk(folder, "", &mut files, &mut uncoverable)?;
+    walk(folder, "", &pinned, &mut files, &mut uncoverable)?;
+    files.extend(pinned);
     files.sort_by(|a, b| a.path.cmp(&b.path));
     uncoverable.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((files, uncoverable))
@@ -46,6 +58,7 @@ pub(crate) fn digest_folder(folder: &Path) -> Result<(Vec<FileDigest>, Vec<Uncov
 fn walk(
     dir: &Path,
     prefix: &str,
+    pinned: &[FileDigest],
     files: &mut Vec<FileDigest>,
     uncoverable: &mut Vec<Uncoverable>,
 ) -> Result<()> {
@@ -69,9 +82,11 @@ fn walk(
         }
         let kind = entry.file_type().map_err(unreadable)?;
         if kind.is_dir() {
-            walk(&entry.path(), &format!("{path}/"), files, uncoverable)?;
+            walk(&entry.path(), &format!("{path}/"), pinned, files, uncoverable)?;
         } else if kind.is_file() {
-            files.push(digest_file(&entry.path(), path)?);
+            if !pinned.iter().any(|file| file.path == path) {
+                files.push(digest_file(&entry.path(), path)?);
+            }
         } else {
             let reason = if kind.is_symlink() { "it is a symbolic link" } else { "it is not a regular file" };
             uncoverable.push(Uncoverable { path, reason });
@@ -123,7 +138,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("gen")).unwrap();
         std::fs::write(dir.path().join("gen/b.py"), "").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
-        let (files, uncoverable) = digest_folder(dir.path()).unwrap();
+        let (files, uncoverable) = digest_folder(dir.path(), Vec::new()).unwrap();
         let paths: Vec<&str> = files.iter().map(|file| file.path.as_str()).collect();
         assert_eq!(paths, ["gen/b.py", "plugin.toml"]);
         assert_eq!(files[1].size, 1);

@@ -122,6 +122,20 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The file the problem is about, below the folder; `None` when it is about the
+    /// signature itself.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Problem::Changed { path, .. }
+            | Problem::Added { path }
+            | Problem::Removed { path }
+            | Problem::Uncoverable { path, .. } => Some(path),
+            Problem::BadSignature { .. } | Problem::OtherPlugin { .. } | Problem::Expired { .. } => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -184,7 +198,7 @@ impl Verification {
 /// `failed_precondition` when a file cannot be read or `plugin.sig` cannot be written.
 pub fn sign_folder(folder: &Path, key: &PrivateKey, expires: Option<SystemTime>) -> Result<Verification> {
     let manifest = read_manifest(folder)?;
-    let (files, uncoverable) = digest_folder(folder)?;
+    let (files, uncoverable) = digest_folder(folder, Vec::new())?;
     if let Some(first) = uncoverable.first() {
         return Err(
             Error::invalid(format!("{}: cannot be signed: {}", first.path, first.reason)).with_file(folder)
@@ -221,6 +235,16 @@ pub fn sign_folder(folder: &Path, key: &PrivateKey, expires: Option<SystemTime>)
 /// when `plugin.sig` is not a signature file, naming it; `failed_precondition` when a file
 /// cannot be read.
 pub fn verify_folder(folder: &Path) -> Result<Verification> {
+    verify_pinned(folder, Vec::new)
+}
+
+/// [`verify_folder`], with the files in `pinned` (called only when the folder is signed)
+/// judged by the digests given rather than read again: the host pins the bytes it has read
+/// and will run, so a file swapped after that read cannot pass for them.
+///
+/// # Errors
+/// As [`verify_folder`].
+pub(crate) fn verify_pinned(folder: &Path, pinned: impl FnOnce() -> Vec<FileDigest>) -> Result<Verification> {
     let path = folder.join(SIGNATURE_FILE);
     let file = read_signature(&path)?;
     let mut problems = Vec::new();
@@ -236,7 +260,7 @@ pub fn verify_folder(folder: &Path) -> Result<Verification> {
             problems.push(Problem::OtherPlugin { signed, manifest: now });
         }
     }
-    let (files, uncoverable) = digest_folder(folder)?;
+    let (files, uncoverable) = digest_folder(folder, pinned())?;
     problems.extend(compare(&file.files, &files));
     problems.extend(
         uncoverable

@@ -109,7 +109,7 @@ fn run_program(program: &Program<'_>) -> u32 {
                 return 22;
             }
         }
-        libc::execve(launch.program.as_ptr(), launch.argv.as_ptr(), launch.envp.as_ptr());
+        launch.exec();
         23
     }
 }

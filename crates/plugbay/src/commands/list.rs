@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use hyper::Method;
+use plugbay_core::trust::SignatureInfo;
 use plugbay_core::{ErrorInfo, PluginInfo, SandboxReport, State};
 use serde::Serialize;
 
@@ -34,6 +35,9 @@ struct Row<'a> {
     sandbox: Option<&'a SandboxReport>,
     /// The process ids of its running instances as the host sees them (process plugins).
     pids: &'a [u32],
+    /// Its signature as the host judged it at load: `{state, signer, key_id, reason,
+    /// file}`; null while it is not loaded.
+    signature: Option<&'a SignatureInfo>,
 }
 
 impl<'a> From<&'a PluginInfo> for Row<'a> {
@@ -48,6 +52,7 @@ impl<'a> From<&'a PluginInfo> for Row<'a> {
             folder: info.folder.display().to_string(),
             sandbox: info.sandbox.as_ref(),
             pids: &info.pids,
+            signature: info.signature.as_ref(),
         }
     }
 }
@@ -127,6 +132,9 @@ fn write_table(out: &mut impl Write, rows: &[Row<'_>]) -> std::io::Result<()> {
         write_line(out, line)?;
         if let Some(error) = row.error {
             writeln!(out, "    error: {}", error.message)?;
+        }
+        if let Some(signature) = row.signature {
+            writeln!(out, "    signature: {}", signature.summary())?;
         }
         if let Some(sandbox) = row.sandbox {
             if sandbox.layers.is_empty() {

@@ -10,6 +10,7 @@ use plugbay_core::HostConfig;
 use serde::Deserialize;
 
 use crate::cli::{LogFormat, RunArgs};
+use crate::daemon::trust_section::TrustSection;
 
 /// The environment variable that holds the API token (preferred over the file's `token`).
 pub const TOKEN_ENV: &str = "PLUGBAY_TOKEN";
@@ -36,6 +37,8 @@ struct File {
     process: Process,
     #[serde(default)]
     sandbox: Sandbox,
+    #[serde(default)]
+    trust: TrustSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,7 +246,8 @@ impl DaemonConfig {
                     .iter()
                     .map(|path| std::path::absolute(path).with_context(|| in_file("sandbox.read")))
                     .collect::<anyhow::Result<_>>()?,
-            );
+            )
+            .with_trust(file.trust.into_config(&origin)?);
         host.validate().with_context(|| format!("{origin}: the host settings are not valid"))?;
         Ok(DaemonConfig {
             plugins,

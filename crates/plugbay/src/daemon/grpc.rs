@@ -124,6 +124,13 @@ fn plugin_message(info: PluginInfo) -> pb::Plugin {
             message: error.message,
             plugin: info.id,
         }),
+        signature: info.signature.map(|signature| pb::Signature {
+            state: signature.state.as_str().to_owned(),
+            signer: signature.signer.unwrap_or_default(),
+            key_id: signature.key_id.map(|id| id.0).unwrap_or_default(),
+            reason: signature.reason.unwrap_or_default(),
+            file: signature.file.unwrap_or_default(),
+        }),
     }
 }
 

@@ -15,6 +15,7 @@ mod openapi;
 mod ops;
 mod serve;
 mod shutdown;
+mod trust_section;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

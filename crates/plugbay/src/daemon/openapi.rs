@@ -51,6 +51,25 @@ pub struct PluginSchema {
     sandbox: Option<SandboxSchema>,
     /// The process ids of its running instances as the host sees them (process plugins).
     pids: Vec<u32>,
+    /// Its signature as the host judged it at load (null while it is not loaded).
+    signature: Option<SignatureSchema>,
+}
+
+/// A plugin folder's signature (`plugbay_core::trust::SignatureInfo`; docs/trust.md).
+#[derive(ToSchema)]
+#[schema(as = Signature)]
+#[allow(dead_code)] // A description of JSON the library writes; never built here.
+pub struct SignatureSchema {
+    /// `valid`, `unsigned`, `invalid` or `unchecked` (the trust policy is off).
+    state: String,
+    /// The trusted key's name (valid signatures only).
+    signer: Option<String>,
+    /// The key id the signature names, 16 hex digits.
+    key_id: Option<String>,
+    /// Why it is not valid, or how an unsigned plugin was admitted.
+    reason: Option<String>,
+    /// The file the reason is about, below the plugin folder.
+    file: Option<String>,
 }
 
 /// The OS sandbox of a process plugin's instance (`plugbay_core::SandboxReport`).

@@ -25,7 +25,7 @@ use crate::runtime::process::output::{self, LineReader, Tail};
 use plugbay_sandbox as sandbox;
 use plugbay_sandbox::child::ExitStatus;
 use plugbay_sandbox::spawn::{Launch, Started};
-use plugbay_sandbox::{Contained, Prepared};
+use plugbay_sandbox::{Contained, Prepared, ProgramImage};
 
 /// What to start.
 pub(crate) struct Program<'a> {
@@ -35,6 +35,8 @@ pub(crate) struct Program<'a> {
     pub(crate) folder: &'a Path,
     /// The program, inside the folder.
     pub(crate) program: PathBuf,
+    /// Its verified bytes, executed instead of the path when set (ELF programs).
+    pub(crate) image: Option<Arc<ProgramImage>>,
     /// Its arguments.
     pub(crate) args: &'a [String],
     /// Host environment variables it may see.
@@ -317,6 +319,10 @@ pub(crate) async fn start(
     let (launch, output) =
         Launch::new(&program.program, program.args.iter().map(OsStr::new), env, program.folder)
             .map_err(cannot_start)?;
+    let launch = match program.image.clone() {
+        Some(image) => launch.with_image(image),
+        None => launch,
+    };
     let stdout = pipe::Receiver::from_owned_fd(output.stdout).map_err(cannot_start)?;
     let stderr = pipe::Receiver::from_owned_fd(output.stderr).map_err(cannot_start)?;
     // The program makes its socket as the user it runs as: the sandbox's, else the host's.
@@ -483,6 +489,7 @@ mod tests {
             plugin: "stuck",
             folder: folder.path(),
             program: script,
+            image: None,
             args: &[],
             env: &[],
             transports: &[Transport::Grpc],
