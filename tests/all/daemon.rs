@@ -3,9 +3,8 @@
 //! shutdown under load.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plugbay_proto::host::v1 as pb;
@@ -14,182 +13,7 @@ use plugbay_testkit::{PluginsDir, plugbay_binary};
 
 use crate::util::eventually;
 
-/// A token long enough for the daemon.
-const TOKEN: &str = "test-token-0123456789";
-
-/// A daemon process; killed when dropped.
-struct Daemon {
-    child: Child,
-    http: SocketAddr,
-    grpc: SocketAddr,
-}
-
-impl Daemon {
-    /// Starts `plugbay run` on `dir` with ephemeral ports and waits until it is ready.
-    fn start(dir: &Path, extra: &[&str], token: Option<&str>) -> Daemon {
-        let mut command = Command::new(plugbay_binary());
-        command
-            .args(["run", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--plugins"])
-            .arg(dir)
-            .args(extra)
-            .env_remove("PLUGBAY_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(token) = token {
-            command.env("PLUGBAY_TOKEN", token);
-        }
-        let mut child = command.spawn().expect("plugbay run starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the listening line");
-        let addr = |key: &str| -> SocketAddr {
-            let word = line.split_whitespace().find_map(|word| word.strip_prefix(key));
-            word.unwrap_or_else(|| panic!("no {key} in {line:?}")).parse().unwrap()
-        };
-        let daemon = Daemon { http: addr("http="), grpc: addr("grpc="), child };
-        eventually(
-            Duration::from_secs(20),
-            "the daemon to be ready",
-            || daemon.get("/readyz"),
-            |answer| answer.status == 200,
-        );
-        daemon
-    }
-
-    /// Sends raw request bytes and reads the whole answer (the connection is closed after).
-    fn raw(&self, request: &[u8]) -> Answer {
-        let mut stream = TcpStream::connect(self.http).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        stream.write_all(request).unwrap();
-        let mut bytes = Vec::new();
-        let _ = stream.read_to_end(&mut bytes);
-        Answer::parse(&bytes)
-    }
-
-    /// One request with `Connection: close`, a Host header naming the daemon, and a body.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.http,
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        self.raw(&request)
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.request("GET", path, &[], b"")
-    }
-
-    fn post_json(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut all = vec![("Content-Type", "application/json")];
-        all.extend_from_slice(headers);
-        self.request("POST", path, &all, body.as_bytes())
-    }
-
-    async fn grpc(&self) -> HostApiClient<tonic::transport::Channel> {
-        HostApiClient::connect(format!("http://{}", self.grpc)).await.expect("the gRPC API answers")
-    }
-
-    fn terminate(&self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    }
-
-    /// Waits for the process to exit and returns its status code.
-    fn wait(mut self, limit: Duration) -> Option<i32> {
-        let exited =
-            eventually(limit, "the daemon to exit", || self.child.try_wait().unwrap(), Option::is_some);
-        exited.and_then(|status| status.code())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A parsed HTTP response.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn parse(bytes: &[u8]) -> Answer {
-        let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
-        let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-        let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-        let mut body = bytes[split..].to_vec();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            body = dechunk(&body);
-        }
-        Answer { status, head, body }
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-        })
-    }
-
-    /// Asserts a JSON error with this status and code.
-    fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        let json = self.json();
-        assert_eq!(json["code"], code, "{json}");
-        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{json}");
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..end]).unwrap().trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&body[end + 2..end + 2 + size]);
-        body = &body[end + 4 + size..];
-    }
-    out
-}
-
-/// How long a test waits for what the daemon does in the background.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// `plugbay_calls_total` of the fixture's `sleep` in the daemon's `/metrics` (0 before any).
-fn sleep_calls(daemon: &Daemon) -> u64 {
-    let text = String::from_utf8(daemon.get("/metrics").body).unwrap();
-    let line = text
-        .lines()
-        .find_map(|line| line.strip_prefix("plugbay_calls_total{plugin=\"fixture\",method=\"sleep\"} "));
-    line.map_or(0, |count| count.parse().unwrap())
-}
-
-fn fixture_dir() -> PluginsDir {
-    let dir = PluginsDir::new();
-    dir.add_canary();
-    dir.add_fixture();
-    dir
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
+use crate::daemon_harness::{Answer, Daemon, PATIENCE, TOKEN, fixture_dir, runtime, sleep_calls};
 
 #[test]
 fn http_calls_pass_bodies_and_content_types_through_both_ways() {
@@ -379,7 +203,7 @@ fn d9_oversize_bodies_get_413_before_they_are_read() {
 }
 
 #[test]
-fn d11_mutating_routes_need_the_token_and_foreign_host_names_are_refused() {
+fn d11_every_route_but_health_needs_the_token_and_foreign_host_names_are_refused() {
     let dir = fixture_dir();
     let daemon = Daemon::start(dir.path(), &[], Some(TOKEN));
     daemon.request("POST", "/v1/plugins/fixture/stop", &[], b"").assert_error(401, "permission_denied");
@@ -396,15 +220,21 @@ fn d11_mutating_routes_need_the_token_and_foreign_host_names_are_refused() {
     let bearer = format!("Bearer {TOKEN}");
     let answer = daemon.request("POST", "/v1/plugins/fixture/stop", &[("Authorization", &bearer)], b"");
     assert_eq!(answer.status, 200, "{answer:?}");
-    // Reading and calling need no token.
-    assert_eq!(daemon.get("/v1/plugins").status, 200);
-    assert_eq!(daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[]).status, 200);
+    // With a token set, reading and calling need it too; the health checks do not
+    // (tests/all/tokens.rs covers every route and scope).
+    daemon.get("/v1/plugins").assert_error(401, "permission_denied");
+    daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[]).assert_error(401, "permission_denied");
+    assert_eq!(daemon.get("/healthz").status, 200);
+    let answer = daemon.post_json("/v1/call/text.transform@1/upper", "\"x\"", &[("Authorization", &bearer)]);
+    assert_eq!(answer.status, 200, "{answer:?}");
     // DNS rebinding: a page on evil.example resolving to 127.0.0.1.
     let answer =
         daemon.raw(b"GET /v1/plugins HTTP/1.1\r\nHost: evil.example:7878\r\nConnection: close\r\n\r\n");
     answer.assert_error(403, "permission_denied");
-    let answer = daemon.raw(b"GET /v1/plugins HTTP/1.1\r\nHost: localhost:1\r\nConnection: close\r\n\r\n");
-    assert_eq!(answer.status, 200);
+    let request = format!(
+        "GET /v1/plugins HTTP/1.1\r\nHost: localhost:1\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(daemon.raw(request.as_bytes()).status, 200);
 
     runtime().block_on(async {
         let mut client = daemon.grpc().await;

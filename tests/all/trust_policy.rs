@@ -114,7 +114,9 @@ async fn warn_loads_every_plugin_with_what_it_found_and_off_reads_nothing() {
     signed(&dir, "signed-by-stranger", &key("stranger"));
     append(&signed(&dir, "tampered", &key("stranger")).join("data.txt"), b"more");
     guest(&dir, "unsigned");
-    let host = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+    // The default policy, with a trust store that knows none of the signers.
+    let trust = TrustConfig::default().with_key(TrustedKey::new(key("release").public()));
+    let host = Host::build(HostConfig::with_plugin_dir(dir.path()).with_trust(trust)).unwrap();
     let mut alerts = host.subscribe();
     host.load_all().await;
     let found = |host: &Host, id: &str| {
@@ -140,6 +142,16 @@ async fn warn_loads_every_plugin_with_what_it_found_and_off_reads_nothing() {
 
     let off = host_with(&dir, TrustConfig::with_policy(TrustPolicy::Off)).await;
     assert_eq!(found(&off, "tampered").state, SignatureState::Unchecked);
+
+    // With no trust store at all the findings are shown but not alerted: every plugin
+    // would be one.
+    let quiet = Host::build(HostConfig::with_plugin_dir(dir.path())).unwrap();
+    let mut alerts = quiet.subscribe();
+    quiet.load_all().await;
+    assert_eq!(found(&quiet, "unsigned").state, SignatureState::Unsigned);
+    while let Ok(event) = alerts.try_recv() {
+        assert_ne!(event.action, "signature_warning", "{event:?}");
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`LIFECYCLE_TOPIC`] (`plugbay.lifecycle`) | the state entered (`running`, `failed`, ...) | [`LifecycleChange`] |
 //! | [`RELOAD_TOPIC`] (`plugbay.reload`) | `switched`, `completed`, `failed`, `rolled_back` | [`ReloadEvent`] |
-//! | [`ALERT_TOPIC`] (`plugbay.alert`) | `quarantined`, `sandbox_degraded` | [`Alert`] |
+//! | [`ALERT_TOPIC`] (`plugbay.alert`) | `quarantined`, `sandbox_degraded`, `signature_warning` | [`Alert`] |
 //!
 //! Plugins and callers publish their own topics ([`Event`], checked by [`check_topic`]);
 //! crash reports ([`CrashReport`]) are kept by the host and read with

@@ -118,6 +118,32 @@ pub enum Command {
     /// and version, and every file that was added, removed or changed since. Exit status 0
     /// when it is exactly what was signed, 1 when not.
     Verify(VerifyArgs),
+
+    /// Manage API tokens: `plugbay token new NAME --scope SCOPE...` makes a secret, prints
+    /// it once, and prints the `[[api.tokens]]` entry (its SHA-256, never the secret) to
+    /// add to plugbay.toml.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// The `plugbay token` commands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new API token.
+    New(TokenNewArgs),
+}
+
+/// Arguments of `plugbay token new`.
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// The token's name, shown in logs and refusals.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// What it may do, one or more: `read`, `manage`, `call:<capability>/<method>`
+    /// (`call:text.transform@1/*`, `call:plugin:kv-store/get`, `call:*/*`).
+    #[arg(long = "scope", value_name = "SCOPE", required = true)]
+    pub scopes: Vec<String>,
 }
 
 /// The `plugbay key` commands.
@@ -134,7 +160,7 @@ pub struct KeyNewArgs {
     #[arg(value_name = "NAME")]
     pub name: String,
 
-    /// Where to write the two files.
+    /// Where to write the two files (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: std::path::PathBuf,
 }

@@ -10,6 +10,7 @@ mod doctor;
 mod inspect;
 mod list;
 mod manage;
+mod token;
 mod trust;
 
 use std::io::Write;
@@ -64,6 +65,7 @@ pub async fn run(command: Command) -> anyhow::Result<Outcome> {
         Command::Key(crate::cli::KeyCommand::New(args)) => trust::key_new(&args),
         Command::Sign(args) => trust::sign(&args),
         Command::Verify(args) => trust::verify(&args),
+        Command::Token(crate::cli::TokenCommand::New(args)) => token::new(&args),
     }
 }
 

@@ -21,8 +21,9 @@ pub(super) struct ReadBytes<'a> {
 
 impl HostInner {
     /// Judges plugin `id`'s folder: the finding to keep, or (under `require`) the refusal.
-    /// A finding other than valid under `warn` is logged and published as a
-    /// `signature_warning` alert.
+    /// A finding other than valid under `warn` is logged as a warning and published as a
+    /// `signature_warning` alert once the host trusts any key (with no trust store, it is
+    /// logged at info: every plugin is then unsigned or signed by a stranger).
     ///
     /// # Errors
     /// `permission_denied` naming the plugin, the file and the reason (see
@@ -41,6 +42,12 @@ impl HostInner {
         let admitted_unsigned = found.state == SignatureState::Unsigned && found.reason.is_some();
         if (config.policy == TrustPolicy::Warn && found.state != SignatureState::Valid) || admitted_unsigned {
             let reason = format!("loaded with signature {}", found.summary());
+            if config.keys.is_empty() {
+                // No trust store: nothing could be valid, and a warning per plugin would
+                // say only that. The finding is still shown (`plugbay list`, the APIs).
+                tracing::info!(plugin = %id, "{reason} (no trusted keys are configured)");
+                return Ok(found);
+            }
             tracing::warn!(plugin = %id, "{reason}");
             let alert = Alert { plugin: id.to_owned(), kind: "signature_warning".into(), reason };
             let payload = Payload::json(&alert).unwrap_or_default();

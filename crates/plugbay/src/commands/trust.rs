@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use plugbay_core::Code;
 use plugbay_core::trust::{self, PrivateKey, PublicKey, Verification};
 
@@ -15,6 +16,7 @@ use crate::commands::{Outcome, print_json};
 /// When the name is not a plain file name, a file exists, or they cannot be written.
 pub fn key_new(args: &KeyNewArgs) -> anyhow::Result<Outcome> {
     let key = PrivateKey::generate(&args.name)?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let (private, public) = key.write_pair(&args.dir)?;
     println!("key {} (id {})", args.name, key.public().id);
     println!("private key: {} (keep it secret; it signs plugins)", private.display());

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -10,6 +11,7 @@ use plugbay_core::HostConfig;
 use serde::Deserialize;
 
 use crate::cli::{LogFormat, RunArgs};
+use crate::daemon::access::{Access, Scope, Token};
 use crate::daemon::trust_section::TrustSection;
 
 /// The environment variable that holds the API token (preferred over the file's `token`).
@@ -51,9 +53,20 @@ struct Listener {
 #[serde(deny_unknown_fields)]
 struct Api {
     token: Option<String>,
+    tokens: Option<Vec<TokenSection>>,
     allowed_hosts: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
     header_read_timeout_ms: Option<u64>,
+}
+
+/// One `[[api.tokens]]`: a name, the SHA-256 of the secret (`plugbay token new` prints
+/// both), and its scopes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSection {
+    name: String,
+    sha256: String,
+    scopes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,8 +119,9 @@ pub struct DaemonConfig {
     pub http_addr: SocketAddr,
     /// The gRPC API's address. Default `127.0.0.1:7879`.
     pub grpc_addr: SocketAddr,
-    /// The bearer token mutating routes require; required when an address is not loopback.
-    pub token: Option<String>,
+    /// The API tokens and their scopes (`[[api.tokens]]`, and `api.token` / `PLUGBAY_TOKEN`
+    /// with every scope); at least one is required when an address is not loopback.
+    pub access: Arc<Access>,
     /// The names the `Host` header and gRPC's `:authority` may carry (DNS-rebinding check),
     /// without ports.
     pub allowed_hosts: Vec<String>,
@@ -171,12 +185,17 @@ impl DaemonConfig {
                 in_file("api.token")
             );
         }
+        let mut tokens = tokens_of(file.api.tokens.unwrap_or_default(), &in_file)?;
+        if let Some(secret) = &token {
+            tokens.push(Token::from_secret("api.token", secret, Scope::all()));
+        }
+        let access = Arc::new(Access::new(tokens));
         let public = [http_addr, grpc_addr].into_iter().find(|addr| !addr.ip().is_loopback());
-        if let (Some(public), None) = (public, &token) {
+        if let (Some(public), false) = (public, access.is_guarded()) {
             bail!(
                 "refusing to listen on {public}, which is not a loopback address, without an API token: \
-                 set {TOKEN_ENV} or api.token in the config file (mutating routes then require \
-                 `Authorization: Bearer <token>`)"
+                 add [[api.tokens]] (`plugbay token new`) or set {TOKEN_ENV} or api.token in the config \
+                 file (every route but /healthz and /readyz then requires `Authorization: Bearer <token>`)"
             );
         }
         let allowed_hosts = match file.api.allowed_hosts {
@@ -254,7 +273,7 @@ impl DaemonConfig {
             log_format,
             http_addr,
             grpc_addr,
-            token,
+            access,
             allowed_hosts,
             max_body_bytes: max_body_bytes as usize,
             header_read_timeout,
@@ -262,6 +281,39 @@ impl DaemonConfig {
             host,
         })
     }
+}
+
+/// The `[[api.tokens]]` entries, checked: names unique, 64 hex digits of SHA-256, at least
+/// one scope, each one known.
+fn tokens_of(sections: Vec<TokenSection>, in_file: &dyn Fn(&str) -> String) -> anyhow::Result<Vec<Token>> {
+    let mut tokens: Vec<Token> = Vec::new();
+    for (index, section) in sections.into_iter().enumerate() {
+        let field = |name: &str| in_file(&format!("api.tokens[{index}].{name}"));
+        if section.name.is_empty() || tokens.iter().any(|token| token.name == section.name) {
+            bail!("{}: {:?} is empty or names another token too", field("name"), section.name);
+        }
+        let hex = section.sha256.to_ascii_lowercase();
+        let bytes: Option<Vec<u8>> = (hex.len() == 64)
+            .then(|| (0..32).map(|at| u8::from_str_radix(&hex[2 * at..2 * at + 2], 16).ok()).collect())
+            .flatten();
+        let Some(sha256) = bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) else {
+            bail!(
+                "{}: not 64 hex digits; put the SHA-256 of the secret here (`plugbay token new` prints it), never the secret",
+                field("sha256")
+            );
+        };
+        if section.scopes.is_empty() {
+            bail!("{}: a token needs at least one scope", field("scopes"));
+        }
+        let scopes = section
+            .scopes
+            .iter()
+            .map(|scope| Scope::parse(scope))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| anyhow::anyhow!("{}: {error}", field("scopes")))?;
+        tokens.push(Token { name: section.name, sha256, scopes });
+    }
+    Ok(tokens)
 }
 
 /// Reads and parses the file; the parser's message names the line, column and key.

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::daemon::auth::bearer_matches;
+use crate::daemon::access::{Access, Need, Refusal};
 use crate::daemon::ops::Operation;
 use crate::daemon::shutdown::Shutdown;
 
@@ -33,27 +33,20 @@ const STREAM_CONCURRENCY: usize = 32;
 pub struct HostApiService {
     host: Host,
     shutdown: Shutdown,
-    token: Option<String>,
+    access: Arc<Access>,
 }
 
 impl HostApiService {
-    /// A service over `host`; with a `token`, mutating RPCs require it as
-    /// `authorization: Bearer <token>` metadata.
-    pub fn new(host: Host, shutdown: Shutdown, token: Option<String>) -> HostApiService {
-        HostApiService { host, shutdown, token }
+    /// A service over `host`; with tokens in `access`, every RPC needs one in its
+    /// `authorization: Bearer <token>` metadata, with the scope the RPC needs.
+    pub fn new(host: Host, shutdown: Shutdown, access: Arc<Access>) -> HostApiService {
+        HostApiService { host, shutdown, access }
     }
 
-    /// Refuses a mutating RPC once shutting down, or without the token when one is set.
-    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// Refuses an RPC once shutting down, or when its token does not grant `need`.
+    fn admit<T>(&self, request: &Request<T>, need: Need<'_>) -> Result<(), Status> {
         self.refuse_if_draining()?;
-        let Some(token) = &self.token else { return Ok(()) };
-        let given = request.metadata().get("authorization").and_then(|value| value.to_str().ok());
-        if !bearer_matches(given, token) {
-            return Err(Status::unauthenticated(
-                "this RPC changes the daemon and needs `authorization: Bearer <token>`",
-            ));
-        }
-        Ok(())
+        self.access.check(authorization(request), need).map(drop).map_err(refused)
     }
 
     fn refuse_if_draining(&self) -> Result<(), Status> {
@@ -69,7 +62,7 @@ impl HostApiService {
         request: Request<pb::PluginRequest>,
         operation: Operation,
     ) -> Result<Response<pb::Plugin>, Status> {
-        self.admit(&request)?;
+        self.admit(&request, Need::Manage)?;
         let id = operation.run(&self.host, &request.into_inner().id).await.map_err(Status::from)?;
         self.plugin(&id)
     }
@@ -77,6 +70,19 @@ impl HostApiService {
     fn plugin(&self, id: &str) -> Result<Response<pb::Plugin>, Status> {
         let info = self.host.plugin(id).map_err(Status::from)?;
         Ok(Response::new(plugin_message(info)))
+    }
+}
+
+/// The `authorization` metadata, if it is text.
+fn authorization<T>(request: &Request<T>) -> Option<&str> {
+    request.metadata().get("authorization").and_then(|value| value.to_str().ok())
+}
+
+/// A refusal as a status: unauthenticated, or permission denied naming the scope.
+fn refused(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Unauthenticated => Status::unauthenticated(refusal.to_string()),
+        Refusal::OutOfScope { .. } => Status::permission_denied(refusal.to_string()),
     }
 }
 
@@ -169,7 +175,8 @@ impl HostApi for HostApiService {
         &self,
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
-        self.refuse_if_draining()?;
+        let message = request.get_ref();
+        self.admit(&request, Need::Call { target: &message.target, method: &message.method })?;
         let timeout = grpc_deadline(&request)?;
         let call = call_of(request.into_inner(), timeout);
         let reply = self.host.invoke(call).await.map_err(Status::from)?;
@@ -183,6 +190,9 @@ impl HostApi for HostApiService {
         request: Request<Streaming<pb::InvokeRequest>>,
     ) -> Result<Response<Self::InvokeStreamStream>, Status> {
         self.refuse_if_draining()?;
+        // The token is known now; each message's target and method are checked against
+        // its scopes as they arrive.
+        let token = self.access.identify(authorization(&request)).map_err(refused)?.cloned();
         let mut requests = request.into_inner();
         let (results, receiver) = mpsc::channel(STREAM_BUFFER);
         let (host, shutdown) = (self.host.clone(), self.shutdown.clone());
@@ -208,6 +218,11 @@ impl HostApi for HostApiService {
                     let _ = results.send(Ok(refused)).await;
                     continue;
                 }
+                let need = Need::Call { target: &request.target, method: &request.method };
+                if let Some(Err(refusal)) = token.as_ref().map(|token| token.allows(&need)) {
+                    let _ = results.send(Ok(result_of(id, Err(Error::denied(refusal.to_string()))))).await;
+                    continue;
+                }
                 let (host, results) = (host.clone(), results.clone());
                 tokio::spawn(async move {
                     let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
@@ -222,13 +237,15 @@ impl HostApi for HostApiService {
 
     async fn list_plugins(
         &self,
-        _request: Request<pb::ListPluginsRequest>,
+        request: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        self.admit(&request, Need::Read)?;
         let plugins = self.host.plugins().into_iter().map(plugin_message).collect();
         Ok(Response::new(pb::ListPluginsResponse { plugins }))
     }
 
     async fn get_plugin(&self, request: Request<pb::PluginRequest>) -> Result<Response<pb::Plugin>, Status> {
+        self.admit(&request, Need::Read)?;
         self.plugin(&request.into_inner().id)
     }
 
@@ -265,6 +282,7 @@ impl HostApi for HostApiService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
+        self.admit(&request, Need::Manage)?;
         let request = request.into_inner();
         let payload = Payload::with_type(request.payload, content_type_of(request.content_type));
         let event = Event::new(request.topic, request.action, payload, "api");
@@ -278,7 +296,7 @@ impl HostApi for HostApiService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.refuse_if_draining()?;
+        self.admit(&request, Need::Read)?;
         let topics = request.into_inner().topics;
         let events = BroadcastStream::new(self.host.subscribe())
             .filter_map(move |event| {

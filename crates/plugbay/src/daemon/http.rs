@@ -1,5 +1,5 @@
 //! The HTTP/JSON API (axum): one handler per route, each a thin call into [`Host`], and the
-//! guard every request passes first (`Host` header, shutdown, bearer token).
+//! guard every request passes first (`Host` header, shutdown, API token and its scopes).
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -28,7 +28,7 @@ use utoipa::{OpenApi as _, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::daemon::auth::bearer_matches;
+use crate::daemon::access::{Need, Refusal};
 use crate::daemon::config::DaemonConfig;
 use crate::daemon::errors::ApiError;
 use crate::daemon::hosts;
@@ -139,18 +139,36 @@ fn admit(state: &ApiState, request: &Request) -> Result<(), ApiError> {
     if state.shutdown.is_draining() && request.uri().path() != "/healthz" {
         return Err(ApiError::new(Code::Unavailable, "the daemon is shutting down"));
     }
-    let mutating = request.method() != Method::GET && request.uri().path().starts_with("/v1/plugins");
-    if let (true, Some(token)) = (mutating, &state.config.token) {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        if !bearer_matches(given, token) {
-            return Err(ApiError::new(
-                Code::PermissionDenied,
-                "this route changes the daemon and needs `Authorization: Bearer <token>`",
-            )
-            .with_status(StatusCode::UNAUTHORIZED));
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match state.config.access.check(given, need_of(request)) {
+        Ok(_) => Ok(()),
+        Err(refusal @ Refusal::Unauthenticated) => {
+            Err(ApiError::new(Code::PermissionDenied, refusal.to_string())
+                .with_status(StatusCode::UNAUTHORIZED))
         }
+        Err(refusal) => Err(ApiError::new(Code::PermissionDenied, refusal.to_string())),
     }
-    Ok(())
+}
+
+/// What `request` needs of its token: nothing for the health checks, the call's target and
+/// method for a call, `read` for the other `GET`s, `manage` for the rest. A call path the
+/// router would decode (percent-encoded segments) is judged on its raw segments, which a
+/// scope naming a target or method does not match: it fails closed.
+fn need_of(request: &Request) -> Need<'_> {
+    let path = request.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return Need::Open;
+    }
+    if request.method() == Method::POST
+        && let Some((target, method)) = path.strip_prefix(CALL_PREFIX).and_then(|rest| rest.split_once('/'))
+    {
+        return Need::Call { target, method };
+    }
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        Need::Read
+    } else {
+        Need::Manage
+    }
 }
 
 /// `POST /v1/call/{capability}/{method}`: the body and its content type go to the plugin

@@ -3,7 +3,7 @@
 //! shutdown on SIGTERM/SIGINT ([`shutdown`]). The APIs only translate: what they do is the
 //! library's.
 
-mod auth;
+pub mod access;
 pub mod config;
 mod connections;
 mod errors;
@@ -70,7 +70,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<Outcome> {
         ready: ready.clone(),
     };
     let http = tokio::spawn(serve::http(http_listener, http::api(state), config.clone(), shutdown.clone()));
-    let service = grpc::HostApiService::new(host.clone(), shutdown.clone(), config.token.clone());
+    let service = grpc::HostApiService::new(host.clone(), shutdown.clone(), config.access.clone());
     let grpc = tokio::spawn(serve::grpc(grpc_listener, service, config.clone(), shutdown.clone()));
 
     let report = host.load_all().await;
