@@ -13,6 +13,7 @@ mod examples;
 mod lifecycle;
 mod manifests;
 mod native;
+mod permissions;
 mod pipeline;
 mod process;
 mod python;

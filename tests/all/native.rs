@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State, Target};
-use plugbay_testkit::{PluginsDir, compile_c, native_manifest, rust_plugin};
+use plugbay_testkit::{HOST_API_GRANTS, PluginsDir, compile_c, native_manifest, rust_plugin};
 use serde_json::json;
 
 use crate::support::{assert_canary_answers, assert_error, assert_failed, host_over, info, json_call};
@@ -414,7 +414,7 @@ async fn issue15_null_instances_that_are_not_thread_safe_call_each_other() {
     for name in ["serial-a", "serial-b"] {
         let folder = dir.add_c_fixture(name, &["-DNOT_THREAD_SAFE", "-DNULL_INSTANCE", "-DRELAY"]);
         let manifest = native_manifest(name, "libcfix", &[("cfix@1", &["echo", "count", "relay"])]);
-        std::fs::write(folder.join("plugin.toml"), manifest).unwrap();
+        std::fs::write(folder.join("plugin.toml"), manifest + HOST_API_GRANTS).unwrap();
     }
     let host = host_over(&dir).await;
     let relay = |request: &'static [u8]| Call::new("plugin:serial-a", "relay", Payload::bytes(request));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plugbay_core::{Call, Code, Host, HostConfig, Payload, State, Target};
 use plugbay_testkit::wasm::{GUEST_METHODS, component_from_wat, guest_wat, write_component};
-use plugbay_testkit::{FIXTURE_METHODS, PluginsDir, process_fixture, process_manifest};
+use plugbay_testkit::{FIXTURE_METHODS, HOST_API_GRANTS, PluginsDir, process_fixture, process_manifest};
 use serde_json::json;
 
 use crate::support::{assert_error, host_over, info, json_call};
@@ -79,7 +79,7 @@ async fn a_loop_between_wasm_plugins_is_bounded_by_max_call_depth() {
         };
         let wat = guest_wat(&id, provides)
             .replace(r#"(data (i32.const 2064) "echo")"#, r#"(data (i32.const 2064) "into")"#);
-        write_component(&dir, &id, component_from_wat(&wat), provides, "");
+        write_component(&dir, &id, component_from_wat(&wat), provides, HOST_API_GRANTS);
     }
     let host = host_over(&dir).await;
     let running = host.plugins().iter().filter(|plugin| plugin.state == State::Running).count();

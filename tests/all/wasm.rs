@@ -8,12 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use plugbay_core::{Call, Code, Host, HostConfig, MethodHandle, Payload, State, Target};
-use plugbay_testkit::PluginsDir;
 use plugbay_testkit::wasm::{
     GUEST_METHODS, component_importing_sockets, component_of_another_version,
     component_with_a_wrong_state_interface, component_with_many_functions, stateful_component, wasm_manifest,
     write_component, write_guest, write_inline_guest,
 };
+use plugbay_testkit::{HOST_API_GRANTS, PluginsDir};
 
 use crate::support::{assert_error, assert_failed, info, method_metrics};
 use crate::util::{in_own_process, wait_for};
@@ -27,8 +27,9 @@ fn add_canary(dir: &PluginsDir) {
     write_guest(dir, CANARY, &[("echo.test@1", &["echo"])], "");
 }
 
+/// The test guest, which calls and publishes through the host (so it may).
 fn add_guest(dir: &PluginsDir, extra: &str) {
-    write_guest(dir, GUEST, &[("guest.test@1", GUEST_METHODS)], extra);
+    write_guest(dir, GUEST, &[("guest.test@1", GUEST_METHODS)], &format!("{extra}{HOST_API_GRANTS}"));
 }
 
 async fn host_over(dir: &PluginsDir) -> Host {

@@ -435,6 +435,12 @@ pub fn native_manifest(id: &str, entry: &str, provides: &[(&str, &[&str])]) -> S
     text
 }
 
+/// The `[permissions]` of the test fixtures (the Rust fixture, native and process, and
+/// the wasm test guest): they call and publish through the host API to test it, so they
+/// may call anything and publish on any topic. A plugin's default is neither; the tests
+/// of those permissions write manifests without this.
+pub const HOST_API_GRANTS: &str = "\n[permissions]\ninvoke = [\"*\"]\npublish = [\"*\"]\n";
+
 /// The Rust fixture's `[provides]`: the methods it describes itself with.
 pub const FIXTURE_METHODS: &[&str] = native_fixture::METHODS;
 
@@ -498,6 +504,7 @@ impl PluginsDir {
             None if package == "native-fixture" => {
                 native_manifest("fixture", &entry, &[("fixture@1", FIXTURE_METHODS)])
                     + "\n[subscribes]\ntopics = [\"fixture.*\"]\n"
+                    + HOST_API_GRANTS
             }
             None => {
                 let folder = RUST_PLUGINS.iter().find(|(p, _)| *p == package).expect("known").1;
@@ -529,8 +536,9 @@ impl PluginsDir {
     /// The Rust fixture as process plugin `fixture` (same methods as the native one), with
     /// `extra` appended to its manifest (e.g. a `[process]` table).
     pub fn add_process_fixture(&self, extra: &str) -> PathBuf {
+        let extra = format!("{extra}{HOST_API_GRANTS}");
         let manifest =
-            process_manifest("fixture", "process-fixture", &[("fixture@1", FIXTURE_METHODS)], extra);
+            process_manifest("fixture", "process-fixture", &[("fixture@1", FIXTURE_METHODS)], &extra);
         let folder = self.write_manifest("fixture", manifest);
         std::fs::copy(process_fixture(), folder.join("process-fixture")).expect("copy the fixture program");
         folder

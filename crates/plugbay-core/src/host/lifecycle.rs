@@ -205,11 +205,12 @@ impl HostInner {
     }
 
     /// What a new instance of plugin `id` gets.
-    pub(super) fn instance_context(&self, id: &str) -> InstanceContext {
+    pub(super) fn instance_context(&self, id: &str, manifest: &Manifest) -> InstanceContext {
+        let link = HostLink { host: self.me.clone(), permissions: manifest.permissions.clone() };
         InstanceContext {
             plugin: Arc::from(id),
             config: self.config.plugin_config.get(id).cloned().unwrap_or_default(),
-            callbacks: Arc::new(HostLink(self.me.clone())),
+            callbacks: Arc::new(link),
             max_payload_bytes: self.config.max_payload_bytes,
             default_timeout: self.config.default_timeout,
         }
@@ -240,7 +241,7 @@ impl HostInner {
         loaded: &dyn Loaded,
         manifest: &Arc<Manifest>,
     ) -> Result<Vec<Arc<Slot>>> {
-        let context = self.instance_context(id);
+        let context = self.instance_context(id, manifest);
         let stats = {
             let mut status = entry.status.lock();
             match &status.stats {

@@ -265,7 +265,7 @@ impl HostInner {
             let (State::Running, Some(loaded), Some(manifest)) = (state, loaded, manifest) else { return };
             let Some(stats) = entry.status.lock().stats.clone() else { return };
             entry.status.lock().restarts += 1;
-            let instance = match loaded.instantiate(host.instance_context(&id)).await {
+            let instance = match loaded.instantiate(host.instance_context(&id, &manifest)).await {
                 Ok(instance) => host.restore_into(&id, instance).await,
                 Err(error) => Err(error),
             };

@@ -145,7 +145,7 @@ pub fn validate_id(id: &str) -> Result<()> {
     check_id(id).map_err(|(code, message)| Error::new(code, message))
 }
 
-fn check_id(id: &str) -> Result<(), Problem> {
+pub(super) fn check_id(id: &str) -> Result<(), Problem> {
     let ok = (1..=64).contains(&id.len())
         && id.chars().all(|c| lower_or_digit(c) || c == '-')
         && !id.starts_with('-')

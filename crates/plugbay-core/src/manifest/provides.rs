@@ -83,7 +83,7 @@ impl Context<'_> {
     }
 }
 
-fn check_capability(capability: &str) -> Result<(), Problem> {
+pub(super) fn check_capability(capability: &str) -> Result<(), Problem> {
     let ok = capability.len() <= MAX_NAME_CHARS
         && capability.split_once('@').is_some_and(|(name, major)| {
             matches(name, lower_or_digit, |c| lower_or_digit(c) || matches!(c, '.' | '_' | '-'))
@@ -101,7 +101,7 @@ fn check_capability(capability: &str) -> Result<(), Problem> {
     }
 }
 
-fn check_method(method: &str) -> Result<(), Problem> {
+pub(super) fn check_method(method: &str) -> Result<(), Problem> {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     if method.len() <= MAX_NAME_CHARS && matches(method, word, |c| word(c) || matches!(c, '.' | '-')) {
         Ok(())
@@ -114,7 +114,7 @@ fn check_method(method: &str) -> Result<(), Problem> {
     }
 }
 
-fn check_topic(topic: &str) -> Result<(), Problem> {
+pub(super) fn check_topic(topic: &str) -> Result<(), Problem> {
     let ok = topic.len() <= MAX_NAME_CHARS
         && matches(topic, lower_or_digit, |c| lower_or_digit(c) || matches!(c, '.' | '_' | '*' | '-'));
     if ok {

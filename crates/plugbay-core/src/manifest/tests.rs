@@ -28,6 +28,8 @@ read = ["./data"]
 write = []
 network = false
 env = ["TZ"]
+invoke = ["kv@1", "text.transform@1/upper", "plugin:kv-store/get"]
+publish = ["events.*"]
 [restart]
 policy = "on-failure"
 max_restarts = 5
@@ -107,6 +109,8 @@ fn full_manifest_parses_to_the_expected_values() {
             network: false,
             env: vec!["TZ".into()],
             syscalls: vec![],
+            invoke: vec!["kv@1".into(), "text.transform@1/upper".into(), "plugin:kv-store/get".into()],
+            publish: vec!["events.*".into()],
         },
         restart: Restart::default(),
         health: Health::default(),
@@ -945,4 +949,32 @@ mod properties {
             fuzz_parse(&bytes);
         }
     }
+}
+
+#[test]
+fn invoke_and_publish_grants_are_checked_and_matched() {
+    for (grant, field) in [
+        ("[permissions]\ninvoke = [\"KV@1\"]\n", "permissions.invoke[0]"),
+        ("[permissions]\ninvoke = [\"kv@1/\"]\n", "permissions.invoke[0]"),
+        ("[permissions]\ninvoke = [\"plugin:Bad\"]\n", "permissions.invoke[0]"),
+        ("[permissions]\npublish = [\"Events\"]\n", "permissions.publish[0]"),
+    ] {
+        let error = parse(&format!("{MINIMAL}{grant}")).unwrap_err();
+        assert_eq!(error.field(), Some(field), "{grant}: {error}");
+    }
+    let text = format!(
+        "{MINIMAL}[permissions]\ninvoke = [\"kv@1\", \"text.transform@1/upper\", \"plugin:kv-store/get\"]\npublish = [\"events.*\", \"audit\"]\n"
+    );
+    let permissions = parse(&text).unwrap().permissions;
+    let target = crate::call::Target::parse;
+    assert!(permissions.may_invoke(&target("kv@1"), "put"));
+    assert!(permissions.may_invoke(&target("text.transform@1"), "upper"));
+    assert!(!permissions.may_invoke(&target("text.transform@1"), "lower"));
+    assert!(permissions.may_invoke(&target("plugin:kv-store"), "get"));
+    assert!(!permissions.may_invoke(&target("plugin:kv-store"), "put"));
+    assert!(!permissions.may_invoke(&target("kv@2"), "get"));
+    assert!(permissions.may_publish("events.log") && permissions.may_publish("audit"));
+    assert!(!permissions.may_publish("events") && !permissions.may_publish("other"));
+    assert!(!Permissions::default().may_invoke(&target("kv@1"), "get"), "nothing by default");
+    assert!(!Permissions::default().may_publish("events.log"));
 }
